@@ -1,0 +1,84 @@
+"""The block description CSV (``data/t15_copyTaskData_description.csv``, spec §1.6).
+
+One row per recording block: Date, Post-implant day, Block number, Number of sentences, Corpus,
+Split (``Train`` or ``Val/Test``). The evaluator uses it to attach a corpus to each trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+COLUMNS = ("Date", "Post-implant day", "Block number", "Number of sentences", "Corpus", "Split")
+CORPORA = ("50-Word", "Switchboard", "Openwebtext", "Harvard", "Random", "Freq words")
+SPLIT_VALUES = ("Train", "Val/Test")
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    date: str
+    post_implant_day: int
+    block_num: int
+    n_sentences: int
+    corpus: str
+    split: str
+
+
+def session_to_date(session: str) -> str:
+    """``t15.2023.08.13`` -> ``2023-08-13``."""
+    parts = session.split(".")
+    if len(parts) != 4:
+        raise ValueError(f"session {session!r}: expected <participant>.YYYY.MM.DD")
+    return "-".join(parts[1:])
+
+
+def read_description_csv(path: str | os.PathLike) -> list[BlockRow]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: description CSV not found")
+    rows = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}: expected {list(COLUMNS)}")
+        for line_no, rec in enumerate(reader, start=2):
+            try:
+                row = BlockRow(rec["Date"], int(rec["Post-implant day"]), int(rec["Block number"]),
+                               int(rec["Number of sentences"]), rec["Corpus"], rec["Split"])
+            except ValueError as exc:
+                raise ValueError(f"{path}: line {line_no}: {exc}") from exc
+            if row.split not in SPLIT_VALUES:
+                raise ValueError(f"{path}: line {line_no}: Split {row.split!r}: expected one of {SPLIT_VALUES}")
+            rows.append(row)
+    return rows
+
+
+def write_description_csv(rows: list[BlockRow], path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([r.date, r.post_implant_day, r.block_num, r.n_sentences, r.corpus, r.split])
+    os.replace(tmp, path)
+
+
+class CorpusLookup:
+    """``lookup(session, block_num) -> corpus`` by matching Date and Block number (first match)."""
+
+    def __init__(self, rows: list[BlockRow]):
+        self._map: dict[tuple[str, int], str] = {}
+        for r in rows:
+            self._map.setdefault((r.date, r.block_num), r.corpus)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike) -> CorpusLookup:
+        return cls(read_description_csv(path))
+
+    def __call__(self, session: str, block_num: int) -> str:
+        return self._map.get((session_to_date(session), int(block_num)), "unknown")

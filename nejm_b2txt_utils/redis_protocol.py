@@ -1,0 +1,221 @@
+"""The Redis stream protocol between the evaluator (client) and the LM server (spec LM §2).
+
+Stream and field names, value encodings and the ``scoring`` framing are exactly the original's,
+so an unmodified client or server of the original interoperates with ours. The client here adds
+what the original lacked: timeouts with a clear error instead of waiting forever, reconnects with
+backoff, and an optional password from ``REDIS_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nejm_b2txt_utils.phonemes import N_CLASSES
+
+log = logging.getLogger(__name__)
+
+INPUT_STREAM = "remote_lm_input"
+PARTIAL_OUTPUT_STREAM = "remote_lm_output_partial"
+FINAL_OUTPUT_STREAM = "remote_lm_output_final"
+RESET_STREAM = "remote_lm_reset"
+DONE_RESETTING_STREAM = "remote_lm_done_resetting"
+FINALIZE_STREAM = "remote_lm_finalize"
+DONE_FINALIZING_STREAM = "remote_lm_done_finalizing"
+UPDATE_PARAMS_STREAM = "remote_lm_update_params"
+DONE_UPDATING_PARAMS_STREAM = "remote_lm_done_updating_params"
+ARGS_STREAM = "remote_lm_args"
+CONTEXT_KEY = "contextual_decoding_current_context"
+
+#: Parameters a client may change through ``remote_lm_update_params`` (and reported in ``remote_lm_args``).
+UPDATABLE_PARAMS = (
+    "max_active", "min_active", "beam", "lattice_beam", "acoustic_scale", "ctc_blank_skip_threshold",
+    "length_penalty", "nbest", "blank_penalty", "alpha", "do_opt", "rescore",
+    "top_candidates_to_augment", "score_penalty_percent",
+)  # fmt: skip
+
+
+class LMProtocolError(ValueError):
+    """A message that does not follow the protocol (wrong byte length, NaN, unknown field...)."""
+
+
+class LMTimeoutError(TimeoutError):
+    """The LM server did not answer within the client's timeout."""
+
+
+def encode_logits(logits: np.ndarray) -> bytes:
+    """``[T, 41]`` LM-order logits -> the C-order float32 bytes of the ``logits`` field."""
+    arr = np.asarray(logits, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != N_CLASSES:
+        raise LMProtocolError(f"logits: expected shape [T, {N_CLASSES}], got {list(arr.shape)}")
+    return np.ascontiguousarray(arr).tobytes()
+
+
+def decode_logits(payload: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_logits`; rejects a byte length that is not a multiple of 41 float32s
+    and non-finite values (the original would crash or decode garbage)."""
+    if len(payload) % (4 * N_CLASSES) != 0:
+        raise LMProtocolError(
+            f"logits: {len(payload)} bytes is not a multiple of {4 * N_CLASSES} (float32 x {N_CLASSES} classes)")
+    arr = np.frombuffer(payload, dtype=np.float32).reshape(-1, N_CLASSES)
+    if not np.isfinite(arr).all():
+        raise LMProtocolError("logits: contain NaN or Inf")
+    return arr
+
+
+@dataclass
+class Candidate:
+    sentence: str
+    acoustic: float
+    ngram: float
+    llm: float
+    total: float
+
+
+def format_scoring(candidates: list[Candidate]) -> str:
+    """The ``scoring`` field: ``;``-join of (sentence, ac, ngram, llm, total) for every candidate."""
+    parts: list[str] = []
+    for c in candidates:
+        if ";" in c.sentence:
+            raise LMProtocolError(f"sentence {c.sentence!r} contains ';', which the framing cannot carry")
+        parts.extend([c.sentence, str(c.acoustic), str(c.ngram), str(c.llm), str(c.total)])
+    return ";".join(parts)
+
+
+def parse_scoring(scoring: str) -> dict[str, list]:
+    """Client-side parsing as the original's ``finalize_remote_lm``: sort by total (descending),
+    drop later duplicates; an empty field gives one empty sentence with zero scores."""
+    fields = scoring.split(";") if scoring else []
+    sentences = fields[0::5]
+    try:
+        ac = [float(x) for x in fields[1::5]]
+        ng = [float(x) for x in fields[2::5]]
+        llm = [float(x) for x in fields[3::5]]
+        total = [float(x) for x in fields[4::5]]
+    except ValueError as exc:
+        raise LMProtocolError(f"scoring: non-numeric score in {scoring[:200]!r}") from exc
+    n = min(len(sentences), len(total))
+    if n == 0:
+        return {"candidate_sentences": [""], "candidate_acoustic_scores": [0.0],
+                "candidate_ngram_scores": [0.0], "candidate_llm_scores": [0.0], "candidate_total_scores": [0.0]}
+    order = sorted(range(n), key=lambda i: total[i], reverse=True)
+    out: dict[str, list] = {k: [] for k in ("candidate_sentences", "candidate_acoustic_scores",
+                                            "candidate_ngram_scores", "candidate_llm_scores",
+                                            "candidate_total_scores")}
+    seen: set[str] = set()
+    for i in order:
+        if sentences[i] in seen:
+            continue
+        seen.add(sentences[i])
+        out["candidate_sentences"].append(sentences[i])
+        out["candidate_acoustic_scores"].append(ac[i])
+        out["candidate_ngram_scores"].append(ng[i])
+        out["candidate_llm_scores"].append(llm[i])
+        out["candidate_total_scores"].append(total[i])
+    return out
+
+
+def redis_time_ms(r) -> int:
+    """Redis server time in ms, the original's initial last-seen stream id."""
+    sec, usec = r.time()
+    return int(math.floor(sec * 1000 + usec / 1000))
+
+
+def connect(host: str = "localhost", port: int = 6379, db: int = 0, password: str | None = None, **kw):
+    """A redis-py client; the password defaults to ``$REDIS_PASSWORD`` when set."""
+    import redis
+
+    if password is None:
+        password = os.environ.get("REDIS_PASSWORD") or None
+    return redis.Redis(host=host, port=port, db=db, password=password, **kw)
+
+
+@dataclass
+class RemoteLMClient:
+    """The evaluator's side of the protocol: reset, (update params), logits, finalize.
+
+    ``timeout_s`` bounds every wait for an answer; the original looped forever printing
+    "Still waiting...". Reads resume from the last id seen, so nothing is lost across retries.
+    """
+
+    r: object
+    timeout_s: float = 60.0
+    block_ms: int = 1000
+    input_stream: str = INPUT_STREAM
+    partial_stream: str = PARTIAL_OUTPUT_STREAM
+    final_stream: str = FINAL_OUTPUT_STREAM
+    last_seen: dict[str, int | bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sync_time()
+
+    def sync_time(self) -> None:
+        """Start every stream's last-seen id at "now" (entries older than this are ignored)."""
+        now = redis_time_ms(self.r)
+        for s in (DONE_RESETTING_STREAM, DONE_UPDATING_PARAMS_STREAM, self.partial_stream, self.final_stream,
+                  DONE_FINALIZING_STREAM):
+            self.last_seen[s] = now
+
+    def _wait(self, stream: str, what: str) -> dict[bytes, bytes]:
+        import redis
+
+        deadline = time.monotonic() + self.timeout_s
+        backoff = 0.1
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LMTimeoutError(
+                    f"no answer from the LM server on stream '{stream}' ({what}) within {self.timeout_s:.0f} s: "
+                    "is language-model-standalone.py running against this Redis?")
+            try:
+                resp = self.r.xread({stream: self.last_seen[stream]}, count=1,
+                                    block=int(max(1, min(self.block_ms, remaining * 1000))))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("redis connection lost while waiting for %s (%s); retrying in %.1f s", what, exc, backoff)
+                time.sleep(min(backoff, max(0.0, remaining)))
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if resp:
+                entry_id, fields = resp[0][1][0]
+                self.last_seen[stream] = entry_id
+                return fields
+
+    def reset(self) -> None:
+        self.r.xadd(RESET_STREAM, {"done": 0})
+        time.sleep(0.001)
+        self._wait(DONE_RESETTING_STREAM, "reset")
+
+    def update_params(self, **params) -> None:
+        unknown = set(params) - set(UPDATABLE_PARAMS)
+        if unknown:
+            raise LMProtocolError(f"update_params: unknown field(s) {sorted(unknown)}; expected {UPDATABLE_PARAMS}")
+        self.r.xadd(UPDATE_PARAMS_STREAM, {k: (int(v) if isinstance(v, bool) else v) for k, v in params.items()})
+        time.sleep(0.001)
+        self._wait(DONE_UPDATING_PARAMS_STREAM, "update_params")
+
+    def send_logits(self, logits: np.ndarray) -> str:
+        """Send one chunk of LM-order logits; returns the partial sentence."""
+        self.r.xadd(self.input_stream, {"logits": encode_logits(logits)})
+        fields = self._wait(self.partial_stream, "partial result")
+        if b"error" in fields:
+            raise LMProtocolError(f"LM server rejected the logits: {fields[b'error'].decode()}")
+        return fields.get(b"lm_response_partial", b"").decode()
+
+    def finalize(self) -> dict[str, list]:
+        self.r.xadd(FINALIZE_STREAM, {"done": 0})
+        time.sleep(0.005)
+        fields = self._wait(self.final_stream, "final result")
+        if b"error" in fields:
+            raise LMProtocolError(f"LM server failed to finalize: {fields[b'error'].decode()}")
+        return parse_scoring(fields.get(b"scoring", b"").decode())
+
+    def decode_trial(self, logits_lm_order: np.ndarray) -> dict[str, list]:
+        """The evaluator's per-trial sequence: reset, logits, finalize."""
+        self.reset()
+        self.send_logits(logits_lm_order)
+        return self.finalize()

