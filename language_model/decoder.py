@@ -1,0 +1,233 @@
+"""CTC WFST decoding of phoneme logits over a ``TLG.fst`` (the original's ``BrainSpeechDecoder``).
+
+Per chunk of ``[T, 41]`` LM-order logits (spec §4.2):
+  1. ``logp = log_softmax(logits)``; ``logp[:, 0] -= ln(blank_penalty)`` (not renormalised);
+  2. optional blank skipping: a frame whose (penalised) blank probability exceeds
+     ``ctc_blank_skip_threshold`` is skipped; if the next kept frame repeats the previous kept
+     frame's non-blank argmax, the remembered blank frame is fed first so the repeat stays separable
+     (1.0 = never skip, the service default);
+  3. the decodable returns ``acoustic_scale * logp[t, label - 1]`` (``kaldi_decoder.DecodableCtc``).
+
+Streaming partials come from ``kaldi_decoder.FasterDecoder`` advanced chunk by chunk (beam,
+max_active, min_active). At finalize the kept frames are decoded again with
+``LatticeSimpleDecoder`` (beam, lattice_beam) and the raw lattice is turned into a word-level n-best
+by :mod:`language_model.nbest`. Scores follow spec §4.4: ``lm = -graph_cost`` (n-gram + lexicon
+silence terms, nats) and ``ac = -acoustic_cost / acoustic_scale`` (unscaled penalised log-likelihood).
+
+Fixed versus the original (spec §2.8): the beam flags (beam, max_active, min_active, lattice_beam)
+really apply, at start-up and after an update (the original always used 17/7000/200/8); logits sent
+after a finalize start a new utterance instead of aborting the Kaldi decoder. Differences that come
+from the replacement stack (spec §9.5): the lattice pass has no max_active cap (kaldi-decoder does not
+expose LatticeFasterDecoder), which changes nothing unless 7000 active tokens would have bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from language_model.nbest import Hypothesis, lattice_word_nbest
+from nejm_b2txt_utils.phonemes import N_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecoderOptions:
+    """Search settings; defaults are the original service's effective values (spec §3.2)."""
+
+    beam: float = 17.0
+    max_active: int = 7000
+    min_active: int = 200
+    lattice_beam: float = 8.0
+    acoustic_scale: float = 0.3
+    ctc_blank_skip_threshold: float = 1.0
+    blank_penalty: float = 9.0
+    nbest: int = 100
+
+    def __post_init__(self) -> None:
+        checks = {
+            "beam": self.beam > 0, "max_active": self.max_active > 1, "min_active": 0 <= self.min_active <= self.max_active,
+            "lattice_beam": self.lattice_beam > 0, "acoustic_scale": self.acoustic_scale > 0,
+            "ctc_blank_skip_threshold": 0 < self.ctc_blank_skip_threshold <= 1.0,
+            "blank_penalty": self.blank_penalty > 0, "nbest": self.nbest >= 1,
+        }  # fmt: skip
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"decoder options out of range: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}"
+            )
+
+    def updated(self, **changes) -> DecoderOptions:
+        return replace(self, **{k: v for k, v in changes.items() if k in self.__dataclass_fields__})
+
+
+def read_words(path: str | os.PathLike) -> list[str]:
+    """``words.txt`` as a list indexed by word id (gaps, which Kaldi tables never have, become '')."""
+    table: dict[int, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise ValueError(f"{path}:{n}: expected 'WORD ID', got {line.rstrip()!r}")
+            table[int(parts[1])] = parts[0]
+    words = [""] * (max(table) + 1 if table else 0)
+    for i, w in table.items():
+        words[i] = w
+    return words
+
+
+class LMResources:
+    """What a decoder needs from an LM folder: ``TLG.fst`` and ``words.txt`` (loaded once, shared)."""
+
+    def __init__(self, lm_path: str | os.PathLike):
+        import kaldifst
+
+        self.lm_path = Path(os.path.expanduser(str(lm_path)))
+        if not self.lm_path.is_dir():
+            raise FileNotFoundError(f"language model folder not found: {self.lm_path}")
+        tlg_path, words_path = self.lm_path / "TLG.fst", self.lm_path / "words.txt"
+        for p in (tlg_path, words_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p.name} not found in the language model folder {self.lm_path}")
+        self.tlg = kaldifst.StdVectorFst.read(str(tlg_path))
+        if self.tlg.num_states == 0 or self.tlg.start < 0:
+            raise ValueError(f"{tlg_path}: empty FST (no start state)")
+        self.words = read_words(words_path)
+
+    def words_to_text(self, word_ids) -> str:
+        """Word ids -> lower-case sentence (the original's ``ProcessBlank``; spec §4.5), no leading space."""
+        out = []
+        for i in word_ids:
+            w = self.words[i] if 0 <= i < len(self.words) else ""
+            if w and not w.startswith("#") and w not in ("<s>", "</s>", "<eps>"):
+                out.append(w.replace("\u2581", " ").strip().lower())
+        return " ".join(w for w in out if w)
+
+
+def frame_log_probs(logits: np.ndarray, blank_penalty: float) -> np.ndarray:
+    """log_softmax over the 41 classes, then ``ln(blank_penalty)`` off the blank column (float64)."""
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != N_CLASSES:
+        raise ValueError(f"logits: expected shape [T, {N_CLASSES}], got {list(x.shape)}")
+    m = x.max(axis=1, keepdims=True)
+    logp = x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+    logp[:, 0] -= math.log(blank_penalty)
+    return logp
+
+
+class CtcWfstDecoder:
+    """One utterance at a time: ``reset()``, ``accept_logits(chunk) -> partial``, ``finalize() -> n-best``.
+
+    Not thread-safe; one instance per concurrent utterance (they can share one :class:`LMResources`).
+    """
+
+    def __init__(self, resources: LMResources, options: DecoderOptions | None = None):
+        self.res = resources
+        self.opts = options or DecoderOptions()
+        self._faster = None
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        import kaldi_decoder
+
+        o = self.opts
+        fopts = kaldi_decoder.FasterDecoderOptions(
+            beam=o.beam, max_active=o.max_active, min_active=o.min_active
+        )
+        self._faster = kaldi_decoder.FasterDecoder(self.res.tlg, fopts)
+        self._faster.init_decoding()
+        self._frames: list[np.ndarray] = []  # kept (scaled) frames, for the lattice pass at finalize
+        self._n_fed = 0
+        self._n_received = 0
+        self._last_best = -1
+        self._last_skipped: np.ndarray | None = None
+        self.finalized = False
+
+    def set_options(self, options: DecoderOptions) -> None:
+        """New settings; takes effect from the next utterance (the current one is reset if it has frames)."""
+        self.opts = options
+        self.reset()
+
+    @property
+    def num_frames(self) -> int:
+        """Frames received in this utterance (before blank skipping)."""
+        return self._n_received
+
+    # ------------------------------------------------------------------ decoding
+    def _select_frames(self, logp: np.ndarray) -> np.ndarray:
+        """Blank skipping (spec §4.2 step 4); returns the frames to feed, in order."""
+        thresh = self.opts.ctc_blank_skip_threshold
+        if thresh >= 1.0:
+            return logp
+        keep: list[np.ndarray] = []
+        blank_prob = np.exp(logp[:, 0])
+        best = logp.argmax(axis=1)
+        for t in range(logp.shape[0]):
+            if blank_prob[t] > thresh:
+                self._last_skipped = logp[t]
+                continue
+            if best[t] != 0 and self._last_skipped is not None and best[t] == self._last_best:
+                keep.append(self._last_skipped)
+            self._last_best = int(best[t])
+            self._last_skipped = None
+            keep.append(logp[t])
+        return np.stack(keep) if keep else logp[:0]
+
+    def accept_logits(self, logits: np.ndarray) -> str:
+        """Decode one chunk of raw LM-order logits; returns the best partial sentence so far."""
+        import kaldi_decoder
+
+        if self.finalized:  # the original aborted here (Kaldi assertion); start a new utterance instead
+            log.warning("logits after finalize without a reset: starting a new utterance")
+            self.reset()
+        logp = frame_log_probs(logits, self.opts.blank_penalty)
+        self._n_received += logp.shape[0]
+        feed = (self._select_frames(logp) * self.opts.acoustic_scale).astype(np.float32)
+        if feed.shape[0]:
+            self._faster.advance_decoding(kaldi_decoder.DecodableCtc(feed, offset=self._n_fed))
+            self._frames.append(feed)
+            self._n_fed += feed.shape[0]
+        return self.partial()
+
+    def partial(self) -> str:
+        """Best path over the frames so far, without final probabilities (spec §4.4)."""
+        import kaldifst
+
+        if self._n_fed == 0:
+            return ""
+        ok, lat = self._faster.get_best_path(use_final_probs=False)
+        if not ok:
+            return ""
+        ok, _, olabels, _ = kaldifst.get_linear_symbol_sequence(lat)
+        return self.res.words_to_text(olabels) if ok else ""
+
+    def finalize(self) -> list[Hypothesis]:
+        """Lattice pass over the whole utterance, then the word-level n-best (best first).
+
+        Returns ``[]`` when no frame was received or no path survived. The decoder stays finalized
+        until :meth:`reset` (or new logits, which start a new utterance).
+        """
+        import kaldi_decoder
+
+        self.finalized = True
+        if self._n_fed == 0:
+            return []
+        frames = np.concatenate(self._frames) if len(self._frames) > 1 else self._frames[0]
+        o = self.opts
+        cfg = kaldi_decoder.LatticeSimpleDecoderConfig(beam=o.beam, lattice_beam=o.lattice_beam)
+        dec = kaldi_decoder.LatticeSimpleDecoder(self.res.tlg, cfg)
+        if not dec.decode(kaldi_decoder.DecodableCtc(frames)):
+            log.warning("lattice decoder reached no state at the end of %d frames", frames.shape[0])
+        ok, lattice = dec.get_raw_lattice(True)
+        if not ok or lattice.num_states == 0:
+            return []
+        return lattice_word_nbest(lattice, o.nbest, o.lattice_beam, o.acoustic_scale, self.res.words_to_text)
