@@ -292,14 +292,13 @@ def build_lm_dir(
     *,
     unpruned_arpa_path: str | os.PathLike | None = None,
     keep_intermediate: bool = False,
-    extra_files: Mapping[str, str | os.PathLike] | None = None,
 ) -> Path:
     """Build the original's LM folder from a lexicon (word -> stress-free phones) and an ARPA.
 
     Writes ``TLG.fst``, ``words.txt``, ``tokens.txt``, ``lexicon.txt``, ``G.fst``, ``lm.arpa`` (a copy
     of ``arpa_path``), and with ``unpruned_arpa_path`` also ``G_no_prune.fst`` / ``lm_no_prune.arpa``;
-    ``keep_intermediate`` adds ``T.fst``, ``L.fst``, ``LG.fst``. ``extra_files`` maps names to files
-    copied in too. Built in a temporary sibling folder and renamed into place at the end.
+    ``keep_intermediate`` adds ``T.fst``, ``L.fst``, ``LG.fst``. Built in a temporary sibling folder
+    and renamed into place at the end (an existing folder is replaced).
     """
     import kaldifst
 
@@ -323,6 +322,9 @@ def build_lm_dir(
     log.info("lexicon: %d words, disambiguation symbols #0..#%d", len(clean), n_disambig)
 
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp_dir.chmod(0o777 & ~umask)  # mkdtemp makes it private; the LM folder is a normal one
     try:
         write_symbols(tokens, tmp_dir / "tokens.txt")
         write_symbols(words, tmp_dir / "words.txt")
@@ -356,8 +358,6 @@ def build_lm_dir(
         del lg
         tlg.write(str(tmp_dir / "TLG.fst"))
         shutil.copyfile(arpa_path, tmp_dir / "lm.arpa")
-        for name, src in (extra_files or {}).items():
-            shutil.copyfile(src, tmp_dir / name)
         _replace_dir(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 kaldifst = pytest.importorskip("kaldifst")
 kaldi_decoder = pytest.importorskip("kaldi_decoder")
 pytest.importorskip("kaldilm")
+
+from synthetic_ctc import decode_words, synthetic_lm_logp  # noqa: E402
 
 from language_model.graph import (  # noqa: E402
     N_TOKENS,
@@ -20,7 +21,6 @@ from language_model.graph import (  # noqa: E402
 )
 from language_model.lm_lexicon import add_lex_disambig, read_lexicon  # noqa: E402
 from nejm_b2txt_utils.lexicon import sentence_to_phonemes  # noqa: E402
-from nejm_b2txt_utils.phonemes import PHONEME_TO_LM_ID  # noqa: E402
 
 LEXICON = {
     "i": ["AY"],
@@ -61,30 +61,6 @@ ngram 2=6
 
 \\end\\
 """
-
-
-def synthetic_lm_logp(phones: list[str], seed: int = 0, peak: float = 12.0) -> np.ndarray:
-    """Log-softmax'ed LM-order logits: two frames per phone then a blank, over N(0,1) noise."""
-    rng = np.random.default_rng(seed)
-    classes = [c for p in phones for c in (PHONEME_TO_LM_ID[p],) * 2 + (0,)]
-    logits = rng.normal(size=(len(classes), N_TOKENS)).astype(np.float64)
-    logits[np.arange(len(classes)), classes] += peak
-    logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    return logits
-
-
-def decode_words(lm_dir, logp: np.ndarray, acoustic_scale: float = 0.325, blank_penalty: float = 90.0):
-    """1-best words and the graph cost with kaldi_decoder.FasterDecoder, as the server does."""
-    scores = logp.copy()
-    scores[:, 0] -= math.log(blank_penalty)
-    tlg = kaldifst.StdVectorFst.read(str(lm_dir / "TLG.fst"))
-    decoder = kaldi_decoder.FasterDecoder(tlg, kaldi_decoder.FasterDecoderOptions(beam=17, max_active=7000))
-    decoder.decode(kaldi_decoder.DecodableCtc((scores * acoustic_scale).astype(np.float32)))
-    ok, best = decoder.get_best_path()
-    assert ok
-    ok, _, olabels, weight = kaldifst.get_linear_symbol_sequence(best)
-    words = read_symbols(lm_dir / "words.txt")
-    return [words[o] for o in olabels if o], weight.value1
 
 
 @pytest.fixture(scope="module")

