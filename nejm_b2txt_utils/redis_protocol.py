@@ -219,3 +219,143 @@ class RemoteLMClient:
         self.reset()
         self.send_logits(logits_lm_order)
         return self.finalize()
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-client / multi-worker mode (an addition; the original protocol above is unchanged).
+#
+# A client announces an utterance on MC_REQUEST_STREAM (field ``utt_id``, optional ``context`` and any
+# UPDATABLE_PARAMS as per-utterance overrides). Workers read that stream through the consumer group
+# MC_GROUP, so exactly one worker claims each utterance, and then serve it alone: its chunks
+# (``logits``) and the closing ``finalize`` entry go, in order, to ``mc_input_stream(utt_id)``; the
+# answers (``kind`` = partial | final | error, ``chunk`` = 0-based chunk index) come back on
+# ``mc_output_stream(utt_id)``. A worker that dies mid-utterance leaves the request pending in the
+# group; its successor (same worker name) or any worker after the claim timeout replays the utterance
+# from the kept input stream, so answers may repeat and clients key them by ``chunk``.
+# ------------------------------------------------------------------------------------------------
+MC_REQUEST_STREAM = "remote_lm_mc_requests"
+MC_GROUP = "remote_lm_workers"
+#: Lock key naming the one server process that serves the original single-client streams.
+LEGACY_OWNER_KEY = "remote_lm_legacy_owner"
+
+
+def mc_input_stream(utt_id: str) -> str:
+    return f"remote_lm_mc_input:{utt_id}"
+
+
+def mc_output_stream(utt_id: str) -> str:
+    return f"remote_lm_mc_output:{utt_id}"
+
+
+@dataclass
+class _Utterance:
+    utt_id: str
+    request_id: bytes
+    chunks_sent: int = 0
+    last_seen: bytes = b"0"
+    partials: dict[int, str] = field(default_factory=dict)
+
+
+class MultiClientLMClient:
+    """Client of the multi-client mode: many of these (threads, processes, machines) can share one
+    Redis and a pool of LM workers without their utterances mixing. Never calls FLUSHALL."""
+
+    def __init__(self, r, timeout_s: float = 60.0, block_ms: int = 1000, client_id: str | None = None):
+        import uuid
+
+        self.r = r
+        self.timeout_s = timeout_s
+        self.block_ms = block_ms
+        self.client_id = client_id or uuid.uuid4().hex[:12]
+        self._count = 0
+
+    def start_utterance(self, params: dict | None = None, context: str | None = None) -> _Utterance:
+        unknown = set(params or {}) - set(UPDATABLE_PARAMS)
+        if unknown:
+            raise LMProtocolError(f"params: unknown field(s) {sorted(unknown)}; expected {UPDATABLE_PARAMS}")
+        self._count += 1
+        utt_id = f"{self.client_id}-{self._count}"
+        entry: dict[str, object] = {"utt_id": utt_id}
+        entry.update({k: (int(v) if isinstance(v, bool) else v) for k, v in (params or {}).items()})
+        if context is not None:
+            entry["context"] = context
+        request_id = self.r.xadd(MC_REQUEST_STREAM, entry)
+        return _Utterance(utt_id, request_id)
+
+    def send_chunk(self, utt: _Utterance, logits: np.ndarray, wait: bool = True) -> str | None:
+        """Send one chunk; with ``wait`` return its partial sentence (else None and keep streaming)."""
+        self.r.xadd(mc_input_stream(utt.utt_id), {"logits": encode_logits(logits)})
+        chunk = utt.chunks_sent
+        utt.chunks_sent += 1
+        if not wait:
+            return None
+        while chunk not in utt.partials:
+            self._next(utt, f"partial result of chunk {chunk}")
+        return utt.partials[chunk]
+
+    def finish(self, utt: _Utterance) -> dict[str, list]:
+        """Send the finalize entry and wait for the final result (parsed like :func:`parse_scoring`,
+        plus ``lm_response_final`` and ``partials``). The utterance's streams are removed."""
+        self.r.xadd(mc_input_stream(utt.utt_id), {"finalize": 1})
+        try:
+            while True:
+                fields = self._next(utt, "final result")
+                if fields.get(b"kind") == b"final":
+                    out = parse_scoring(fields.get(b"scoring", b"").decode())
+                    out["lm_response_final"] = fields.get(b"lm_response_final", b"").decode()
+                    out["partials"] = [utt.partials.get(k, "") for k in range(utt.chunks_sent)]
+                    return out
+        finally:
+            self.r.delete(mc_output_stream(utt.utt_id))
+
+    def abandon(self, utt: _Utterance) -> None:
+        """Withdraw an utterance (e.g. after a timeout): its request and streams are deleted."""
+        self.r.xdel(MC_REQUEST_STREAM, utt.request_id)
+        self.r.delete(mc_input_stream(utt.utt_id), mc_output_stream(utt.utt_id))
+
+    def decode_trial(self, logits_lm_order: np.ndarray, chunk_frames: int = 0, params: dict | None = None,
+                     context: str | None = None) -> dict[str, list]:
+        """One trial: announce, stream the chunks without waiting (order is kept by the stream), finish."""
+        arr = np.asarray(logits_lm_order, dtype=np.float32)
+        step = chunk_frames if chunk_frames > 0 else max(1, arr.shape[0])
+        utt = self.start_utterance(params, context)
+        try:
+            for start in range(0, max(1, arr.shape[0]), step):
+                self.send_chunk(utt, arr[start : start + step], wait=False)
+            return self.finish(utt)
+        except LMTimeoutError:
+            self.abandon(utt)
+            raise
+
+    def _next(self, utt: _Utterance, what: str) -> dict[bytes, bytes]:
+        """The next answer on the utterance's output stream; raises on an error answer."""
+        import redis
+
+        stream = mc_output_stream(utt.utt_id)
+        deadline = time.monotonic() + self.timeout_s
+        backoff = 0.1
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LMTimeoutError(f"no {what} for utterance {utt.utt_id} within {self.timeout_s:.0f} s: "
+                                     "is an LM worker (language-model-standalone.py) running on this Redis?")
+            try:
+                resp = self.r.xread({stream: utt.last_seen}, count=1,
+                                    block=int(max(1, min(self.block_ms, remaining * 1000))))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("redis connection lost while waiting for %s (%s); retrying", what, exc)
+                time.sleep(min(backoff, max(0.0, remaining)))
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if not resp:
+                continue
+            entry_id, fields = resp[0][1][0]
+            utt.last_seen = entry_id
+            kind = fields.get(b"kind")
+            if kind == b"error":
+                raise LMProtocolError(f"LM worker rejected utterance {utt.utt_id}"
+                                      f"{' chunk ' + fields[b'chunk'].decode() if b'chunk' in fields else ''}: "
+                                      f"{fields.get(b'error', b'').decode()}")
+            if kind == b"partial":
+                utt.partials[int(fields.get(b"chunk", b"0"))] = fields.get(b"lm_response_partial", b"").decode()
+            return fields
