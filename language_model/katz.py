@@ -15,8 +15,9 @@ SRILM's documented behaviour (``Discount.cc`` ``GoodTuring``, ``NgramLM.cc`` ``e
   mass goes to the back-off). SRILM's own defaults are ``gtmin`` = 1, 1, 2, 2, ...; the original
   recipe passed 0, 1, 1, ... (keep every n-gram), which is our default.
 * ``p(w|c) = d(c(cw)) c(cw) / sum_v c(cv)``. If a context has (almost) no mass left
-  (``sum p > 1 - 3e-6``), the denominator is incremented by one and the estimate redone (the
-  "Doug Paul" hack), unless discounting is disabled for that order.
+  (``sum p > 1 - 3e-6``) but has not seen every vocabulary word, the denominator is incremented
+  by one and the estimate redone (the "Doug Paul" hack), unless discounting is disabled for that
+  order.
 * Unigram mass left over is spread evenly over the vocabulary words without a probability
   (or added evenly to all words when there are none); ``<s>`` gets probability 0 (``-99``).
 * Backoff weights make every context sum to 1 (``arpa.compute_backoff_weights``).
@@ -30,7 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from language_model.arpa import PROB_EPSILON, BackoffLM, compute_backoff_weights
-from language_model.ngram_counts import BOS_ID, UNK_ID, NGram, NGramCounts
+from language_model.ngram_counts import BOS_ID, NGram, NGramCounts, event_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -115,22 +116,26 @@ def estimate_katz(
     mins = _per_order(min_counts, RECIPE_MIN_COUNTS, order)
     maxs = _per_order(max_counts, SRILM_DEFAULT_MAX_COUNTS, order)
     lm = BackoffLM(order=order, words=list(counts.words))
+    vocab = event_vocabulary(counts)
     for k in range(order):
         gt = GoodTuring(mins[k], maxs[k]).estimate(counts.counts[k], f"{k + 1}-grams")
-        lm.probs[k] = _discounted_probs(counts.counts[k], gt)
+        lm.probs[k] = _discounted_probs(counts.counts[k], gt, len(vocab))
         if k == 0:
-            _complete_unigrams(lm, counts)
+            _complete_unigrams(lm, vocab)
     compute_backoff_weights(lm)
     return lm
 
 
-def _discounted_probs(counter: Counter, gt: GoodTuring) -> dict[NGram, float]:
-    """Discounted relative frequencies per context, with SRILM's denominator-increment retries."""
+def _discounted_probs(counter: Counter, gt: GoodTuring, vocab_size: int) -> dict[NGram, float]:
+    """Discounted relative frequencies per context, with SRILM's denominator-increment retries
+    (only for contexts that have not seen every vocabulary word)."""
     totals: dict[NGram, int] = {}
+    observed: dict[NGram, int] = {}
     for ngram, c in counter.items():
-        if ngram[-1] != BOS_ID:
+        if ngram[-1] != BOS_ID and c > 0:
             ctx = ngram[:-1]
             totals[ctx] = totals.get(ctx, 0) + c
+            observed[ctx] = observed.get(ctx, 0) + 1
     extra: dict[NGram, int] = {}  # contexts whose denominator was incremented
     while True:
         probs: dict[NGram, float] = {}
@@ -147,7 +152,7 @@ def _discounted_probs(counter: Counter, gt: GoodTuring) -> dict[NGram, float]:
             mass[ctx] = mass.get(ctx, 0.0) + p
         if gt.no_discount:
             return probs
-        full = [ctx for ctx, m in mass.items() if m > 1.0 - PROB_EPSILON]
+        full = [ctx for ctx, m in mass.items() if m > 1.0 - PROB_EPSILON and observed[ctx] < vocab_size]
         if not full:
             return probs
         for ctx in full:
@@ -155,14 +160,10 @@ def _discounted_probs(counter: Counter, gt: GoodTuring) -> dict[NGram, float]:
         log.debug("%d contexts left without backoff mass; incrementing their denominators", len(full))
 
 
-def _complete_unigrams(lm: BackoffLM, counts: NGramCounts) -> None:
-    """``<s>`` gets probability 0; left-over mass goes to vocabulary words without a probability."""
+def _complete_unigrams(lm: BackoffLM, vocab: list[int]) -> None:
+    """``<s>`` gets probability 0; left-over mass goes to vocabulary words without a probability
+    (SRILM ``distributeProb``: evenly over the zero-probability words, else over all words)."""
     uni = lm.probs[0]
-    vocab = [
-        i
-        for i in range(len(lm.words))
-        if i != BOS_ID and (i != UNK_ID or counts.closed_vocab or (UNK_ID,) in counts.counts[0])
-    ]
     left = 1.0 - sum(uni.values())
     zero = [i for i in vocab if uni.get((i,), 0.0) == 0.0]
     if zero:  # SRILM lists them even with no mass left (then with -99)

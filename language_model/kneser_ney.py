@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from language_model.arpa import BackoffLM, compute_backoff_weights, context_backoff_weights
-from language_model.ngram_counts import BOS_ID, UNK_ID, NGram, NGramCounts
+from language_model.ngram_counts import BOS_ID, NGram, NGramCounts, event_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,7 @@ def estimate_kn(counts: NGramCounts, min_counts: Sequence[int] | None = None) ->
     mins = [mins[min(k, len(mins) - 1)] for k in range(order)]
     adjusted = adjusted_counts(counts)
     lm = BackoffLM(order=order, words=list(counts.words))
-    vocab = [
-        i
-        for i in range(len(lm.words))
-        if i != BOS_ID and (i != UNK_ID or counts.closed_vocab or (UNK_ID,) in counts.counts[0])
-    ]
+    vocab = event_vocabulary(counts)
     for k in range(order):
         events = Counter({g: c for g, c in adjusted[k].items() if g[-1] != BOS_ID})
         d1, d2, d3 = kn_discounts(events, f"{k + 1}-grams")

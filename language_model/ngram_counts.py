@@ -41,6 +41,16 @@ class NGramCounts:
         return {w: i for i, w in enumerate(self.words)}
 
 
+def event_vocabulary(counts: NGramCounts) -> list[int]:
+    """Word ids that get unigram probability mass: all but ``<s>``; ``<unk>`` only with a closed
+    vocabulary (SRILM ``-unk``) or when it occurs."""
+    return [
+        i
+        for i in range(len(counts.words))
+        if i != BOS_ID and (i != UNK_ID or counts.closed_vocab or (UNK_ID,) in counts.counts[0])
+    ]
+
+
 def _sentence_words(sentence: str | Sequence[str]) -> Sequence[str]:
     return sentence.split() if isinstance(sentence, str) else sentence
 

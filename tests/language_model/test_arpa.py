@@ -170,3 +170,15 @@ def test_write_arpa_kn_and_katz_on_word_lists_and_errors(tmp_path):
         write_arpa_katz(["", "  "], 2, tmp_path / "e.arpa")
     with pytest.raises(ValueError, match="order"):
         write_arpa_katz(["a b"], 0, tmp_path / "e.arpa")
+
+
+def test_denominator_hack_only_when_the_context_has_not_seen_every_word():
+    from collections import Counter
+
+    from language_model.katz import _discounted_probs
+
+    gt = GoodTuring(min_count=0, max_count=1)
+    gt.coeffs = {1: 1.0}  # no discount at all -> no backoff mass left
+    counter = Counter({(5, 6): 2, (5, 7): 1})
+    assert _discounted_probs(counter, gt, vocab_size=2) == {(5, 6): 2 / 3, (5, 7): 1 / 3}
+    assert _discounted_probs(counter, gt, vocab_size=3) == {(5, 6): 2 / 4, (5, 7): 1 / 4}
