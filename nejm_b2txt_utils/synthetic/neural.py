@@ -49,12 +49,12 @@ _FIRST_DAY = 25
 class NeuralParams:
     """Knobs of the encoding model (the defaults are tuned with benchmarks/synthetic_learnability.py)."""
 
-    depth: float = 1.0  # log-rate modulation depth of a typical tuned electrode
+    depth: float = 0.25  # log-rate modulation depth of a typical tuned electrode
     array_scales: tuple[float, float, float, float] = (1.0, 0.7, 0.15, 0.8)
     identity_dim: int = 8  # per-phoneme random code beyond the articulatory features
     identity_scale: float = 0.6
     base_rate: float = 0.7  # mean threshold crossings per 20 ms bin at rest
-    sbp_noise: float = 0.35  # std of spike-band power's own log noise
+    sbp_noise: float = 0.8  # std of spike-band power's own log noise
     latent_noise: float = 0.15  # std of the shared slow fluctuations of the log rate
     drift_fraction: float = 0.6  # share of tuning variance that drifts over days
     drift_tau_days: float = 200.0  # correlation time of the drift
@@ -222,9 +222,14 @@ class SessionEncoder:
 
 
 def normalise_block(trials: list[np.ndarray]) -> list[np.ndarray]:
-    """z-score every channel over all bins of one block (channels constant in the block become 0)."""
-    stacked = np.concatenate(trials, axis=0)
-    mean = stacked.mean(axis=0, dtype=np.float64)
-    std = stacked.std(axis=0, dtype=np.float64)
-    scale = np.where(std > 1e-6, 1.0 / np.maximum(std, 1e-6), 0.0)
-    return [((x - mean) * scale).astype(np.float32) for x in trials]
+    """z-score every channel over all bins of one block, in place (channels constant in the block -> 0)."""
+    n = sum(x.shape[0] for x in trials)
+    mean = sum(x.sum(axis=0, dtype=np.float64) for x in trials) / n
+    var = sum(((x - mean) ** 2).sum(axis=0) for x in trials) / n
+    std = np.sqrt(var)
+    scale = np.where(std > 1e-6, 1.0 / np.maximum(std, 1e-6), 0.0).astype(np.float32)
+    shift = mean.astype(np.float32)
+    for x in trials:
+        x -= shift
+        x *= scale
+    return trials

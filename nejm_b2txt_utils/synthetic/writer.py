@@ -97,14 +97,18 @@ def _n_repeats(ids: list[int]) -> int:
     return sum(1 for a, b in zip(ids, ids[1:]) if a == b)
 
 
+def block_sentences(plan: SessionPlan, block: Block, seed: int, max_words: int | None = None) -> list[str]:
+    """The block's sentences (their own random stream, so they can be listed without the features)."""
+    text_rng = np.random.default_rng([seed, plan.post_implant_day, block.block_num, 1])
+    return [make_sentence(block.corpus, text_rng, max_words) for _ in range(block.n_sentences)]
+
+
 def block_trials(plan: SessionPlan, block: Block, encoder: SessionEncoder, seed: int,
                  max_words: int | None = None) -> Iterator[tuple[Trial, float]]:
     """The block's trials (features z-scored over the block) with each trial's words per minute."""
-    text_rng = np.random.default_rng([seed, plan.post_implant_day, block.block_num, 1])
     neural_rng = np.random.default_rng([seed, plan.post_implant_day, block.block_num, 2])
     raw, meta = [], []
-    for _ in range(block.n_sentences):
-        sentence = make_sentence(block.corpus, text_rng, max_words)
+    for sentence in block_sentences(plan, block, seed, max_words):
         phonemes, _cleaned = sentence_to_phonemes(sentence)
         ids = phonemes_to_model_ids(phonemes)
         timing = plan_timing(ids, neural_rng, encoder.params)
