@@ -10,6 +10,18 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core box OpenMP barriers make
+    2 threads ~3x slower than 1. Restored after this package's tests."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """``nejm_b2txt_utils.synthetic`` preset tiny (3 sessions, the first without val/test data)."""
@@ -51,7 +63,7 @@ def cfg_factory(tiny_data, tmp_path):
 
 
 def to_yaml(cfg, path: Path) -> Path:
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=False))  # keep checkpoint_dir: ${output_dir}/checkpoint
     return path
 
 

@@ -1,0 +1,89 @@
+"""Training throughput of the baseline and the small config: steps/s and peak RSS, printed as JSON.
+
+``python benchmarks/train_throughput.py --data_dir /tmp/synth_small/hdf5_data_final``
+Runs real training steps (data loading with worker processes, augmentation, forward, CTC, backward,
+AdamW) on whatever device the trainer picks (CUDA when present, else CPU). The first ``--warmup``
+steps are not timed. Data: any T15 folder, e.g. ``python -m nejm_b2txt_utils.synthetic --preset small``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from model_training.config import load_config  # noqa: E402
+
+CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
+           "small": REPO / "model_training" / "rnn_args_small.yaml"}
+
+
+def peak_rss_mb() -> dict[str, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mb": round(own, 1), "peak_rss_workers_mb": round(children, 1)}
+
+
+def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str]) -> dict:
+    from model_training.rnn_trainer import BrainToTextDecoder_Trainer
+
+    with tempfile.TemporaryDirectory(prefix="b2txt_bench_") as tmp:
+        overrides = [f"output_dir={tmp}/run", f"dataset.dataset_dir={data_dir}", "dataset.sessions=auto",
+                     "dataset.dataset_probability_val=auto", f"num_training_batches={steps + warmup}", *extra]
+        cfg = load_config(CONFIGS[name], overrides)
+        with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines must not mix with the JSON
+            trainer = BrainToTextDecoder_Trainer(cfg)
+        loader = iter(trainer._train_loader(0))
+        times = []
+        for i in range(steps + warmup):
+            t0 = time.perf_counter()
+            batch = next(loader)
+            trainer.train_step(batch, i)
+            if trainer.device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        n_params = sum(p.numel() for p in trainer.model.parameters())
+        result = {"config": name, "device": str(trainer.device), "amp_bf16": trainer.use_amp,
+                  "params": n_params, "batch_size": int(cfg.dataset.batch_size),
+                  "gru": f"{cfg.model.n_layers}x{cfg.model.n_units}", "timed_steps": len(times),
+                  "s_per_step": round(sum(times) / len(times), 4), "steps_per_s": round(len(times) / sum(times), 4),
+                  **peak_rss_mb()}
+        if trainer.device.type == "cuda":
+            import torch
+
+            result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        trainer.close()
+        return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True, help="T15 HDF5 root (<data_dir>/<session>/data_train.hdf5)")
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 baseline, 20 small)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every config")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("model_training.rnn_trainer").setLevel(logging.WARNING)
+    results = []
+    for name in args.configs:
+        steps = args.steps or (3 if name == "baseline" else 20)
+        results.append(measure(name, args.data_dir, steps, args.warmup, args.overrides))
+    print(json.dumps({"benchmark": "train_throughput", "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

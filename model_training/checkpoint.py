@@ -1,0 +1,165 @@
+"""Checkpoints and ``args.yaml``: atomic saves, prefix handling, loading with clear errors.
+
+A checkpoint is the original's ``torch.save`` dict: ``model_state_dict`` (keys always saved with the
+``_orig_mod.`` prefix that ``torch.compile`` adds, because the original evaluator can only load
+prefixed keys), ``optimizer_state_dict``, ``scheduler_state_dict``, ``val_PER``, ``val_loss``. Ours
+may add ``step``, ``rng`` and history keys for a true resume; the original's loader ignores them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from model_training.rnn_model import GRUDecoder
+
+COMPILE_PREFIX = "_orig_mod."
+DDP_PREFIX = "module."
+REQUIRED_MODEL_KEYS = ("n_input_features", "n_units", "n_layers", "rnn_dropout", "patch_size", "patch_stride",
+                       "input_network.input_layer_dropout")
+REQUIRED_DATASET_KEYS = ("sessions", "n_classes")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or args.yaml that cannot be used; the message names the file and the problem."""
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes, in any order."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in (DDP_PREFIX, COMPILE_PREFIX):
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def with_compile_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys as a compiled model names them (``_orig_mod.gru.weight_ih_l0`` ...), whatever the source."""
+    return {COMPILE_PREFIX + k: v for k, v in strip_prefixes(state_dict).items()}
+
+
+def atomic_save(obj, path: str | os.PathLike, use_torch: bool = True) -> Path:
+    """``torch.save`` (or pickle) to a temp file in the same folder, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if use_torch:
+                torch.save(obj, fh)
+            else:
+                pickle.dump(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_save_yaml(cfg: DictConfig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load`` a checkpoint and check that it holds a ``model_state_dict`` of tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, Mapping) or "model_state_dict" not in ckpt:
+        found = sorted(ckpt)[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: expected a dict with 'model_state_dict', found {found}")
+    sd = ckpt["model_state_dict"]
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: 'model_state_dict' is not a mapping of tensors")
+    return dict(ckpt)
+
+
+def load_model_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Strict load after stripping prefixes; a mismatch names the missing/unexpected/mis-shaped keys."""
+    sd = strip_prefixes(state_dict)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shapes = [f"{k} {list(sd[k].shape)} != {list(v.shape)}" for k, v in expected.items()
+              if k in sd and sd[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)})")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} "
+                         f"({len(unexpected)})")
+        if shapes:
+            parts.append(f"shape mismatch {shapes[:3]} (checkpoint vs model built from args.yaml)")
+        raise CheckpointError(f"{path}: model_state_dict does not fit the model: " + "; ".join(parts))
+    model.load_state_dict(sd, strict=True)
+
+
+def load_model_args(path: str | os.PathLike) -> DictConfig:
+    """Read ``args.yaml`` and check the keys needed to rebuild the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: args.yaml not found (expected <model_path>/checkpoint/args.yaml)")
+    try:
+        args = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: malformed YAML ({first})") from exc
+    if not isinstance(args, DictConfig):
+        raise CheckpointError(f"{path}: expected a mapping at the top level, found {type(args).__name__}")
+    for section, keys in (("model", REQUIRED_MODEL_KEYS), ("dataset", REQUIRED_DATASET_KEYS)):
+        for key in keys:
+            if OmegaConf.select(args, f"{section}.{key}", default=None) is None:
+                raise CheckpointError(f"{path}: missing key '{section}.{key}' (needed to rebuild the model)")
+    sessions = args.dataset.sessions
+    if isinstance(sessions, str) or len(sessions) == 0:
+        raise CheckpointError(f"{path}: 'dataset.sessions' must be a non-empty list of session names, "
+                              f"got {sessions!r}")
+    return args
+
+
+def build_model(args: DictConfig) -> GRUDecoder:
+    """The original trainer's ``GRUDecoder(...)`` call from a config."""
+    m = args.model
+    return GRUDecoder(neural_dim=m.n_input_features, n_units=m.n_units, n_days=len(args.dataset.sessions),
+                      n_classes=args.dataset.n_classes, rnn_dropout=m.rnn_dropout,
+                      input_dropout=m.input_network.input_layer_dropout, n_layers=m.n_layers,
+                      patch_size=m.patch_size, patch_stride=m.patch_stride)
+
+
+def load_trained_model(model_path: str | os.PathLike, device: str | torch.device = "cpu",
+                       checkpoint_name: str = "best_checkpoint") -> tuple[GRUDecoder, DictConfig]:
+    """Rebuild the model from ``<model_path>/checkpoint/args.yaml`` and load ``checkpoint_name``, eval mode."""
+    ckpt_dir = Path(model_path) / "checkpoint"
+    args = load_model_args(ckpt_dir / "args.yaml")
+    try:
+        model = build_model(args)
+    except (TypeError, ValueError, OmegaConfBaseException) as exc:
+        raise CheckpointError(f"{ckpt_dir / 'args.yaml'}: cannot build the model ({exc})") from exc
+    ckpt = load_checkpoint_file(ckpt_dir / checkpoint_name)
+    load_model_weights(model, ckpt["model_state_dict"], ckpt_dir / checkpoint_name)
+    return model.to(device).eval(), args

@@ -1,0 +1,114 @@
+"""Training configs: YAML + ``key=value`` overrides (omegaconf), path resolution, normalisation.
+
+Relative paths written in a YAML file resolve against that file's folder (so ``rnn_args.yaml``'s
+``../data/hdf5_data_final`` works from any working directory); paths given on the command line
+resolve against the current directory. ``dataset.sessions: auto`` takes every session folder found
+under ``dataset.dataset_dir``; ``dataset.dataset_probability_val: auto`` (or absent) flags the sessions
+that have a ``data_val.hdf5``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from nejm_b2txt_utils.t15_hdf5 import data_file_path, list_sessions
+
+#: Keys holding filesystem paths (resolved as described in the module docstring).
+PATH_KEYS = ("output_dir", "checkpoint_dir", "init_checkpoint_path", "dataset.dataset_dir")
+#: Keys where the original's yaml wrote the string ``None`` meaning null.
+NULLABLE_KEYS = ("init_checkpoint_path", "dataset.feature_subset", "dataset.must_include_days",
+                 "dataset.bad_trials_dict")
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "rnn_args.yaml"
+
+
+class ConfigError(ValueError):
+    """A config key with an unusable value; the message names the key and what was expected."""
+
+
+def _resolve(value, base: Path):
+    if value is None or not isinstance(value, str) or value in ("", "None", "null") or "${" in value:
+        return value
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _raw(cfg: DictConfig, key: str):
+    """The value of a dotted key as written (interpolations like ``${output_dir}/x`` unresolved)."""
+    node = OmegaConf.to_container(cfg, resolve=False)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _override_keys(overrides: list[str]) -> set[str]:
+    keys = set()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        keys.add(item.split("=", 1)[0].lstrip("+~"))
+    return keys
+
+
+def load_config(config_path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Load a YAML config, apply ``key=value`` overrides, resolve paths and normalise values."""
+    path = Path(config_path) if config_path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"{path}: malformed YAML ({str(exc).strip().splitlines()[0]})") from exc
+    base = path.resolve().parent
+    for key in PATH_KEYS:
+        value = _raw(cfg, key)
+        if value is not None:
+            OmegaConf.update(cfg, key, _resolve(value, base))
+    overrides = list(overrides or [])
+    cli_keys = _override_keys(overrides)
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"bad override in {overrides}: {exc}") from exc
+    for key in PATH_KEYS:
+        if key in cli_keys:
+            OmegaConf.update(cfg, key, _resolve(_raw(cfg, key), Path.cwd()))
+    return normalize_config(cfg)
+
+
+def normalize_config(cfg: DictConfig) -> DictConfig:
+    """Idempotent clean-up the trainer applies to any config (also one built in Python):
+    ``'None'`` strings -> null, ``sessions: auto``, ``dataset_probability_val: auto``, interpolations."""
+    for key in NULLABLE_KEYS:
+        # Fix: the original's `init_checkpoint_path: None` is the string "None", not null.
+        if OmegaConf.select(cfg, key, default=None) in ("None", "none", "null", ""):
+            OmegaConf.update(cfg, key, None)
+    ds = cfg.dataset
+    if isinstance(ds.get("sessions"), str):
+        if ds.sessions != "auto":
+            raise ConfigError(f"dataset.sessions: expected a list of session names or 'auto', got {ds.sessions!r}")
+        ds.sessions = list_sessions(ds.dataset_dir)
+        if not ds.sessions:
+            raise ConfigError(f"dataset.sessions: auto found no session folder under {ds.dataset_dir}")
+    sessions = list(ds.sessions)
+    if len(set(sessions)) != len(sessions):
+        dup = sorted({s for s in sessions if sessions.count(s) > 1})
+        raise ConfigError(f"dataset.sessions: session(s) listed twice: {dup}")
+    flags = ds.get("dataset_probability_val", "auto")
+    if flags is None or isinstance(flags, str):
+        ds.dataset_probability_val = [int(data_file_path(ds.dataset_dir, s, "val").is_file()) for s in sessions]
+    elif not isinstance(flags, ListConfig) or len(flags) != len(sessions):
+        raise ConfigError(f"dataset.dataset_probability_val: expected {len(sessions)} flags (one per session) "
+                          f"or 'auto', got {len(flags) if isinstance(flags, ListConfig) else flags!r}")
+    return cfg
+
+
+def resolved_container(cfg: DictConfig) -> DictConfig:
+    """A copy with every interpolation resolved (what ``args.yaml`` stores)."""
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))

@@ -1,0 +1,192 @@
+"""Evaluate a trained model: per-trial logits -> (Redis LM | greedy phonemes) -> CSV, PER/WER table.
+
+``python model_training/evaluate_model.py --model_path ../data/t15_pretrained_rnn_baseline
+--data_dir ../data/hdf5_data_final --eval_type test --gpu_number 1`` (the original's invocation).
+The LM side is ``language_model/language-model-standalone.py`` on the same Redis; ``--lm none``
+needs no server and writes greedy phoneme strings. Finished trials are saved as they complete,
+so a rerun after an interruption (e.g. the LM server died) decodes only the remaining ones.
+Unlike the original this never FLUSHALLs Redis: stream positions start at the server's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from any folder: make `model_training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tqdm import tqdm  # noqa: E402
+
+from model_training.checkpoint import CheckpointError, load_trained_model  # noqa: E402
+from model_training.eval_results import (  # noqa: E402
+    PartialResults,
+    PartialResultsError,
+    encode_array,
+    per_corpus_table,
+    trial_id,
+    write_results_pkl,
+    write_submission_csv,
+)
+from model_training.inference import infer_trial, select_eval_device  # noqa: E402
+from nejm_b2txt_utils.description_csv import CorpusLookup, session_to_date  # noqa: E402
+from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
+from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
+from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path  # noqa: E402
+
+log = logging.getLogger("evaluate_model")
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", default=str(HERE / "../data/t15_pretrained_rnn_baseline"),
+                   help="folder with checkpoint/args.yaml and checkpoint/best_checkpoint")
+    p.add_argument("--data_dir", default=str(HERE / "../data/hdf5_data_final"), help="HDF5 root")
+    p.add_argument("--eval_type", default="test", choices=("val", "test"), help="split to evaluate")
+    p.add_argument("--csv_path", default=str(HERE / "../data/t15_copyTaskData_description.csv"),
+                   help="block description CSV (corpus of each trial)")
+    p.add_argument("--gpu_number", type=int, default=1, help="GPU index; -1 = CPU (default: %(default)s)")
+    p.add_argument("--lm", choices=("redis", "none"), default="redis",
+                   help="redis: the LM server over Redis (original); none: greedy phonemes, no server")
+    p.add_argument("--redis_ip", default="localhost", help="Redis host (password: $REDIS_PASSWORD if set)")
+    p.add_argument("--redis_port", type=int, default=6379)
+    p.add_argument("--redis_timeout", type=float, default=60.0,
+                   help="seconds to wait for each LM answer before giving up (default: %(default)s)")
+    p.add_argument("--out_dir", default=None, help="where the CSV and partial results go (default: --model_path)")
+    p.add_argument("--results_pkl", default=None, help="also write per-trial results (incl. LM-order logits) here")
+    p.add_argument("--restart", action="store_true", help="discard saved partial results and start over")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every trial's greedy phonemes and text")
+    return p.parse_args(argv)
+
+
+def iter_trials(data_dir: Path, sessions: list[str], eval_type: str):
+    """(day index, T15File, trial key) for every trial of every session that has the split, in args order."""
+    for day, session in enumerate(sessions):
+        path = data_file_path(data_dir, session, eval_type)
+        if not path.is_file():
+            continue
+        with T15File(path) as f:
+            for key in f.keys:
+                yield day, f, key
+
+
+def count_trials(data_dir: Path, sessions: list[str], eval_type: str) -> int:
+    n = 0
+    for session in sessions:
+        path = data_file_path(data_dir, session, eval_type)
+        if path.is_file():
+            with T15File(path, validate=False) as f:
+                n += len(f)
+                log.info("Loaded %d %s trials for session %s.", len(f), eval_type, session)
+    return n
+
+
+def connect_lm(args: argparse.Namespace):
+    import redis
+
+    from nejm_b2txt_utils.redis_protocol import RemoteLMClient, connect
+
+    try:
+        r = connect(args.redis_ip, args.redis_port, socket_connect_timeout=min(args.redis_timeout, 10.0))
+        return RemoteLMClient(r, timeout_s=args.redis_timeout)
+    except redis.RedisError as exc:
+        raise ConnectionError(f"cannot reach Redis at {args.redis_ip}:{args.redis_port} ({exc}); start "
+                              "redis-server and the LM server, or use --lm none") from exc
+
+
+def decode_one(args, model, model_args, device, client, day: int, f: T15File, key: str, lookup) -> dict:
+    """Inference + greedy decode (+ LM) of one trial; returns its result record."""
+    trial = f.read_trial(key)
+    logits = infer_trial(model, trial.input_features, day, device, model_args.dataset.data_transforms)
+    greedy = model_ids_to_phonemes(ctc_greedy_decode(logits))  # collapse, then drop blanks (Fix: order)
+    true = model_ids_to_phonemes(trial.seq_class_ids) if trial.seq_class_ids is not None else None
+    lm_logits = model_to_lm_order(logits)
+    partial, candidates = None, None
+    if client is not None:
+        client.reset()
+        partial = client.send_logits(lm_logits)
+        candidates = client.finalize()
+        pred = candidates["candidate_sentences"][0]
+    else:
+        pred = " ".join(greedy)
+    rec = {"id": trial_id(trial.session, trial.block_num, trial.trial_num, key), "session": trial.session,
+           "date": session_to_date(trial.session), "block_num": trial.block_num, "trial_num": trial.trial_num,
+           "corpus": lookup(trial.session, trial.block_num) if lookup else "unknown",
+           "sentence_label": trial.sentence_label, "pred_sentence": pred, "greedy_phonemes": greedy,
+           "true_phonemes": true, "lm_partial": partial, "lm_candidates": candidates,
+           "logits": encode_array(lm_logits)}
+    log.debug("%s block %d trial %d: %s | %s", trial.session, trial.block_num, trial.trial_num,
+              " ".join(greedy), pred)
+    return rec
+
+
+def run(args: argparse.Namespace) -> int:
+    model_path = Path(args.model_path)
+    out_dir = Path(args.out_dir) if args.out_dir else model_path
+    device = select_eval_device(args.gpu_number)
+    model, model_args = load_trained_model(model_path, device)
+    sessions = list(model_args.dataset.sessions)
+    lookup = None
+    if Path(args.csv_path).is_file():
+        lookup = CorpusLookup.from_csv(args.csv_path)
+    else:
+        log.warning("%s not found: every trial's corpus is 'unknown'", args.csv_path)
+    n_total = count_trials(Path(args.data_dir), sessions, args.eval_type)
+    if n_total == 0:
+        raise FileNotFoundError(f"{args.data_dir}: no data_{args.eval_type}.hdf5 for any of the model's "
+                                f"{len(sessions)} sessions")
+    log.info("Total number of %s trials: %d", args.eval_type, n_total)
+    ckpt = model_path / "checkpoint" / "best_checkpoint"
+    st = ckpt.stat()
+    header = {"checkpoint": str(ckpt.resolve()), "checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
+              "data_dir": str(Path(args.data_dir).resolve()), "eval_type": args.eval_type, "lm": args.lm}
+    store = PartialResults(out_dir / f".eval_partial_{args.eval_type}_{args.lm}.jsonl", header, args.restart)
+    if len(store):
+        log.info("Resuming: %d of %d trials already decoded (%s)", len(store), n_total, store.path)
+    client = connect_lm(args) if args.lm == "redis" else None
+    order: list[str] = []
+    t0 = time.time()
+    with tqdm(total=n_total, desc=f"evaluate {args.eval_type}", dynamic_ncols=True) as bar:
+        for day, f, key in iter_trials(Path(args.data_dir), sessions, args.eval_type):
+            meta = f.read_meta(key)
+            tid = trial_id(meta["session"], meta["block_num"], meta["trial_num"], key)
+            order.append(tid)
+            if tid not in store:
+                store.add(decode_one(args, model, model_args, device, client, day, f, key, lookup))
+            bar.update(1)
+    records = [store.records[t] for t in order]
+    log.info("Decoded %d trials in %.1f s", len(records), time.time() - t0)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    csv_path = write_submission_csv([r["pred_sentence"] for r in records],
+                                     out_dir / f"baseline_rnn_{args.eval_type}_predicted_sentences_{stamp}.csv")
+    log.info("Wrote %s", csv_path)
+    if args.results_pkl:
+        log.info("Wrote %s", write_results_pkl(records, args.results_pkl))
+    _, table = per_corpus_table(records, with_wer=args.eval_type == "val" and args.lm == "redis")
+    print(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from nejm_b2txt_utils.redis_protocol import LMProtocolError, LMTimeoutError
+
+    try:
+        return run(args)
+    except LMTimeoutError as exc:
+        print(f"error: {exc} (finished trials are saved; rerun the same command to continue)", file=sys.stderr)
+        return 3
+    except (CheckpointError, PartialResultsError, T15FormatError, FileNotFoundError, ConnectionError,
+            LMProtocolError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

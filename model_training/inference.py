@@ -1,0 +1,51 @@
+"""Per-trial inference as the official evaluator runs it (spec §7.2 step 4).
+
+Smoothing uses ``padding='valid'`` (T - 8 bins; the trainer's validation used 'same'). On CUDA the
+input is rounded to bf16 and run under bf16 autocast, as the original; on the CPU everything is
+float32 (Fix: the original's CPU path fed bf16 input to an fp32 kernel and failed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from nejm_b2txt_utils.augmentation import gauss_smooth
+
+log = logging.getLogger(__name__)
+
+
+def select_eval_device(gpu_number: int) -> torch.device:
+    """``-1`` = CPU; a GPU index when CUDA is present (falls back to CPU without CUDA, GPU 0 when out of range)."""
+    if gpu_number < 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        log.warning("CUDA is not available: evaluating on the CPU (pass --gpu_number -1 to silence this)")
+        return torch.device("cpu")
+    if gpu_number >= torch.cuda.device_count():
+        log.warning("GPU %d not available (%d GPUs): using GPU 0", gpu_number, torch.cuda.device_count())
+        gpu_number = 0
+    return torch.device(f"cuda:{gpu_number}")
+
+
+@torch.no_grad()
+def infer_trial(model: torch.nn.Module, features: np.ndarray, day_idx: int, device: torch.device | str,
+                transform_args: Mapping) -> np.ndarray:
+    """``features [T, C]`` -> float32 logits ``[P, 41]`` in model order (empty when T is too short)."""
+    device = torch.device(device)
+    use_bf16 = device.type == "cuda"
+    x = torch.as_tensor(np.asarray(features), device=device).unsqueeze(0)
+    x = x.to(torch.bfloat16 if use_bf16 else torch.float32)
+    day = torch.tensor([day_idx], device=device)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        if transform_args.get("smooth_data", True):
+            x = gauss_smooth(x, device, transform_args.get("smooth_kernel_std", 2),
+                             transform_args.get("smooth_kernel_size", 100), padding="valid")
+        patch = int(getattr(model, "patch_size", 0))
+        if x.shape[1] < max(patch, 1):
+            return np.zeros((0, model.n_classes), dtype=np.float32)
+        logits, _ = model(x, day, states=None, return_state=True)
+    return logits.float().cpu().numpy()[0]

@@ -1,0 +1,439 @@
+"""The baseline trainer (spec §6): CTC on a day-conditioned GRU, AdamW + warmup/cosine, periodic validation.
+
+Faithful to the original in construction order (hence RNG streams), optimizer groups, schedule,
+augmentation, CTC details, validation cadence, best-checkpoint rule and output layout. Fixes are
+marked "Fix:". Additions: a true resume (``checkpoint/last_checkpoint`` with the batch index, RNG
+states and history; ``resume=true``), DDP under torchrun (see ``distributed.py``), CPU fp32 runs,
+optional torch.compile (``compile: auto`` = on CUDA only), atomic writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from model_training import checkpoint as ckpt_io
+from model_training.config import normalize_config, resolved_container
+from model_training.dataset import BrainToTextDataset, train_test_split_indicies
+from model_training.distributed import all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
+from model_training.optim import create_lr_scheduler, create_optimizer
+from nejm_b2txt_utils.augmentation import transform_data
+from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
+
+torch.set_float32_matmul_precision("high")
+torch.backends.cudnn.deterministic = True
+
+HEAVY_VAL_KEYS = ("logits", "input_features")
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Log lines printed above the progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
+def select_device(args: DictConfig, local_rank: int, distributed: bool, logger: logging.Logger) -> torch.device:
+    """CUDA if present (``gpu_number``, falling back to 0 as the original), else CPU; ``device=cpu`` forces CPU."""
+    if str(args.get("device", "auto")) == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if distributed:
+        return torch.device(f"cuda:{local_rank}")
+    try:
+        idx = int(args.get("gpu_number", 0))
+    except (TypeError, ValueError):
+        logger.warning("gpu_number %r is not an integer; using GPU 0", args.get("gpu_number"))
+        idx = 0
+    if not 0 <= idx < torch.cuda.device_count():
+        logger.warning("gpu_number %d not available (%d GPUs); using GPU 0", idx, torch.cuda.device_count())
+        idx = 0
+    return torch.device(f"cuda:{idx}")
+
+
+class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
+    """Build everything from a config (``rnn_args.yaml``), then ``train()``."""
+
+    def __init__(self, args: DictConfig):
+        self.args = args = normalize_config(args)
+        self.dist = init_distributed()
+        self.is_main = self.dist.is_main
+        self.output_dir = Path(args.output_dir)
+        self.checkpoint_dir = Path(args.checkpoint_dir)
+        self.resume_path = self._prepare_output_dirs()
+        self.logger = self._setup_logging()
+        self.device = select_device(args, self.dist.local_rank, self.dist.enabled, self.logger)
+        self.use_amp = bool(args.get("use_amp", True)) and self.device.type == "cuda"  # CPU: plain fp32
+        self.transform_args = OmegaConf.to_container(args.dataset.data_transforms, resolve=True)
+        self.patch_size, self.patch_stride = int(args.model.patch_size), int(args.model.patch_stride)
+        self.n_batches = int(args.num_training_batches)
+        self.start_step = 0
+        self.best_val_PER = math.inf
+        self.best_val_loss = math.inf
+        self.val_steps_since_improvement = 0
+        self.train_losses: list[float] = []
+        self.val_losses: list[float] = []
+        self.val_PERs: list[float] = []
+
+        if args.seed != -1:
+            np.random.seed(args.seed)
+            random.seed(args.seed)
+            torch.manual_seed(args.seed)
+        self.model = ckpt_io.build_model(args)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        n_day = sum(p.numel() for n, p in self.model.named_parameters() if "day" in n)
+        self.logger.info("Initialized RNN decoding model")
+        self.logger.info(self.model)
+        self.logger.info(f"Model has {n_params:,} parameters")
+        self.logger.info(f"Model has {n_day:,} day-specific parameters | {100 * n_day / n_params:.2f}% of total")
+
+        self._build_datasets()
+        self.optimizer = create_optimizer(self.model, args)
+        self.learning_rate_scheduler = create_lr_scheduler(self.optimizer, args)
+        self.ctc_loss = torch.nn.CTCLoss(blank=0, reduction="none", zero_infinity=False)
+
+        if self.resume_path is not None:
+            self.load_model_checkpoint(self.resume_path, resume=True)
+        elif args.get("init_from_checkpoint", False):
+            if not args.get("init_checkpoint_path"):
+                raise ckpt_io.CheckpointError("init_from_checkpoint is true but init_checkpoint_path is null")
+            self.load_model_checkpoint(args.init_checkpoint_path)
+        for name, p in self.model.named_parameters():
+            if (not args.model.get("rnn_trainable", True) and "gru" in name) or \
+                    (not args.model.input_network.get("input_trainable", True) and "day" in name):
+                p.requires_grad = False
+
+        self.model.to(self.device)
+        net = self.model
+        if self.dist.enabled:
+            # Days absent from a rank's slice get no local gradient; globally absent days keep grad None.
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        compile_opt = str(args.get("compile", "auto")).lower()
+        use_compile = compile_opt in ("true", "1") or (compile_opt == "auto" and self.device.type == "cuda")
+        if use_compile:
+            torch._dynamo.config.cache_size_limit = 64  # T varies between batches: recompiles expected
+            net = torch.compile(net)
+        self.train_net = net
+        self.eval_net = torch.compile(self.model) if use_compile and self.dist.enabled else \
+            (net if use_compile else self.model)
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_output_dirs(self) -> Path | None:
+        """Create output/checkpoint dirs; return the checkpoint to resume from, if any."""
+        if self.args.get("mode", "train") != "train":
+            return None
+        last = self.checkpoint_dir / "last_checkpoint"
+        resume = bool(self.args.get("resume", False))
+        exists = self.output_dir.exists() and any(self.output_dir.iterdir())
+        # Fix: the original crashed whenever output_dir existed; we resume or explain what to do.
+        if exists and not resume:
+            raise FileExistsError(f"output_dir {self.output_dir} already exists: pass output_dir=<new folder> for a "
+                                  "new run, or resume=true to continue this one")
+        barrier(self.dist)
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        barrier(self.dist)
+        return last if resume and last.is_file() else None
+
+    def _setup_logging(self) -> logging.Logger:
+        logger = logging.getLogger(__name__)
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(logging.INFO if self.is_main else logging.WARNING)
+        logger.propagate = False
+        fmt = logging.Formatter("%(asctime)s: %(message)s")
+        if self.is_main and self.args.get("mode", "train") == "train":
+            fh = logging.FileHandler(self.output_dir / "training_log", mode="a")
+            fh.setFormatter(fmt)
+            logger.addHandler(fh)
+        sh = _TqdmHandler()
+        sh.setFormatter(fmt)
+        logger.addHandler(sh)
+        return logger
+
+    def _build_datasets(self) -> None:
+        ds = self.args.dataset
+        sessions = list(ds.sessions)
+        paths = {split: [os.path.join(ds.dataset_dir, s, f"data_{split}.hdf5") for s in sessions]
+                 for split in ("train", "val")}
+        # As the original: bad_trials_dict is ignored, val = the released val files.
+        train_trials, _ = train_test_split_indicies(paths["train"], test_percentage=0, seed=ds.seed)
+        _, val_trials = train_test_split_indicies(paths["val"], test_percentage=1, seed=ds.seed)
+        if not any(v["trials"] for v in train_trials.values()):
+            raise FileNotFoundError(f"{ds.dataset_dir}: no training trials found for the {len(sessions)} sessions "
+                                    "(expected <dataset_dir>/<session>/data_train.hdf5)")
+        if self.is_main:
+            tmp = self.output_dir / ".train_val_trials.json.tmp"
+            tmp.write_text(json.dumps({"train": train_trials, "val": val_trials}))
+            os.replace(tmp, self.output_dir / "train_val_trials.json")
+        feature_subset = ds.get("feature_subset")
+        self.train_dataset = BrainToTextDataset(
+            train_trials, self.n_batches, "train", ds.batch_size, ds.days_per_batch, ds.seed,
+            must_include_days=None, feature_subset=feature_subset).shard(self.dist.rank, self.dist.world_size)
+        self.val_dataset = BrainToTextDataset(val_trials, None, "test", ds.batch_size, None, ds.seed,
+                                              feature_subset=feature_subset)
+        self.val_loader = DataLoader(self.val_dataset, batch_size=None, shuffle=False, num_workers=0,
+                                     generator=torch.Generator())
+        self.logger.info("Successfully initialized datasets")
+
+    def _train_loader(self, start: int) -> DataLoader:
+        order = np.arange(self.n_batches)
+        if self.args.dataset.get("loader_shuffle", False):
+            order = np.random.RandomState(self.args.dataset.seed).permutation(self.n_batches)
+        workers = int(self.args.dataset.get("num_dataloader_workers", 0))
+        # A private generator: creating loaders must not consume the global torch RNG (exact resume).
+        return DataLoader(self.train_dataset, batch_size=None, sampler=order[start:].tolist(), num_workers=workers,
+                          pin_memory=self.device.type == "cuda", generator=torch.Generator(),
+                          persistent_workers=False)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_model_checkpoint(self, save_path: str | Path, PER: float, loss: float, **extra) -> None:  # noqa: N803
+        """The original's checkpoint dict (keys ``_orig_mod.``-prefixed), written atomically, plus args.yaml."""
+        state = {"model_state_dict": ckpt_io.with_compile_prefix(self.model.state_dict()),
+                 "optimizer_state_dict": self.optimizer.state_dict(),
+                 "scheduler_state_dict": self.learning_rate_scheduler.state_dict(),
+                 "val_PER": PER, "val_loss": loss, **extra}
+        ckpt_io.atomic_save(state, save_path)
+        self.logger.info("Saved model to checkpoint: " + str(save_path))
+        ckpt_io.atomic_save_yaml(resolved_container(self.args), self.checkpoint_dir / "args.yaml")
+
+    def _save_last(self, step: int) -> None:
+        rng = {"numpy": np.random.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        self.save_model_checkpoint(
+            self.checkpoint_dir / "last_checkpoint", self.best_val_PER, self.best_val_loss, step=step, rng=rng,
+            best_val_PER=self.best_val_PER, best_val_loss=self.best_val_loss, train_losses=self.train_losses,
+            val_PERs=self.val_PERs, val_losses=self.val_losses,
+            val_steps_since_improvement=self.val_steps_since_improvement)
+
+    def load_model_checkpoint(self, load_path: str | Path, resume: bool = False) -> None:
+        """Weights, optimizer and scheduler (the original's init_from_checkpoint); ``resume`` also
+        restores the batch position, RNG states and history."""
+        ckpt = ckpt_io.load_checkpoint_file(load_path)
+        ckpt_io.load_model_weights(self.model, ckpt["model_state_dict"], load_path)
+        self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        self.learning_rate_scheduler.load_state_dict(ckpt["scheduler_state_dict"])
+        self.best_val_PER = ckpt["val_PER"]
+        self.best_val_loss = ckpt.get("val_loss", math.inf)
+        for state in self.optimizer.state.values():
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor) and k != "step":
+                    state[k] = v.to(self.device)
+        if resume:
+            self.start_step = int(ckpt["step"])
+            self.val_steps_since_improvement = ckpt.get("val_steps_since_improvement", 0)
+            self.train_losses = list(ckpt.get("train_losses", []))
+            self.val_PERs, self.val_losses = list(ckpt.get("val_PERs", [])), list(ckpt.get("val_losses", []))
+            rng = ckpt["rng"]
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.logger.info(f"Loaded model from checkpoint: {load_path}" + (f" (resuming at batch {self.start_step})"
+                                                                          if resume else ""))
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+
+    def _adjusted_lens(self, n_time_steps: torch.Tensor) -> torch.Tensor:
+        if self.patch_size <= 0:
+            return n_time_steps.to(torch.int32)
+        return ((n_time_steps - self.patch_size) / self.patch_stride + 1).to(torch.int32)
+
+    def _to_device(self, batch: dict) -> tuple[torch.Tensor, ...]:
+        keys = ("input_features", "seq_class_ids", "n_time_steps", "phone_seq_lens", "day_indicies")
+        return tuple(batch[k].to(self.device, non_blocking=True) for k in keys)
+
+    def train_step(self, batch: dict, i: int) -> tuple[float, float]:
+        """One optimizer step on one batch; returns (batch loss, pre-clip gradient norm)."""
+        self.train_net.train()
+        self.optimizer.zero_grad()
+        features, labels, n_time_steps, phone_seq_lens, day_indicies = self._to_device(batch)
+        with self._autocast():
+            features, n_time_steps = transform_data(features, n_time_steps, self.transform_args, "train")
+            adjusted_lens = self._adjusted_lens(n_time_steps)
+            logits = self.train_net(features, day_indicies)
+            per_trial = self.ctc_loss(torch.permute(logits.log_softmax(2), [1, 0, 2]), labels, adjusted_lens,
+                                      phone_seq_lens)
+            # Mean over the batch of per-sequence NLLs (not length-normalised: never reduction='mean').
+            # Under DDP: this rank's share of the global mean, scaled so that DDP's gradient average
+            # equals the single-process gradient of the whole batch.
+            n_total = all_reduce_sum(torch.tensor([float(len(per_trial))], device=self.device), self.dist)
+            loss = per_trial.sum() * self.dist.world_size / n_total[0] if self.dist.enabled else per_trial.mean()
+        loss.backward()
+        grad_norm = torch.tensor(0.0)
+        clip = self.args.get("grad_norm_clip_value", 0)
+        if clip > 0:
+            try:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=clip,
+                                                           error_if_nonfinite=True, foreach=True)
+            except RuntimeError as exc:
+                raise RuntimeError(f"batch {i}: non-finite gradient norm (an input too short for its labels "
+                                   f"makes the CTC loss infinite): {exc}") from exc
+        self.optimizer.step()
+        self.learning_rate_scheduler.step()
+        total = all_reduce_sum(per_trial.detach().sum().reshape(1).float(), self.dist)
+        return float(total[0] / n_total[0]), float(grad_norm)
+
+    def validation(self, loader: DataLoader, return_logits: bool = False, return_data: bool = False) -> dict:
+        """Greedy PER (collapse repeats, then drop blanks) and CTC loss over the val batches (spec §6.6)."""
+        self.eval_net.eval()
+        keys = ("decoded_seqs", "true_seq", "phone_seq_lens", "transcription", "losses", "block_nums",
+                "trial_nums", "day_indicies") + (("logits", "n_time_steps") if return_logits else ()) \
+            + (("input_features",) if return_data else ())
+        metrics: dict = {k: [] for k in keys}
+        flags = list(self.args.dataset.dataset_probability_val)
+        day_pers = {d: {"total_edit_distance": 0, "total_seq_length": 0} for d, f in enumerate(flags) if f == 1}
+        total_ed = total_len = 0
+        for i, batch in enumerate(loader):
+            day = int(batch["day_indicies"][0])
+            if flags[day] == 0:
+                if self.args.get("log_val_skip_logs", False):
+                    self.logger.info(f"Skipping val batch {i} (day {day})")
+                continue
+            features, labels, n_time_steps, phone_seq_lens, day_indicies = self._to_device(batch)
+            with torch.no_grad(), self._autocast():
+                smoothed, n_time_steps = transform_data(features, n_time_steps, self.transform_args, "val")
+                adjusted_lens = self._adjusted_lens(n_time_steps)
+                logits = self.eval_net(smoothed, day_indicies)
+                loss = self.ctc_loss(torch.permute(logits.log_softmax(2), [1, 0, 2]), labels, adjusted_lens,
+                                     phone_seq_lens).mean()
+            # The original appended each batch loss twice; once gives the same mean.
+            metrics["losses"].append(loss.item())
+            logits_np = logits.float().cpu().numpy()
+            lens, true_lens, labels_np = adjusted_lens.cpu().numpy(), phone_seq_lens.cpu().numpy(), labels.cpu().numpy()
+            decoded_batch = []
+            for b in range(len(logits_np)):
+                decoded = ctc_greedy_decode(logits_np[b], int(lens[b]))
+                ed = edit_distance(labels_np[b, :true_lens[b]].tolist(), decoded.tolist())
+                total_ed += ed
+                total_len += int(true_lens[b])
+                d = int(batch["day_indicies"][b])
+                if d in day_pers:
+                    day_pers[d]["total_edit_distance"] += ed
+                    day_pers[d]["total_seq_length"] += int(true_lens[b])
+                decoded_batch.append(decoded)
+            metrics["decoded_seqs"].append(decoded_batch)
+            metrics["true_seq"].append(labels_np)
+            metrics["phone_seq_lens"].append(true_lens)
+            metrics["transcription"].append(batch["transcriptions"].numpy())
+            for k, src in (("block_nums", "block_nums"), ("trial_nums", "trial_nums"), ("day_indicies", "day_indicies")):
+                metrics[k].append(batch[src].numpy())
+            if return_logits:
+                metrics["logits"].append(logits_np)
+                metrics["n_time_steps"].append(lens)
+            if return_data:
+                metrics["input_features"].append(batch["input_features"].numpy())
+        metrics["day_PERs"] = day_pers
+        metrics["avg_PER"] = total_ed / total_len if total_len else float("nan")
+        metrics["avg_loss"] = float(np.mean(metrics["losses"])) if metrics["losses"] else float("nan")
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+    def _validate(self, i: int, pbar: tqdm) -> bool:
+        """Validate, keep the best, write checkpoints; returns whether early stopping triggers (rank 0)."""
+        a = self.args
+        t0 = time.time()
+        m = self.validation(self.val_loader, a.get("save_val_logits", False), a.get("save_val_data", False))
+        per, loss = m["avg_PER"], m["avg_loss"]
+        self.logger.info(f"Val batch {i}: PER (avg): {per:.4f} CTC Loss (avg): {loss:.4f} "
+                         f"time: {time.time() - t0:.3f}")
+        if a.get("log_individual_day_val_PER", False):
+            for d, v in m["day_PERs"].items():
+                if v["total_seq_length"]:
+                    self.logger.info(f"{a.dataset.sessions[d]} val PER: "
+                                     f"{v['total_edit_distance'] / v['total_seq_length']:.4f}")
+        self.val_PERs.append(per)
+        self.val_losses.append(loss)
+        self.val_metrics_history.append({k: v for k, v in m.items() if k not in HEAVY_VAL_KEYS})
+        pbar.set_postfix(loss=f"{self.train_losses[-1]:.2f}", PER=f"{per:.4f}")
+        new_best = per < self.best_val_PER or (per == self.best_val_PER and loss < self.best_val_loss)
+        if new_best:
+            self.logger.info(f"New best val PER {self.best_val_PER:.4f} --> {per:.4f}")
+            self.best_val_PER, self.best_val_loss = per, loss
+            if a.get("save_best_checkpoint", True):
+                self.save_model_checkpoint(self.checkpoint_dir / "best_checkpoint", per, loss)
+            if a.get("save_val_metrics", True):
+                ckpt_io.atomic_save(m, self.checkpoint_dir / "val_metrics.pkl", use_torch=False)
+            self.val_steps_since_improvement = 0
+        else:
+            self.val_steps_since_improvement += 1
+        if a.get("save_all_val_steps", False):  # Fix: the original passed 2 of the 3 arguments (TypeError)
+            self.save_model_checkpoint(self.checkpoint_dir / f"checkpoint_batch_{i}", per, loss)
+        self._save_last(i + 1)
+        # The original's fallback when the key is missing is True.
+        return bool(a.get("early_stopping", True)) and \
+            self.val_steps_since_improvement >= a.get("early_stopping_val_steps", 20)
+
+    def train(self, stop_at_batch: int | None = None) -> dict:
+        """Run batches ``start_step .. num_training_batches - 1``. ``stop_at_batch`` stops after that batch
+        (writing ``last_checkpoint``), as an interrupted run would."""
+        a = self.args
+        self.val_metrics_history: list[dict] = []
+        train_start = time.time()
+        log_every, val_every = int(a.batches_per_train_log), int(a.batches_per_val_step)
+        save_every = int(a.get("batches_per_save", 0) or 0)
+        pbar = tqdm(total=self.n_batches, initial=self.start_step, disable=not self.is_main, desc="train",
+                    dynamic_ncols=True, file=sys.stderr)
+        i = self.start_step - 1
+        loader = self._train_loader(self.start_step) if self.start_step < self.n_batches else []
+        for i, batch in zip(range(self.start_step, self.n_batches), loader):
+            t0 = time.time()
+            loss, grad_norm = self.train_step(batch, i)
+            self.train_losses.append(loss)
+            pbar.update(1)
+            if i % log_every == 0:
+                self.logger.info(f"Train batch {i}: loss: {loss:.2f} grad norm: {grad_norm:.2f} "
+                                 f"time: {time.time() - t0:.3f}")
+                pbar.set_postfix(loss=f"{loss:.2f}", PER=f"{self.val_PERs[-1]:.4f}" if self.val_PERs else "-")
+            stop = False
+            if i % val_every == 0 or i == self.n_batches - 1:
+                if self.is_main:
+                    stop = self._validate(i, pbar)
+                stop = broadcast_flag(stop, self.dist, self.device)
+                barrier(self.dist)
+                if stop:
+                    self.logger.info(f"Overall validation PER has not improved in {a.early_stopping_val_steps} "
+                                     f"validation steps. Stopping training early at batch: {i}")
+                    break
+            elif self.is_main and save_every > 0 and (i + 1) % save_every == 0:
+                self._save_last(i + 1)
+            if stop_at_batch is not None and i >= stop_at_batch:
+                if self.is_main:
+                    self._save_last(i + 1)
+                break
+        pbar.close()
+        if self.is_main and a.get("save_final_model", False):  # Fix: crashed in the original (missing argument)
+            self.save_model_checkpoint(self.checkpoint_dir / f"final_checkpoint_batch_{i}", self.val_PERs[-1]
+                                       if self.val_PERs else math.nan, self.val_losses[-1] if self.val_losses else
+                                       math.nan)
+        self.logger.info(f"Best avg val PER achieved: {self.best_val_PER:.5f}")
+        self.logger.info(f"Total training time: {(time.time() - train_start) / 60:.2f} minutes")
+        barrier(self.dist)
+        return {"train_losses": self.train_losses, "val_losses": self.val_losses, "val_PERs": self.val_PERs,
+                "val_metrics": self.val_metrics_history}
+
+    def close(self) -> None:
+        """Release log files and the process group."""
+        for h in list(self.logger.handlers):
+            self.logger.removeHandler(h)
+            h.close()
+        shutdown(self.dist)

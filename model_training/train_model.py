@@ -1,0 +1,50 @@
+"""Train the baseline GRU decoder: ``python model_training/train_model.py [--config FILE] [key=value ...]``.
+
+Defaults to ``rnn_args.yaml`` next to this script (the original recipe). Relative paths in a YAML
+resolve against the YAML's folder, paths given as ``key=value`` against the current directory.
+Several GPUs: ``torchrun --nproc_per_node N model_training/train_model.py ...`` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script from any folder: make `model_training` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from model_training.checkpoint import CheckpointError  # noqa: E402
+from model_training.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
+from nejm_b2txt_utils.t15_hdf5 import T15FormatError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. num_training_batches=2000 dataset.batch_size=32 resume=true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        from model_training.rnn_trainer import BrainToTextDecoder_Trainer
+
+        trainer = BrainToTextDecoder_Trainer(cfg)
+    except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, T15FormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
