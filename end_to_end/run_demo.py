@@ -1,0 +1,167 @@
+"""The main job end to end on embedded defaults (README command #1, via ``./run_demo.sh``).
+
+synthetic ``small`` data -> n-gram LM (on text disjoint from val) + wordfreq 1-gram -> baseline GRU
+(small CPU config) -> bundled redis-server on a free loopback port + LM server with SmolLM2 rescoring
+-> val evaluation -> one table of PER/WER (greedy; n-gram; n-gram + LLM; per corpus), the submission CSV
+and Figure 2 of this run. Every child process is stopped on exit, failure, Ctrl-C or SIGTERM. A re-run
+reuses every finished step (data, LMs, the trained model, decoded trials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from end_to_end.processes import ChildProcess, Supervisor
+from end_to_end.report import results_table, write_report
+from end_to_end.steps import Step, run_step
+
+log = logging.getLogger("run_demo")
+REPO = Path(__file__).resolve().parents[1]
+
+# The documented LM server invocation (README of the original), with the embedded causal LM.
+LM_FLAGS = ["--nbest", "100", "--acoustic_scale", "0.325", "--blank_penalty", "90", "--alpha", "0.55",
+            "--gpu_number", "-1"]
+ACOUSTIC_SCALE = 0.325
+
+
+class _AlreadyDone(Exception):
+    """The LM evaluation of this run exists: no services need starting."""
+
+
+def env_python(name: str) -> str:
+    """The interpreter of environment ``name`` (envs/<name>, or $B2TXT_ENV_DIR/<name>)."""
+    base = Path(os.environ.get("B2TXT_ENV_DIR", REPO / "envs"))
+    py = base / name / "bin" / "python"
+    if not py.is_file():
+        raise FileNotFoundError(f"{py}: environment {name} missing; run ./setup.sh and ./setup_lm.sh first")
+    return str(py)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(REPO / "runs" / "demo"), help="run folder (default: runs/demo)")
+    p.add_argument("--quick", action="store_true",
+                   help="the same pipeline, smaller: tiny data, a short training run (< 5 minutes)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    p.add_argument("--no_llm", action="store_true", help="skip the causal-LM (SmolLM2) rescoring")
+    p.add_argument("--fresh", action="store_true", help="delete the run folder first")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def plan(args: argparse.Namespace) -> dict:
+    out = Path(args.out).resolve()
+    preset = "tiny" if args.quick else "small"
+    train_overrides = ["num_training_batches=300", "lr_decay_steps=300", "lr_decay_steps_day=300",
+                       "lr_warmup_steps=30", "lr_warmup_steps_day=30", "batches_per_val_step=100",
+                       "dataset.batch_size=16", "dataset.days_per_batch=2"] if args.quick else []
+    return {"out": out, "preset": preset, "data": out / "data", "lm3": out / "lm" / "3gram_lm_sil",
+            "lm1": out / "lm" / "wordfreq_1gram_lm_sil", "model": out / "model", "eval": out / "eval",
+            "eval_greedy": out / "eval_greedy", "logs": out / "logs", "train_overrides": train_overrides}
+
+
+def build_steps(args: argparse.Namespace, p: dict) -> list[Step]:
+    py, py_lm = env_python("b2txt25"), env_python("b2txt25_lm")
+    data, model = p["data"], p["model"]
+    hdf5 = data / "hdf5_data_final"
+    csv_path = data / "t15_copyTaskData_description.csv"
+    steps = [
+        Step("data", [py, "-m", "nejm_b2txt_utils.synthetic", "--preset", p["preset"], "--out", str(data),
+                      "--seed", str(args.seed)], done=data / ".complete"),
+        Step("lm_ngram", [py_lm, str(REPO / "language_model" / "build_lm.py"), "--corpus",
+                          str(data / "lm_corpus.txt"), "--order", "3", "--out", str(p["lm3"])],
+             done=p["lm3"] / "TLG.fst"),
+        Step("lm_1gram", [py_lm, str(REPO / "language_model" / "build_lm.py"), "--unigram_wordfreq",
+                          "--out", str(p["lm1"])], done=p["lm1"] / "TLG.fst"),
+        Step("train", [py, str(REPO / "model_training" / "train_model.py"), "--config",
+                       str(REPO / "model_training" / "rnn_args_small.yaml"), f"output_dir={model}",
+                       f"dataset.dataset_dir={hdf5}", "dataset.sessions=auto",
+                       "dataset.dataset_probability_val=auto", "device=cpu",
+                       f"resume={'true' if (model / 'checkpoint' / 'last_checkpoint').exists() else 'false'}",
+                       *p["train_overrides"]],
+             done=model / ".complete"),
+        Step("eval_greedy", [py, str(REPO / "model_training" / "evaluate_model.py"), "--model_path", str(model),
+                             "--data_dir", str(hdf5), "--eval_type", "val", "--csv_path", str(csv_path),
+                             "--gpu_number", "-1", "--lm", "none", "--out_dir", str(p["eval_greedy"]),
+                             "--results_pkl", str(p["eval_greedy"] / "results.pkl")],
+             done=p["eval_greedy"] / "results.pkl"),
+    ]
+    return steps
+
+
+def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[int, ChildProcess]:
+    from nejm_b2txt_utils.redis_server import find_redis_server, free_port
+
+    port = free_port()
+    redis_child = sup.start(ChildProcess(
+        "redis-server", [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no", "--dir", str(p["logs"])], p["logs"] / "redis.log"))
+
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=port)
+    redis_child.wait_ready(r.ping, timeout_s=20)
+    cmd = [env_python("b2txt25_lm"), str(REPO / "language_model" / "language-model-standalone.py"),
+           "--lm_path", str(p["lm3"]), "--redis_ip", "127.0.0.1", "--redis_port", str(port), *LM_FLAGS]
+    if not args.no_llm:
+        cmd += ["--do_opt", "--opt_model", "smollm2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    lm_child = sup.start(ChildProcess("lm-server", cmd, p["logs"] / "lm_server.log", env=env))
+    lm_child.wait_ready(lambda: r.xlen("remote_lm_args") > 0, timeout_s=600)
+    return port, lm_child
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    p = plan(args)
+    if args.fresh and p["out"].exists():
+        shutil.rmtree(p["out"])
+    p["logs"].mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    timings: dict[str, dict] = {}
+    with Supervisor() as sup:
+        try:
+            for step in build_steps(args, p):
+                timings[step.name] = run_step(step, p["logs"])
+            if (p["eval"] / "results.pkl").exists():
+                log.info("[eval_lm] already done (%s): reusing it", p["eval"] / "results.pkl")
+                raise _AlreadyDone
+            port, lm_child = start_services(args, p, sup)
+            py = env_python("b2txt25")
+            lm_eval = Step("eval_lm", [py, str(REPO / "model_training" / "evaluate_model.py"),
+                                       "--model_path", str(p["model"]), "--data_dir",
+                                       str(p["data"] / "hdf5_data_final"), "--eval_type", "val", "--csv_path",
+                                       str(p["data"] / "t15_copyTaskData_description.csv"),
+                                       "--gpu_number", "-1", "--lm", "redis", "--redis_ip", "127.0.0.1",
+                                       "--redis_port", str(port), "--redis_timeout", "120",
+                                       "--out_dir", str(p["eval"]), "--results_pkl",
+                                       str(p["eval"] / "results.pkl")],
+                           done=p["eval"] / "results.pkl")
+            timings["eval_lm"] = run_step(lm_eval, p["logs"])
+            timings["lm-server"] = {"peak_rss_mb": lm_child.peak_rss_mb()}
+        except _AlreadyDone:
+            pass
+        except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+            log.error("%s", exc)
+            return 1
+    table, rows = results_table(p["eval_greedy"] / "results.pkl", p["eval"] / "results.pkl", ACOUSTIC_SCALE)
+    timings["total"] = {"wall_s": round(time.monotonic() - t0, 1)}
+    extras = write_report(p, rows, timings)
+    print("\n" + table)
+    print(f"\nsubmission CSV: {extras['csv']}\nFigure 2:       {extras['figure']}\n"
+          f"report:         {extras['report']}\nwall time:      {timings['total']['wall_s']:.0f} s")
+    (p["out"] / "timings.json").write_text(json.dumps(timings, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

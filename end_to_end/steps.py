@@ -1,0 +1,57 @@
+"""One pipeline step = one child command with a "done" path: skipped when the path exists, so a re-run
+reuses finished work; its output goes to the console and to ``<logs>/<name>.log``; wall time and peak
+RSS are measured (``os.wait4``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Step:
+    name: str
+    cmd: list[str]
+    done: Path  # exists -> the step is finished; created as a marker when the command does not create it
+
+
+def run_step(step: Step, log_dir: Path, echo: bool = True) -> dict:
+    """Run ``step`` unless done; raise ``RuntimeError`` naming the step and its log on failure."""
+    if step.done.exists():
+        log.info("[%s] already done (%s): reusing it", step.name, step.done)
+        return {"reused": True}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{step.name}.log"
+    log.info("[%s] %s", step.name, " ".join(step.cmd))
+    t0 = time.monotonic()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "ab") as log_fh:
+        proc = subprocess.Popen(step.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        try:
+            for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+                log_fh.write(chunk)
+                if echo:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"step '{step.name}' failed with exit code {proc.returncode}; see {log_path}")
+    if not step.done.exists():
+        step.done.parent.mkdir(parents=True, exist_ok=True)
+        step.done.write_text(f"finished in {wall:.1f} s\n")
+    info = {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    log.info("[%s] done in %.1f s, peak RSS %.0f MB", step.name, wall, info["peak_rss_mb"])
+    return info
