@@ -18,7 +18,13 @@ Fixed versus the original (spec §2.8): the beam flags (beam, max_active, min_ac
 really apply, at start-up and after an update (the original always used 17/7000/200/8); logits sent
 after a finalize start a new utterance instead of aborting the Kaldi decoder. Differences that come
 from the replacement stack (spec §9.5): the lattice pass has no max_active cap (kaldi-decoder does not
-expose LatticeFasterDecoder), which changes nothing unless 7000 active tokens would have bound.
+expose LatticeFasterDecoder). Kaldi's cap narrowed the effective beam wherever more than 7000
+tokens were within it; without it a beam-17 lattice pass over a 126k-word graph takes seconds to
+tens of seconds on ambiguous input. So the lattice pass searches with ``min(beam, lattice_beam +
+lattice_pass_margin)`` (13 by default; ``--lattice_pass_margin``): on our 126k-word 1-gram test
+utterances its 100-best (sentences and scores) equalled the beam-17 one at 4-10x less time, and the
+n-best only keeps paths within ``lattice_beam`` of the best anyway. The streaming pass keeps the full
+beam with max_active/min_active.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ class DecoderOptions:
     ctc_blank_skip_threshold: float = 1.0
     blank_penalty: float = 9.0
     nbest: int = 100
+    #: the lattice pass searches with min(beam, lattice_beam + this); see the module docstring
+    lattice_pass_margin: float = 5.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -56,6 +64,7 @@ class DecoderOptions:
             "lattice_beam": self.lattice_beam > 0, "acoustic_scale": self.acoustic_scale > 0,
             "ctc_blank_skip_threshold": 0 < self.ctc_blank_skip_threshold <= 1.0,
             "blank_penalty": self.blank_penalty > 0, "nbest": self.nbest >= 1,
+            "lattice_pass_margin": self.lattice_pass_margin > 0,
         }  # fmt: skip
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -158,6 +167,10 @@ class CtcWfstDecoder:
         self.reset()
 
     @property
+    def lattice_pass_beam(self) -> float:
+        return min(self.opts.beam, self.opts.lattice_beam + self.opts.lattice_pass_margin)
+
+    @property
     def num_frames(self) -> int:
         """Frames received in this utterance (before blank skipping)."""
         return self._n_received
@@ -223,7 +236,7 @@ class CtcWfstDecoder:
             return []
         frames = np.concatenate(self._frames) if len(self._frames) > 1 else self._frames[0]
         o = self.opts
-        cfg = kaldi_decoder.LatticeSimpleDecoderConfig(beam=o.beam, lattice_beam=o.lattice_beam)
+        cfg = kaldi_decoder.LatticeSimpleDecoderConfig(beam=self.lattice_pass_beam, lattice_beam=o.lattice_beam)
         dec = kaldi_decoder.LatticeSimpleDecoder(self.res.tlg, cfg)
         if not dec.decode(kaldi_decoder.DecodableCtc(frames)):
             log.warning("lattice decoder reached no state at the end of %d frames", frames.shape[0])

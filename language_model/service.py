@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from language_model.decoder import CtcWfstDecoder, LMResources
+from language_model.decoder import CtcWfstDecoder, DecoderOptions, LMResources
 from language_model.llm_rescore import CausalLMScorer, rescore_nbest, resolve_device
 from language_model.lm_args import ServiceParams
 from language_model.nbest import augment_nbest
@@ -35,6 +35,7 @@ class FinalResult:
     sentence: str
     candidates: list[Candidate] = field(default_factory=list)
     context: str = ""
+    n_decoded: int = 0  # distinct decoder hypotheses before augmentation
 
     def fields(self) -> dict[str, str]:
         """The ``remote_lm_output_final`` entry (always all three fields; see module docstring)."""
@@ -55,6 +56,7 @@ class LMService:
         opt_cache_dir: str | None = None,
         gpu_number: int = 0,
         llm_batch_size: int = 0,
+        lattice_pass_margin: float = 5.0,
     ):
         t0 = time.perf_counter()
         self.lm_path = str(lm_path)
@@ -68,6 +70,7 @@ class LMService:
         )
         self.opt_model, self.opt_cache_dir = opt_model, opt_cache_dir
         self.gpu_number, self.llm_batch_size = gpu_number, llm_batch_size
+        self.lattice_pass_margin = lattice_pass_margin
         self.scorer: CausalLMScorer | None = None
         self.rescorer: NgramRescorer | None = None
 
@@ -82,8 +85,11 @@ class LMService:
             self.scorer = CausalLMScorer.load(self.opt_model, device, self.opt_cache_dir, self.llm_batch_size)
             log.info("causal LM %s loaded on %s in %.1f s", self.opt_model, device, time.perf_counter() - t0)
 
+    def decoder_options(self, params: ServiceParams) -> DecoderOptions:
+        return replace(params.decoder_options(), lattice_pass_margin=self.lattice_pass_margin)
+
     def new_decoder(self, params: ServiceParams) -> CtcWfstDecoder:
-        return CtcWfstDecoder(self.resources, params.decoder_options())
+        return CtcWfstDecoder(self.resources, self.decoder_options(params))
 
     # ------------------------------------------------------------------ finalize (spec §2.4 step 5)
     def finalize(self, decoder: CtcWfstDecoder, params: ServiceParams, context: str = "") -> FinalResult:
@@ -98,7 +104,7 @@ class LMService:
             if self.rescorer is None:
                 raise RuntimeError("rescore is on but G_no_prune.fst was not loaded")
             nbest = self.rescorer.rescore(nbest, scale)
-        decoder_best = nbest[0].sentence
+        decoder_best, n_decoded = nbest[0].sentence, len(nbest)
         if params.nbest > 1:
             n_before = len(nbest)
             nbest = augment_nbest(
@@ -125,4 +131,4 @@ class LMService:
             1000 * (t_dec - t0),
             1000 * (time.perf_counter() - t_dec),
         )
-        return FinalResult(best, candidates, context)
+        return FinalResult(best, candidates, context, n_decoded)

@@ -124,6 +124,10 @@ def test_options_apply(toy):
     starved_partials, starved_nbest = decode(toy, noisy, starved)
     assert partials[-1] == "i want to go home" and starved_partials[-1] != partials[-1]
     assert len(full) == OPTS.nbest and len(starved_nbest) < 5
+    # the lattice pass searches with min(beam, lattice_beam + margin): a wider one changes nothing here
+    _, full_beam = decode(toy, noisy, DecoderOptions(acoustic_scale=0.325, blank_penalty=90.0, lattice_pass_margin=50))
+    assert CtcWfstDecoder(toy, OPTS).lattice_pass_beam == 13.0
+    assert [(h.sentence, h.ac, h.lm) for h in full_beam] == [(h.sentence, h.ac, h.lm) for h in full]
     with pytest.raises(ValueError, match="max_active"):
         DecoderOptions(max_active=1)
 
