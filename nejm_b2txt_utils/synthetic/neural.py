@@ -15,11 +15,16 @@ Per trial:
    threshold crossings are Poisson counts; spike-band power is ``exp`` of a smoother, less noisy
    copy of the log rate, correlated with the counts' own fluctuations.
 
-Day drift (:class:`SessionEncoder`): tuning = stable part + drifting part, the drifting part a
-Gaussian process over post-implant days with exponential covariance (an Ornstein-Uhlenbeck random
-walk, sampled exactly at any day with random Fourier features), so nearby sessions are similar and
-distant ones differ; per-session per-channel gain and offset; electrodes die progressively (a dead
-electrode stays dead); a few noisy channels per session.
+Day drift (:class:`SessionEncoder`), all as Gaussian processes over post-implant days with
+exponential covariance (an Ornstein-Uhlenbeck random walk, sampled exactly at any day with random
+Fourier features), so nearby sessions are similar and distant ones differ:
+* each electrode's tuning = a stable part + a drifting part (the recorded units change);
+* all tuning vectors rotate together inside the articulatory code space (``rotation``): the same
+  population pattern comes to mean a different articulation, which a shared decoder cannot undo
+  but a per-day linear input layer can (without it, per-electrode drift alone leaves a pooled linear
+  decoder as good as per-day ones, and day layers do not help);
+* per-session per-channel gain and offset; electrodes die progressively (a dead electrode stays
+  dead); a few noisy channels per session.
 
 Normalisation (:func:`normalise_block`): every channel is z-scored per block, as the original's
 released features are believed to be (their scale suits a white-noise augmentation of std 1.0).
@@ -30,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import expm
 from scipy.signal import lfilter
 
 from nejm_b2txt_utils.synthetic import phonetics
@@ -49,15 +55,16 @@ _FIRST_DAY = 25
 class NeuralParams:
     """Knobs of the encoding model (the defaults are tuned with benchmarks/synthetic_learnability.py)."""
 
-    depth: float = 0.25  # log-rate modulation depth of a typical tuned electrode
+    depth: float = 0.6  # log-rate modulation depth of a typical tuned electrode
     array_scales: tuple[float, float, float, float] = (1.0, 0.7, 0.15, 0.8)
     identity_dim: int = 8  # per-phoneme random code beyond the articulatory features
     identity_scale: float = 0.6
     base_rate: float = 0.7  # mean threshold crossings per 20 ms bin at rest
-    sbp_noise: float = 0.8  # std of spike-band power's own log noise
+    sbp_noise: float = 0.45  # std of spike-band power's own log noise
     latent_noise: float = 0.15  # std of the shared slow fluctuations of the log rate
     drift_fraction: float = 0.6  # share of tuning variance that drifts over days
     drift_tau_days: float = 200.0  # correlation time of the drift
+    rotation: float = 0.4  # scale of the day-drifting rotation of the articulatory code (shared by electrodes)
     gain_sd: float = 0.25  # per-session per-channel log-gain of the modulation depth
     offset_sd: float = 0.3  # per-session per-channel log-rate offset
     dead_start: float = 0.02  # fraction of dead electrodes on the first session ...
@@ -154,6 +161,11 @@ class SessionEncoder:
         basis = np.sqrt(2.0 / _FOURIER) * np.cos(omega * self.day + phase)
         drifting = np.tensordot(basis, amps, axes=1)
         tuning = np.sqrt(1.0 - p.drift_fraction) * stable + np.sqrt(p.drift_fraction) * drifting
+        if p.rotation > 0:  # all tuning vectors rotate together inside the articulatory code space
+            rot_cols = [c for c in range(dim - 1) if c != speech_col]
+            gen = rng.normal(0.0, 1.0, (_FOURIER, len(rot_cols), len(rot_cols)))
+            g = np.tensordot(basis, gen, axes=1)
+            tuning[:, rot_cols] = tuning[:, rot_cols] @ expm(p.rotation * (g - g.T) / np.sqrt(2.0))
         tuning[:, speech_col] = cond_indep
         tuning[:, -1] = prep
         # --- this day only

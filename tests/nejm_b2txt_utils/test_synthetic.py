@@ -251,7 +251,7 @@ def test_day_drift_degrades_a_fixed_decoder():
 
 
 def test_no_drift_parameters_mean_no_degradation():
-    params = NeuralParams(drift_fraction=0.0, gain_sd=0.0, offset_sd=0.0, dead_start=0.0, dead_end=0.0,
+    params = NeuralParams(drift_fraction=0.0, rotation=0.0, gain_sd=0.0, offset_sd=0.0, dead_start=0.0, dead_end=0.0,
                           noisy_per_session=0.0)
     xa, ya = _decoding_set(SessionEncoder(0, 27, params), 60, seed=1)
     xf, yf = _decoding_set(SessionEncoder(0, 377, params), 25, seed=2)
