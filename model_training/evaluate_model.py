@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to wait for each LM answer before giving up (default: %(default)s)")
     p.add_argument("--out_dir", default=None, help="where the CSV and partial results go (default: --model_path)")
     p.add_argument("--results_pkl", default=None, help="also write per-trial results (incl. LM-order logits) here")
+    p.add_argument("--lm_retries", type=int, default=3,
+                   help="redo a trial's LM requests this many times after a timeout or lost connection "
+                        "(a restarted LM server or redis-server), each waiting --redis_timeout (default: 3)")
     p.add_argument("--restart", action="store_true", help="discard saved partial results and start over")
     p.add_argument("-v", "--verbose", action="store_true", help="log every trial's greedy phonemes and text")
     return p.parse_args(argv)
@@ -98,6 +101,30 @@ def connect_lm(args: argparse.Namespace):
                               "redis-server and the LM server, or use --lm none") from exc
 
 
+def lm_decode_with_retries(client, lm_logits, retries: int) -> tuple[str, dict]:
+    """reset -> logits -> finalize, redone from the reset when the LM server or Redis went away
+    mid-trial (a restarted server only sees requests made after it came back)."""
+    import redis
+
+    from nejm_b2txt_utils.redis_protocol import LMTimeoutError
+
+    for attempt in range(retries + 1):
+        try:
+            if attempt:
+                client.sync_time()
+            client.reset()
+            partial = client.send_logits(lm_logits)
+            return partial, client.finalize()
+        except (LMTimeoutError, redis.ConnectionError, redis.TimeoutError) as exc:
+            if attempt == retries:
+                if isinstance(exc, LMTimeoutError):
+                    raise
+                raise LMTimeoutError(f"Redis connection lost and not back after {retries} retries: {exc}") from exc
+            log.warning("LM request failed (%s); retry %d/%d", str(exc).split(":")[0], attempt + 1, retries)
+            time.sleep(min(2.0, 0.2 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
 def decode_one(args, model, model_args, device, client, day: int, f: T15File, key: str, lookup) -> dict:
     """Inference + greedy decode (+ LM) of one trial; returns its result record."""
     trial = f.read_trial(key)
@@ -107,9 +134,7 @@ def decode_one(args, model, model_args, device, client, day: int, f: T15File, ke
     lm_logits = model_to_lm_order(logits)
     partial, candidates = None, None
     if client is not None:
-        client.reset()
-        partial = client.send_logits(lm_logits)
-        candidates = client.finalize()
+        partial, candidates = lm_decode_with_retries(client, lm_logits, args.lm_retries)
         pred = candidates["candidate_sentences"][0]
     else:
         pred = " ".join(greedy)
