@@ -166,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk_frames", type=int, default=5, help="frames per streaming chunk (80 ms each)")
     p.add_argument("--peak", type=float, default=7.0, help="logit peak of the synthetic posteriors")
     p.add_argument("--llm", default="smollm2", help="causal LM for the rescoring rows ('none' to skip)")
+    p.add_argument("--torch_threads", type=int, default=0,
+                   help="torch CPU threads for the causal LM (0: torch's default; 1 is far faster on a busy machine)")
     p.add_argument("--skip_3gram", action="store_true")
     args = p.parse_args(argv)
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("language_model", "build_lm"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -180,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             if not corpus.exists():
                 zipf_corpus(corpus, 300_000)
         result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                        "params": PARAMS | {"chunk_frames": args.chunk_frames, "peak": args.peak, "llm": args.llm}}
+                        "params": PARAMS | {"chunk_frames": args.chunk_frames, "peak": args.peak, "llm": args.llm,
+                                            "torch_threads": args.torch_threads},
+                        "load_average_at_start": os.getloadavg()[0]}
         log.info("building / reusing the 1-gram")
         result["build_1gram"] = build(["--unigram_wordfreq"], work / "unigram")
         lex1 = read_lexicon(work / "unigram" / "lexicon.txt")
