@@ -196,7 +196,9 @@ class RemoteLMClient:
             raise LMProtocolError(f"update_params: unknown field(s) {sorted(unknown)}; expected {UPDATABLE_PARAMS}")
         self.r.xadd(UPDATE_PARAMS_STREAM, {k: (int(v) if isinstance(v, bool) else v) for k, v in params.items()})
         time.sleep(0.001)
-        self._wait(DONE_UPDATING_PARAMS_STREAM, "update_params")
+        fields = self._wait(DONE_UPDATING_PARAMS_STREAM, "update_params")
+        if b"error" in fields:
+            raise LMProtocolError(f"LM server rejected the parameter update: {fields[b'error'].decode()}")
 
     def send_logits(self, logits: np.ndarray) -> str:
         """Send one chunk of LM-order logits; returns the partial sentence."""
