@@ -157,6 +157,9 @@ class RemoteLMClient:
     def sync_time(self) -> None:
         """Start every stream's last-seen id at "now" (entries older than this are ignored)."""
         now = redis_time_ms(self.r)
+        # A bare ms id means "<ms>-0": an answer written in this same millisecond would get that id and be
+        # skipped (spec LM §2.1). Waiting past it makes every answer to our later requests visible.
+        time.sleep(0.002)
         for s in (DONE_RESETTING_STREAM, DONE_UPDATING_PARAMS_STREAM, self.partial_stream, self.final_stream,
                   DONE_FINALIZING_STREAM):
             self.last_seen[s] = now
