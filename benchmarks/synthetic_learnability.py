@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", help="existing synthetic data (folder holding hdf5_data_final/); "
                                            "default: generate the small preset into a temp dir")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--days_per_batch", type=int, default=4)
     parser.add_argument("--n_units", type=int, default=256)
