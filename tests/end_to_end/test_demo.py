@@ -1,0 +1,51 @@
+"""README command #1 in its --quick form: every stage runs, the table and the outputs appear, and a
+re-run reuses what exists."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LM_PY = Path(os.environ.get("B2TXT_ENV_DIR", REPO / "envs")) / "b2txt25_lm" / "bin" / "python"
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not LM_PY.is_file(), reason="needs the LM environment (./setup_lm.sh)")]
+
+
+def run_demo(out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "end_to_end.run_demo", "--quick", "--out", str(out)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=1500)
+
+
+def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
+    out = tmp_path / "demo"
+    first = run_demo(out)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    table = first.stdout[first.stdout.index("corpus"):]
+    for col in ("PER greedy %", "WER n-gram %", "WER n-gram+LLM %"):
+        assert col in table
+    all_row = next(line for line in table.splitlines() if line.startswith("all"))
+    n_trials = int(all_row.split()[1])
+    assert n_trials > 0
+    report = json.loads((out / "report.json").read_text())
+    overall = next(r for r in report["rows"] if r["corpus"] == "all")
+    assert 0.0 <= overall["PER_greedy"] < 1.5 and 0.0 <= overall["WER_ngram_llm"]
+    with open(next((out / "eval").glob("baseline_rnn_val_predicted_sentences_*.csv"))) as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["id", "text"] and [r[0] for r in rows[1:]] == [str(i) for i in range(n_trials)]
+    assert (out / "figures" / "figure2_error_rates.png").stat().st_size > 1000
+    assert (out / "figures" / "figure2_error_rates.pdf").is_file()
+    # no process left behind: the LM server and redis-server of this run are gone
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps
+    second = run_demo(out)
+    assert second.returncode == 0
+    assert second.stdout.count("already done") + second.stderr.count("already done") >= 6
