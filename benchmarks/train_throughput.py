@@ -21,6 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import torch  # noqa: E402
+
 from model_training.config import load_config  # noqa: E402
 
 CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
@@ -37,32 +39,33 @@ def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str])
     from model_training.rnn_trainer import BrainToTextDecoder_Trainer
 
     with tempfile.TemporaryDirectory(prefix="b2txt_bench_") as tmp:
-        overrides = [f"output_dir={tmp}/run", f"dataset.dataset_dir={data_dir}", "dataset.sessions=auto",
-                     "dataset.dataset_probability_val=auto", f"num_training_batches={steps + warmup}", *extra]
+        # Each config keeps its own session list (the baseline's 45 sessions: the real 44.3M-parameter model;
+        # sessions absent from data_dir just have no trials).
+        overrides = [f"output_dir={tmp}/run", f"dataset.dataset_dir={data_dir}",
+                     f"num_training_batches={steps + warmup}", *extra]
         cfg = load_config(CONFIGS[name], overrides)
         with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines must not mix with the JSON
             trainer = BrainToTextDecoder_Trainer(cfg)
         loader = iter(trainer._train_loader(0))
-        times = []
+        times, cpu_times = [], []
         for i in range(steps + warmup):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             batch = next(loader)
             trainer.train_step(batch, i)
             if trainer.device.type == "cuda":
-                import torch
-
                 torch.cuda.synchronize()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
+                cpu_times.append(time.process_time() - c0)
         n_params = sum(p.numel() for p in trainer.model.parameters())
         result = {"config": name, "device": str(trainer.device), "amp_bf16": trainer.use_amp,
                   "params": n_params, "batch_size": int(cfg.dataset.batch_size),
                   "gru": f"{cfg.model.n_layers}x{cfg.model.n_units}", "timed_steps": len(times),
                   "s_per_step": round(sum(times) / len(times), 4), "steps_per_s": round(len(times) / sum(times), 4),
+                  # CPU seconds of this process per step: a load-independent figure on a shared machine
+                  "cpu_s_per_step": round(sum(cpu_times) / len(cpu_times), 4), "torch_threads": torch.get_num_threads(),
                   **peak_rss_mb()}
         if trainer.device.type == "cuda":
-            import torch
-
             result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         trainer.close()
         return result
@@ -74,8 +77,11 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 baseline, 20 small)")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every config")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("model_training.rnn_trainer").setLevel(logging.WARNING)
     results = []
