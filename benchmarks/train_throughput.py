@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +72,16 @@ def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str])
         return result
 
 
+def measure_in_child(name: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--data_dir", args.data_dir, "--configs", name, "--warmup", str(args.warmup)]
+    cmd += (["--steps", str(args.steps)] if args.steps else []) + (["--threads", str(args.threads)] if args.threads
+                                                                   else [])
+    proc = subprocess.run([*cmd, *args.overrides], stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"train_throughput: config {name} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout)["results"][0]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", required=True, help="T15 HDF5 root (<data_dir>/<session>/data_train.hdf5)")
@@ -86,6 +97,9 @@ def main() -> None:
     logging.getLogger("model_training.rnn_trainer").setLevel(logging.WARNING)
     results = []
     for name in args.configs:
+        if len(args.configs) > 1:  # one process per config: peak RSS is a per-process high-water mark
+            results.append(measure_in_child(name, args))
+            continue
         steps = args.steps or (3 if name == "baseline" else 20)
         results.append(measure(name, args.data_dir, steps, args.warmup, args.overrides))
     print(json.dumps({"benchmark": "train_throughput", "results": results}, indent=2))

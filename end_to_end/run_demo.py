@@ -98,7 +98,7 @@ def build_steps(args: argparse.Namespace, p: dict) -> list[Step]:
     return steps
 
 
-def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[int, ChildProcess]:
+def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[int, ChildProcess, ChildProcess]:
     from nejm_b2txt_utils.redis_server import find_redis_server, free_port
 
     port = free_port()
@@ -119,7 +119,21 @@ def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     lm_child = sup.start(ChildProcess("lm-server", cmd, p["logs"] / "lm_server.log", env=env))
     lm_child.wait_ready(lambda: r.xlen("remote_lm_args") > 0, timeout_s=600)
-    return port, lm_child
+    return port, lm_child, redis_child
+
+
+def merge_timings(path: Path, timings: dict[str, dict]) -> dict[str, dict]:
+    """This run's timings, where a step was reused keeping the measurement of the run that did it; a
+    re-run that reused everything keeps the earlier total too (the report wants the work, not the skip)."""
+    if not path.exists():
+        return timings
+    previous = json.loads(path.read_text())
+    merged = {name: previous[name] if t.get("reused") and name in previous else t for name, t in timings.items()}
+    for name, t in previous.items():  # e.g. eval_lm and the servers, not started when the evaluation was reused
+        merged.setdefault(name, t)
+    if all(t.get("reused") for name, t in timings.items() if name != "total") and "total" in previous:
+        merged["total"] = previous["total"]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             if (p["eval"] / "results.pkl").exists():
                 log.info("[eval_lm] already done (%s): reusing it", p["eval"] / "results.pkl")
                 raise _AlreadyDone
-            port, lm_child = start_services(args, p, sup)
+            port, lm_child, redis_child = start_services(args, p, sup)
             py = env_python("b2txt25")
             lm_eval = Step("eval_lm", [py, str(REPO / "model_training" / "evaluate_model.py"),
                                        "--model_path", str(p["model"]), "--data_dir",
@@ -153,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                            done=p["eval"] / "results.pkl")
             timings["eval_lm"] = run_step(lm_eval, p["logs"])
             timings["lm-server"] = {"peak_rss_mb": lm_child.peak_rss_mb()}
+            timings["redis-server"] = {"peak_rss_mb": redis_child.peak_rss_mb()}
         except _AlreadyDone:
             pass
         except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
@@ -160,11 +175,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     table, rows = results_table(p["eval_greedy"] / "results.pkl", p["eval"] / "results.pkl", ACOUSTIC_SCALE)
     timings["total"] = {"wall_s": round(time.monotonic() - t0, 1)}
+    timings = merge_timings(p["out"] / "timings.json", timings)
     extras = write_report(p, rows, timings)
     print("\n" + table)
     print(f"\nsubmission CSV: {extras['csv']}\nFigure 2:       {extras['figure']}\n"
           f"report:         {extras['report']}\nwall time:      {timings['total']['wall_s']:.0f} s")
-    (p["out"] / "timings.json").write_text(json.dumps(timings, indent=2))
+    tmp = p["out"] / "timings.json.tmp"
+    tmp.write_text(json.dumps(timings, indent=2))
+    os.replace(tmp, p["out"] / "timings.json")
     return 0
 
 

@@ -46,6 +46,25 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     # no process left behind: the LM server and redis-server of this run are gone
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(out) not in ps
+    # the performance report takes its end-to-end rows (wall time, peak RSS per process) from this run
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    report_run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), "--demo_dir", str(out),
+                                 "--out", str(tmp_path / "perf"), "--data_dir", str(out / "data"), "--skip",
+                                 "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency"],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert report_run.returncode == 0, report_run.stderr[-3000:]
+    perf = json.loads((tmp_path / "perf" / "report.json").read_text())
+    timings = json.loads((out / "timings.json").read_text())
+    assert perf["demo"]["mode"] == "quick" and perf["demo"]["timings"] == timings
+    e2e = [line for line in (tmp_path / "perf" / "report.md").read_text().splitlines() if "| end to end |" in line]
+    assert any("quick: total wall time" in line for line in e2e)
+    peaks = {line.split("|")[2].strip(): line.split("|")[4].strip() for line in e2e}
+    for process in ("quick: lm-server", "quick: redis-server"):
+        assert float(peaks[process]) > 1  # MB, measured while the process ran
+
     second = run_demo(out)
     assert second.returncode == 0
     assert second.stdout.count("already done") + second.stderr.count("already done") >= 6
+
+    # a re-run that reused everything keeps the measurements of the run that did the work
+    assert json.loads((out / "timings.json").read_text()) == timings

@@ -1,0 +1,243 @@
+"""The performance report: runs every benchmark and writes one JSON plus one markdown table.
+
+    python benchmarks/report.py                      # all benchmarks + the quick demo (~20 min on 2 cores)
+    python benchmarks/report.py --demo_dir runs/demo # take the end-to-end numbers from a finished demo run
+
+Measured: training steps/s (baseline and small config), streaming latency per 80 ms frame, LM decode
+latency (streaming chunk, finalize, rescoring, causal LM), TLG build time and memory, the end-to-end wall
+time of the main job with the peak RSS of each of its processes. Every benchmark runs as its own process
+in the environment it belongs to (``envs/b2txt25`` or ``envs/b2txt25_lm``); its JSON is kept in
+``<out>/parts/<name>.json`` as soon as it finishes, so an interrupted report resumes where it stopped
+(``--force`` measures again). Output: ``<out>/report.json`` and ``<out>/report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from end_to_end.run_demo import env_python  # noqa: E402
+from end_to_end.steps import Step, run_step  # noqa: E402
+
+log = logging.getLogger("report")
+BENCH = REPO / "benchmarks"
+ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "demo")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "benchmarks", help="report folder")
+    p.add_argument("--data_dir", type=Path,
+                   help="synthetic data folder (holding hdf5_data_final/ and lm_corpus.txt); default: generate "
+                        "the small preset into <out>/work/data")
+    p.add_argument("--demo", choices=("quick", "full"), default="quick",
+                   help="which main-job run to time when --demo_dir is not given (default: quick)")
+    p.add_argument("--demo_dir", type=Path, help="a finished run_demo folder: read its timings.json instead")
+    p.add_argument("--lm_sentences", type=int, default=10, help="sentences per LM latency measurement")
+    p.add_argument("--llm", default="smollm2", help="causal LM of the LM latency rows ('none' to skip)")
+    p.add_argument("--skip", nargs="*", default=[], choices=ALL[1:], help="benchmarks to leave out")
+    p.add_argument("--force", action="store_true", help="measure again what <out>/parts already holds")
+    p.add_argument("--train_overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides for the training benchmark (e.g. dataset.days_per_batch=2 for tiny data)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: small config only, few steps and frames, 3 LM sentences, no causal LM")
+    return p.parse_args(argv)
+
+
+def json_step(name: str, cmd: list[str], parts: Path) -> Step:
+    """A step whose stdout (the benchmark's JSON) lands atomically in ``parts/<name>.json``."""
+    target = parts / f"{name}.json"
+    tmp = target.with_suffix(".tmp")
+    shell = f"{shlex.join(cmd)} > {shlex.quote(str(tmp))} && mv {shlex.quote(str(tmp))} {shlex.quote(str(target))}"
+    return Step(name, ["sh", "-c", shell], done=target)
+
+
+def plan(args: argparse.Namespace) -> list[Step]:
+    py, py_lm = env_python("b2txt25"), env_python("b2txt25_lm")
+    work, parts = args.out / "work", args.out / "parts"
+    data = args.data_dir or work / "data"
+    hdf5, corpus = data / "hdf5_data_final", data / "lm_corpus.txt"
+    steps = []
+    if args.data_dir is None:
+        steps.append(Step("data", [py, "-m", "nejm_b2txt_utils.synthetic", "--preset", "small", "--out", str(data),
+                                   "--seed", "0"], done=data / ".complete"))
+    wanted = [b for b in ALL[1:] if b not in args.skip]
+    if "train_throughput" in wanted:
+        quick = ["--configs", "small", "--steps", "3"] if args.quick else []
+        steps.append(json_step("train_throughput", [py, str(BENCH / "train_throughput.py"), "--data_dir", str(hdf5),
+                                                    *quick, *args.train_overrides], parts))
+    if "stream_latency" in wanted:
+        quick = ["--configs", "small", "--frames", "30", "--warmup", "5"] if args.quick else []
+        steps.append(json_step("stream_latency", [py, str(BENCH / "stream_latency.py"), *quick], parts))
+    if "tlg_build" in wanted:
+        steps.append(json_step("tlg_build", [py_lm, str(BENCH / "tlg_build.py"), "--corpus", str(corpus),
+                                             "--work", str(work / "tlg")], parts))
+    if "lm_decode_latency" in wanted:
+        steps.append(json_step("lm_decode_latency", [py_lm, str(BENCH / "lm_decode_latency.py"), "--corpus",
+                                                     str(corpus), "--work", str(work / "lm_latency"), "--n_sentences",
+                                                     str(3 if args.quick else args.lm_sentences), "--llm",
+                                                     "none" if args.quick else args.llm], parts))
+    if "demo" in wanted and args.demo_dir is None:
+        demo = work / f"demo_{args.demo}"
+        cmd = [py, "-m", "end_to_end.run_demo", "--out", str(demo), *(["--quick"] if args.demo == "quick" else [])]
+        steps.append(Step("demo", cmd, done=demo / "timings.json"))
+    return steps
+
+
+def _ms(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    return f"{entry['p50_ms']:.0f} / {entry['p95_ms']:.0f} ms" if "p50_ms" in entry else json.dumps(entry)
+
+
+def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    """(area, what, value, peak RSS) rows of the markdown table."""
+    rows: list[tuple[str, str, str, str]] = []
+    rss = report.get("benchmark_process_peak_rss_mb", {})
+    for r in report.get("train_throughput", {}).get("results", []):
+        rows.append(("training", f"{r['config']} config ({r['gru']} GRU, batch {r['batch_size']}, {r['device']})",
+                     f"{r['steps_per_s']:.3f} steps/s ({r['s_per_step']:.2f} s/step, {r['cpu_s_per_step']:.2f} CPU s)",
+                     f"{r['peak_rss_mb']:.0f} (+ workers {r['peak_rss_workers_mb']:.0f})"))
+    for r in report.get("stream_latency", {}).get("results", []):
+        rows.append(("streaming", f"{r['config']} GRU {r['gru']} per 80 ms frame ({r['device']})",
+                     f"p50 {r['ms_per_frame_p50']:.1f} / p95 {r['ms_per_frame_p95']:.1f} ms, RTF {r['rtf']:.3f}",
+                     f"{rss.get('stream_latency', 0):.0f}"))
+    lm = report.get("lm_decode_latency", {})
+    for name in ("1gram", "3gram"):
+        entry = lm.get(name)
+        if not entry:
+            continue
+        ngram = entry.get("ngram", {})
+        rows.append(("LM decode", f"{name}: streaming chunk (5 frames), p50 / p95", _ms(ngram.get("chunk")), "-"))
+        rows.append(("LM decode", f"{name}: finalize, n-gram only, p50 / p95", _ms(ngram.get("finalize")), "-"))
+        for mode, label in (("ngram_rescore", "+ unpruned n-gram rescoring"), ("ngram_llm", "+ causal LM")):
+            if mode in entry:
+                load = entry[mode].get("load_seconds")
+                note = f" (first load {load:.0f} s)" if load else ""
+                rows.append(("LM decode", f"{name}: finalize {label}, p50 / p95", _ms(entry[mode]["finalize"]) + note,
+                             "-"))
+        if "redis_round_trip_no_llm" in entry:
+            rows.append(("LM decode", f"{name}: client decode_trial over Redis, p50 / p95",
+                         _ms(entry["redis_round_trip_no_llm"].get("decode_trial")), "-"))
+    if lm:
+        rows.append(("LM decode", "benchmark process", f"{lm.get('n_sentences', '?')} sentences",
+                     f"{rss.get('lm_decode_latency', 0):.0f}"))
+    tlg = report.get("tlg_build", {})
+    for case in ("unigram_wordfreq", "trigram", "big_trigram"):
+        if case in tlg:
+            c = tlg[case]
+            rows.append(("TLG build", f"{case} ({c['vocabulary']} words, {c['tlg_states']} states, {c['tlg_mb']} MB)",
+                         f"{c['wall_seconds']:.1f} s", f"{c['peak_rss_mb']:.0f}"))
+    demo = report.get("demo", {})
+    if demo:
+        for step, t in demo.get("timings", {}).items():
+            if step == "total":
+                continue
+            wall = "reused" if t.get("reused") else (f"{t['wall_s']:.1f} s" if "wall_s" in t else "-")
+            peak = f"{t['peak_rss_mb']:.0f}" if t.get("peak_rss_mb") is not None else "-"
+            rows.append(("end to end", f"{demo['mode']}: {step}", wall, peak))
+        total = demo.get("timings", {}).get("total", {})
+        if "wall_s" in total:
+            rows.append(("end to end", f"{demo['mode']}: total wall time", f"{total['wall_s']:.0f} s", "-"))
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Performance report ({report['machine']['cpus']} CPUs, {report['machine']['device']}, "
+             f"{report['created']})", "",
+             "| area | what | value | peak RSS (MB) |", "|---|---|---|---|"]
+    lines += [f"| {a} | {w} | {v} | {m} |" for a, w, v, m in table_rows(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _device_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except ImportError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args.out = args.out.resolve()
+    args.data_dir = args.data_dir.resolve() if args.data_dir else None
+    args.demo_dir = args.demo_dir.resolve() if args.demo_dir else None
+    parts, logs = args.out / "parts", args.out / "logs"
+    parts.mkdir(parents=True, exist_ok=True)
+    if args.data_dir is not None and not (args.data_dir / "hdf5_data_final").is_dir():
+        log.error("%s: no hdf5_data_final/ folder (expected a T15 data folder, e.g. from python -m "
+                  "nejm_b2txt_utils.synthetic; leave --data_dir out to generate one)", args.data_dir)
+        return 2
+    try:
+        steps = plan(args)
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return 1
+    if args.force:
+        for step in steps:
+            if step.done.parent == parts:
+                step.done.unlink(missing_ok=True)
+    from tqdm import tqdm
+
+    report: dict = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "benchmark_process_peak_rss_mb": {},
+                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                "device": _device_name(), "load_average_at_start": round(os.getloadavg()[0], 2)}}
+    previous = args.out / "report.json"
+    if previous.exists():  # keep the benchmark-process RSS of parts measured by an earlier, interrupted run
+        report["benchmark_process_peak_rss_mb"] = json.loads(previous.read_text()).get(
+            "benchmark_process_peak_rss_mb", {})
+    bar = tqdm(steps, desc="benchmarks", unit="benchmark")
+    for step in bar:
+        bar.set_postfix_str(step.name)
+        try:
+            info = run_step(step, logs, echo=False)
+        except RuntimeError as exc:
+            lines = [ln for ln in (logs / f"{step.name}.log").read_text(errors="replace").splitlines() if ln.strip()]
+            log.error("%s (last line: %s)", exc, lines[-1] if lines else "none")
+            return 1
+        if "peak_rss_mb" in info:
+            report["benchmark_process_peak_rss_mb"][step.name] = info["peak_rss_mb"]
+    for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency"):
+        part = parts / f"{name}.json"
+        if part.exists() and name not in args.skip:
+            report[name] = json.loads(part.read_text())
+    demo_dir = args.demo_dir or args.out / "work" / f"demo_{args.demo}"
+    timings = demo_dir / "timings.json"
+    if "demo" not in args.skip and timings.exists():
+        mode = "quick" if _is_quick(demo_dir) else "full"
+        report["demo"] = {"dir": str(demo_dir), "mode": mode, "timings": json.loads(timings.read_text())}
+    _write_atomic(args.out / "report.json", json.dumps(report, indent=2))
+    table = markdown(report)
+    _write_atomic(args.out / "report.md", table)
+    print(table)
+    print(f"report: {args.out / 'report.json'}\ntable:  {args.out / 'report.md'}")
+    return 0
+
+
+def _is_quick(demo_dir: Path) -> bool:
+    """A --quick demo trains on the tiny preset (a 1x128 GRU)."""
+    args_yaml = demo_dir / "model" / "checkpoint" / "args.yaml"
+    return args_yaml.exists() and "n_units: 128" in args_yaml.read_text()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

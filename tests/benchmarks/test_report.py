@@ -1,0 +1,83 @@
+"""benchmarks/report.py: every benchmark runs in its own environment, the JSON and the markdown table hold
+real measurements, and a re-run reuses the parts already measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LM_PY = Path(os.environ.get("B2TXT_ENV_DIR", REPO / "envs")) / "b2txt25_lm" / "bin" / "python"
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not LM_PY.is_file(), reason="needs the LM environment (./setup_lm.sh)")]
+
+
+def run_report(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1200)
+
+
+def test_quick_report_measures_every_benchmark_and_resumes(tmp_path):
+    from nejm_b2txt_utils.synthetic import generate
+
+    data = tmp_path / "data"
+    generate("tiny", data, seed=0, progress=False)
+    out = tmp_path / "report"
+    args = ["--quick", "--data_dir", str(data), "--out", str(out), "--skip", "demo",
+            "--train_overrides", "dataset.days_per_batch=2"]  # tiny has 3 sessions, the small config draws 4
+    first = run_report(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    report = json.loads((out / "report.json").read_text())
+    train = report["train_throughput"]["results"]
+    assert [r["config"] for r in train] == ["small"]
+    assert train[0]["steps_per_s"] > 0 and train[0]["timed_steps"] == 3 and train[0]["peak_rss_mb"] > 50
+    stream = report["stream_latency"]["results"][0]
+    assert stream["frames"] == 30 and 0 < stream["ms_per_frame_p50"] <= stream["ms_per_frame_p95"]
+    tlg = report["tlg_build"]
+    assert tlg["unigram_wordfreq"]["vocabulary"] > 100_000 and tlg["trigram"]["tlg_states"] > 0
+    lm = report["lm_decode_latency"]
+    assert lm["n_sentences"] == 3 and lm["1gram"]["ngram"]["finalize"]["n"] == 3
+    assert "ngram_llm" not in lm["1gram"]  # --quick leaves the causal LM out
+    for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency"):
+        assert report["benchmark_process_peak_rss_mb"][name] > 10
+
+    table = (out / "report.md").read_text()
+    assert table.splitlines()[2] == "| area | what | value | peak RSS (MB) |"
+    areas = {line.split("|")[1].strip() for line in table.splitlines()[4:] if line.startswith("|")}
+    assert areas == {"training", "streaming", "LM decode", "TLG build"}
+    assert table in first.stdout
+
+    parts = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    assert len(parts) == 4
+    second = run_report(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")} == parts
+    assert json.loads((out / "report.json").read_text())["train_throughput"] == report["train_throughput"]
+
+
+def test_failed_benchmark_names_itself_and_its_error(tmp_path):
+    from nejm_b2txt_utils.synthetic import generate
+
+    generate("tiny", tmp_path / "data", seed=0, progress=False)
+    result = run_report("--quick", "--data_dir", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--skip",
+                        "stream_latency", "tlg_build", "lm_decode_latency", "demo")  # days_per_batch 4 > 3 days
+    assert result.returncode == 1
+    assert "step 'train_throughput' failed" in result.stderr
+    assert "days_per_batch (4) exceeds the 3 days with data" in result.stderr
+    assert not (tmp_path / "r" / "parts" / "train_throughput.json").exists()
+
+
+def test_missing_data_is_a_one_line_error(tmp_path):
+    result = run_report("--quick", "--data_dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"),
+                        "--skip", "stream_latency", "tlg_build", "lm_decode_latency", "demo")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nowhere'}: no hdf5_data_final/ folder" in result.stderr
+    assert not (tmp_path / "r" / "report.json").exists()
