@@ -160,6 +160,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+class BadInput(Exception):
+    """A file the report reads is not what it expects (one line: the file and what was expected)."""
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid JSON ({exc}); expected the JSON a benchmark or run_demo writes - delete it or "
+                       f"re-measure with --force") from None
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -178,6 +190,15 @@ def _device_name() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return make_report(args)
+    except BadInput as exc:
+        log.error("%s", exc)
+        return 2
+
+
+def make_report(args: argparse.Namespace) -> int:
+    """Run what ``<out>/parts`` lacks, then write report.json and report.md; returns the exit status."""
     args.out = args.out.resolve()
     args.data_dir = args.data_dir.resolve() if args.data_dir else None
     args.demo_dir = args.demo_dir.resolve() if args.demo_dir else None
@@ -203,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "device": _device_name(), "load_average_at_start": round(os.getloadavg()[0], 2)}}
     previous = args.out / "report.json"
     if previous.exists():  # keep the benchmark-process RSS of parts measured by an earlier, interrupted run
-        report["benchmark_process_peak_rss_mb"] = json.loads(previous.read_text()).get(
-            "benchmark_process_peak_rss_mb", {})
+        report["benchmark_process_peak_rss_mb"] = read_json(previous).get("benchmark_process_peak_rss_mb", {})
     bar = tqdm(steps, desc="benchmarks", unit="benchmark")
     for step in bar:
         bar.set_postfix_str(step.name)
@@ -219,24 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency"):
         part = parts / f"{name}.json"
         if part.exists() and name not in args.skip:
-            report[name] = json.loads(part.read_text())
+            report[name] = read_json(part)
     demo_dir = args.demo_dir or args.out / "work" / f"demo_{args.demo}"
     timings = demo_dir / "timings.json"
     if "demo" not in args.skip and timings.exists():
-        mode = "quick" if _is_quick(demo_dir) else "full"
-        report["demo"] = {"dir": str(demo_dir), "mode": mode, "timings": json.loads(timings.read_text())}
+        demo_timings = read_json(timings)
+        report["demo"] = {"dir": str(demo_dir), "mode": demo_timings.get("total", {}).get("mode", "demo"),
+                          "timings": demo_timings}
     _write_atomic(args.out / "report.json", json.dumps(report, indent=2))
     table = markdown(report)
     _write_atomic(args.out / "report.md", table)
     print(table)
     print(f"report: {args.out / 'report.json'}\ntable:  {args.out / 'report.md'}")
     return 0
-
-
-def _is_quick(demo_dir: Path) -> bool:
-    """A --quick demo trains on the tiny preset (a 1x128 GRU)."""
-    args_yaml = demo_dir / "model" / "checkpoint" / "args.yaml"
-    return args_yaml.exists() and "n_units: 128" in args_yaml.read_text()
 
 
 if __name__ == "__main__":

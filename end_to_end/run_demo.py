@@ -59,11 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def plan(args: argparse.Namespace) -> dict:
     out = Path(args.out).resolve()
     preset = "tiny" if args.quick else "small"
-    # --quick exercises every stage, not accuracy: a 1x128 GRU for 150 small batches (~1 minute on 2 cores).
+    # --quick exercises every stage, not accuracy: a 1x128 GRU for 150 small batches (~1 minute on 2 cores);
+    # the small config's decay follows num_training_batches.
     train_overrides = ["model.n_units=128", "model.n_layers=1", "num_training_batches=150",
-                       "lr_decay_steps=150", "lr_decay_steps_day=150", "lr_warmup_steps=15",
-                       "lr_warmup_steps_day=15", "batches_per_val_step=50", "dataset.batch_size=8",
-                       "dataset.days_per_batch=2"] if args.quick else []
+                       "lr_warmup_steps=15", "lr_warmup_steps_day=15", "batches_per_val_step=50",
+                       "dataset.batch_size=8", "dataset.days_per_batch=2"] if args.quick else []
     return {"out": out, "preset": preset, "data": out / "data", "lm3": out / "lm" / "3gram_lm_sil",
             "lm1": out / "lm" / "wordfreq_1gram_lm_sil", "model": out / "model", "eval": out / "eval",
             "eval_greedy": out / "eval_greedy", "logs": out / "logs", "train_overrides": train_overrides}
@@ -125,9 +125,11 @@ def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[
 def merge_timings(path: Path, timings: dict[str, dict]) -> dict[str, dict]:
     """This run's timings, where a step was reused keeping the measurement of the run that did it; a
     re-run that reused everything keeps the earlier total too (the report wants the work, not the skip)."""
-    if not path.exists():
-        return timings
-    previous = json.loads(path.read_text())
+    try:
+        previous = json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a damaged file must not fail a finished run
+        log.warning("%s: unreadable (%s); writing this run's timings instead", path, exc)
+        previous = {}
     merged = {name: previous[name] if t.get("reused") and name in previous else t for name, t in timings.items()}
     for name, t in previous.items():  # e.g. eval_lm and the servers, not started when the evaluation was reused
         merged.setdefault(name, t)
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     table, rows = results_table(p["eval_greedy"] / "results.pkl", p["eval"] / "results.pkl", ACOUSTIC_SCALE)
     this_run = round(time.monotonic() - t0, 1)
-    timings["total"] = {"wall_s": this_run}
+    timings["total"] = {"wall_s": this_run, "mode": "quick" if args.quick else "full"}
     timings = merge_timings(p["out"] / "timings.json", timings)
     extras = write_report(p, rows, timings)
     print("\n" + table)
