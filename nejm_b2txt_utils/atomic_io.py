@@ -1,0 +1,106 @@
+"""Atomic file writes: a temp file in the target's folder, fsync, then ``os.replace``.
+
+Every output of the project (checkpoints, HDF5 files, CSVs, JSON reports, ARPA files, pickles) goes through
+this module so that a crash, Ctrl-C or full disk never leaves a half-written file under the final name:
+readers see the old file or the new one, nothing in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_pickle"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success of the block it is moved onto ``path``.
+
+    Use this for writers that want a file name (h5py, ``torch.save`` to a path, kaldifst ``write``).
+
+    Args:
+        path: the final file name; its folder is created if missing.
+        suffix: the temp file's suffix (some writers check the extension).
+
+    Returns:
+        A context manager yielding the temp ``Path`` (it exists, empty, when the block starts).
+
+    Raises:
+        OSError: the folder cannot be created or the rename fails; the temp file is removed and ``path``
+            keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """``open()`` on a temp file beside ``path``, moved onto ``path`` only if the block succeeds.
+
+    Args:
+        path: the final file name.
+        mode: ``"w"`` (text) or ``"wb"`` (binary).
+        encoding: text encoding for ``"w"`` (ignored for binary).
+
+    Returns:
+        A context manager yielding the open file object.
+
+    Raises:
+        ValueError: ``mode`` is not a write mode.
+        OSError: as :func:`atomic_path`.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``Path(path)``."""
+    with atomic_open(path, "w", encoding=encoding) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``Path(path)``."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    """``json.dump`` ``obj`` to ``path`` atomically (UTF-8, trailing newline); returns ``Path(path)``.
+
+    Raises:
+        TypeError: ``obj`` is not JSON-serialisable (nothing is written).
+    """
+    text = json.dumps(obj, indent=indent) + "\n"  # serialise first: a TypeError leaves no file behind
+    return atomic_write_text(path, text)
+
+
+def atomic_write_pickle(path: str | os.PathLike, obj: Any) -> Path:
+    """Pickle ``obj`` (highest protocol) to ``path`` atomically; returns ``Path(path)``."""
+    with atomic_open(path, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return Path(path)
