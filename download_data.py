@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input  # stdlib only: no environment needed
+
 try:
     from tqdm import tqdm
 except ImportError:  # pragma: no cover - exercised only without tqdm
@@ -445,9 +447,11 @@ def _check_disk_space(files: Sequence[DryadFile], data_dir: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout: expected seconds > 0, got {args.timeout}")
     files = select_files(list_dataset_files(args.doi, args.api_base, args.timeout), args.files)
     if args.files and not files:
-        raise DownloadError(f"no file of {args.doi} matches {' '.join(args.files)}")
+        raise ConfigError(f"--files: no file of {args.doi} matches {' '.join(args.files)}")
 
     if args.list:
         for f in files:
@@ -475,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DownloadError as err:
         log.error("error: %s", err)
         return err.exit_code
+    except ConfigError as err:
+        return print_bad_input(err)
     except KeyboardInterrupt:
         log.error("interrupted; re-run the same command to resume")
         return 130

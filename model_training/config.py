@@ -16,6 +16,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from nejm_b2txt_utils.cli_errors import ConfigError
 from nejm_b2txt_utils.t15_hdf5 import data_file_path, list_sessions
 
 #: Keys holding filesystem paths (resolved as described in the module docstring).
@@ -26,8 +27,24 @@ NULLABLE_KEYS = ("init_checkpoint_path", "dataset.feature_subset", "dataset.must
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "rnn_args.yaml"
 
 
-class ConfigError(ValueError):
-    """A config key with an unusable value; the message names the key and what was expected."""
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "check_training_data", "load_config", "normalize_config",
+           "resolved_container"]
+#: Integer keys and their least allowed value (checked by ``normalize_config`` when present).
+INT_MINIMA = {"num_training_batches": 1, "batches_per_train_log": 1, "batches_per_val_step": 1,
+              "dataset.batch_size": 1, "dataset.days_per_batch": 1, "model.patch_size": 0,
+              "model.patch_stride": 1, "dataset.data_transforms.random_cut": 0}
+
+
+def _check_ints(cfg: DictConfig) -> None:
+    for key, least in INT_MINIMA.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{key}: expected an integer >= {least}, got {value!r}")
+    kind = cfg.get("lr_scheduler_type", "cosine")
+    if kind not in ("cosine", "linear"):
+        raise ConfigError(f"lr_scheduler_type: expected 'cosine' or 'linear', got {kind!r}")
 
 
 def _resolve(value, base: Path):
@@ -106,7 +123,25 @@ def normalize_config(cfg: DictConfig) -> DictConfig:
     elif not isinstance(flags, ListConfig) or len(flags) != len(sessions):
         raise ConfigError(f"dataset.dataset_probability_val: expected {len(sessions)} flags (one per session) "
                           f"or 'auto', got {len(flags) if isinstance(flags, ListConfig) else flags!r}")
+    _check_ints(cfg)
     return cfg
+
+
+def check_training_data(cfg: DictConfig) -> None:
+    """Checks of a training config against the data on disk, cheap enough to run before anything is written.
+
+    Args:
+        cfg: a normalised training config.
+
+    Raises:
+        ConfigError: ``dataset.days_per_batch`` exceeds the sessions that have a ``data_train.hdf5``.
+    """
+    ds = cfg.dataset
+    n_train = sum(data_file_path(ds.dataset_dir, s, "train").is_file() for s in ds.sessions)
+    days = ds.get("days_per_batch")
+    if n_train and isinstance(days, int) and days > n_train:
+        raise ConfigError(f"dataset.days_per_batch ({days}) exceeds the {n_train} days with data "
+                          f"(sessions with a data_train.hdf5 under {ds.dataset_dir})")
 
 
 def resolved_container(cfg: DictConfig) -> DictConfig:

@@ -20,6 +20,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
+from nejm_b2txt_utils.cli_errors import ConfigError
 from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, encode_transcription
 
 log = logging.getLogger(__name__)
@@ -117,14 +118,12 @@ class BrainToTextDataset(Dataset):
         self.n_trials = sum(len(d["trials"]) for d in trial_indicies.values())
         if must_include_days is not None:
             if len(must_include_days) > days_per_batch:
-                raise ValueError(f"must_include_days ({len(must_include_days)}) must be <= days_per_batch "
+                raise ConfigError(f"must_include_days ({len(must_include_days)}) must be <= days_per_batch "
                                  f"({days_per_batch})")
             if split != "train" and len(must_include_days) > self.n_days:
-                raise ValueError(f"must_include_days ({len(must_include_days)}) exceeds the {self.n_days} days")
+                raise ConfigError(f"must_include_days ({len(must_include_days)}) exceeds the {self.n_days} days")
             must_include_days = [d if d >= 0 else self.n_days + d for d in must_include_days]
         self.must_include_days = must_include_days
-        if split == "train" and days_per_batch > self.n_days:
-            raise ValueError(f"days_per_batch ({days_per_batch}) exceeds the {self.n_days} days with data")
         if split == "train":
             self.n_batches = n_batches
             self.batch_index = self.create_batch_index_train()
@@ -150,8 +149,8 @@ class BrainToTextDataset(Dataset):
         # crashed the original). With every day populated the draws are identical to the original's.
         all_days = [d for d, info in self.trial_indicies.items() if len(info["trials"]) > 0]
         if self.days_per_batch > len(all_days):
-            raise ValueError(f"days_per_batch ({self.days_per_batch}) exceeds the {len(all_days)} days with "
-                             "training trials")
+            raise ConfigError(f"dataset.days_per_batch ({self.days_per_batch}) exceeds the {len(all_days)} days with "
+                              "data (sessions with training trials)")
         others = None
         if self.must_include_days:
             others = [d for d in all_days if d not in self.must_include_days]

@@ -31,8 +31,10 @@ from model_training.eval_results import (  # noqa: E402
     write_results_pkl,
     write_submission_csv,
 )
-from model_training.inference import infer_trial, select_eval_device  # noqa: E402
+from model_training.inference import infer_trial  # noqa: E402
+from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input  # noqa: E402
 from nejm_b2txt_utils.description_csv import CorpusLookup, session_to_date  # noqa: E402
+from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path  # noqa: E402
@@ -95,34 +97,10 @@ def connect_lm(args: argparse.Namespace):
 
     try:
         r = connect(args.redis_ip, args.redis_port, socket_connect_timeout=min(args.redis_timeout, 10.0))
-        return RemoteLMClient(r, timeout_s=args.redis_timeout)
+        return RemoteLMClient(r, timeout_s=args.redis_timeout, retries=args.lm_retries)
     except redis.RedisError as exc:
         raise ConnectionError(f"cannot reach Redis at {args.redis_ip}:{args.redis_port} ({exc}); start "
                               "redis-server and the LM server, or use --lm none") from exc
-
-
-def lm_decode_with_retries(client, lm_logits, retries: int) -> tuple[str, dict]:
-    """reset -> logits -> finalize, redone from the reset when the LM server or Redis went away
-    mid-trial (a restarted server only sees requests made after it came back)."""
-    import redis
-
-    from nejm_b2txt_utils.redis_protocol import LMTimeoutError
-
-    for attempt in range(retries + 1):
-        try:
-            if attempt:
-                client.sync_time()
-            client.reset()
-            partial = client.send_logits(lm_logits)
-            return partial, client.finalize()
-        except (LMTimeoutError, redis.ConnectionError, redis.TimeoutError) as exc:
-            if attempt == retries:
-                if isinstance(exc, LMTimeoutError):
-                    raise
-                raise LMTimeoutError(f"Redis connection lost and not back after {retries} retries: {exc}") from exc
-            log.warning("LM request failed (%s); retry %d/%d", str(exc).split(":")[0], attempt + 1, retries)
-            time.sleep(min(2.0, 0.2 * 2**attempt))
-    raise AssertionError("unreachable")
 
 
 def decode_one(args, model, model_args, device, client, day: int, f: T15File, key: str, lookup) -> dict:
@@ -134,7 +112,7 @@ def decode_one(args, model, model_args, device, client, day: int, f: T15File, ke
     lm_logits = model_to_lm_order(logits)
     partial, candidates = None, None
     if client is not None:
-        partial, candidates = lm_decode_with_retries(client, lm_logits, args.lm_retries)
+        partial, candidates = client.decode(lm_logits)  # the retry policy lives in the client
         pred = candidates["candidate_sentences"][0]
     else:
         pred = " ".join(greedy)
@@ -149,10 +127,21 @@ def decode_one(args, model, model_args, device, client, day: int, f: T15File, ke
     return rec
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Raise ConfigError for flag values no run can use (before any model or data is loaded)."""
+    if not args.redis_timeout > 0:
+        raise ConfigError(f"--redis_timeout: expected seconds > 0, got {args.redis_timeout}")
+    if args.lm_retries < 0:
+        raise ConfigError(f"--lm_retries: expected an integer >= 0, got {args.lm_retries}")
+    if not 0 < args.redis_port < 65536:
+        raise ConfigError(f"--redis_port: expected 1..65535, got {args.redis_port}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
     model_path = Path(args.model_path)
     out_dir = Path(args.out_dir) if args.out_dir else model_path
-    device = select_eval_device(args.gpu_number)
+    device = select_device(args.gpu_number)
     model, model_args = load_trained_model(model_path, device)
     sessions = list(model_args.dataset.sessions)
     lookup = None
@@ -207,10 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     except LMTimeoutError as exc:
         print(f"error: {exc} (finished trials are saved; rerun the same command to continue)", file=sys.stderr)
         return 3
-    except (CheckpointError, PartialResultsError, T15FormatError, FileNotFoundError, ConnectionError,
+    except (ConfigError, CheckpointError, PartialResultsError, T15FormatError, FileNotFoundError, ConnectionError,
             LMProtocolError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_bad_input(exc)
 
 
 if __name__ == "__main__":

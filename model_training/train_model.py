@@ -16,7 +16,8 @@ if __package__ in (None, ""):  # run as a script from any folder: make `model_tr
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model_training.checkpoint import CheckpointError  # noqa: E402
-from model_training.config import DEFAULT_CONFIG, ConfigError, load_config  # noqa: E402
+from model_training.config import DEFAULT_CONFIG, ConfigError, check_training_data, load_config  # noqa: E402
+from nejm_b2txt_utils.cli_errors import print_bad_input  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15FormatError  # noqa: E402
 
 
@@ -32,12 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        check_training_data(cfg)  # before the trainer creates output_dir
         from model_training.rnn_trainer import BrainToTextDecoder_Trainer
 
         trainer = BrainToTextDecoder_Trainer(cfg)
     except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, T15FormatError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_bad_input(exc)
     try:
         trainer.train()
     finally:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input
 from nejm_b2txt_utils.synthetic.sessions import PRESETS
 from nejm_b2txt_utils.synthetic.writer import generate
 
@@ -29,9 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = generate(args.preset, args.out, seed=args.seed, sessions=args.max_sessions,
                            progress=not args.no_progress)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, OSError) as exc:  # OSError: an output folder that cannot be written
+        return print_bad_input(exc)
     t = summary["trials"]
     print(f"{summary['preset']}: {len(summary['sessions'])} sessions, trials train/val/test = "
           f"{t['train']}/{t['val']}/{t['test']}, {summary['total_bins']} bins, "

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from nejm_b2txt_utils.cli_errors import ConfigError
 from nejm_b2txt_utils.description_csv import write_description_csv
 from nejm_b2txt_utils.lexicon import sentence_to_phonemes
 from nejm_b2txt_utils.phonemes import phonemes_to_model_ids
@@ -173,12 +174,12 @@ def generate(preset: str, out_dir: str | os.PathLike, seed: int = 0, sessions: i
     """
     start = time.time()
     if preset not in PRESETS:
-        raise ValueError(f"preset {preset!r}: expected one of {sorted(PRESETS)}")
+        raise ConfigError(f"preset {preset!r}: expected one of {sorted(PRESETS)}")
     spec = PRESETS[preset]
     plans = preset_plan(preset)
     if sessions is not None:
         if sessions < 1:
-            raise ValueError(f"sessions: expected a positive number, got {sessions}")
+            raise ConfigError(f"sessions: expected a positive number, got {sessions}")
         plans = plans[:sessions]
     params = params or NeuralParams()
     out = Path(out_dir)

@@ -1,0 +1,73 @@
+"""Bad input in entry scripts: one typed error and one way to report it (one line on stderr, exit 2).
+
+A config key, command-line flag or input file the user must change raises :class:`ConfigError` where
+the value is checked (with a message that names the key or file, the value and what was expected).
+Entry scripts wrap ``main`` with :func:`exit_2_on_bad_input`, which turns that error (and the
+input-error types the script names) into ``error: <message>`` and exit status 2. Anything else
+still raises with its traceback: a bug must stay visible.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+EXIT_BAD_INPUT = 2
+
+F = TypeVar("F", bound=Callable[..., int])
+
+
+class ConfigError(ValueError):
+    """A config key, flag or input with an unusable value; the message names it and what was expected."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (inner newlines and runs of spaces collapsed).
+
+    Args:
+        exc: any exception.
+
+    Returns:
+        ``str(exc)`` with all whitespace runs replaced by one space (the class name if the message is empty).
+    """
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def print_bad_input(exc: BaseException) -> int:
+    """Print ``error: <message>`` as one line on stderr.
+
+    Args:
+        exc: the input error to report.
+
+    Returns:
+        :data:`EXIT_BAD_INPUT` (2), for ``return print_bad_input(exc)`` in a ``main``.
+    """
+    print(f"error: {one_line(exc)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def exit_2_on_bad_input(*extra: type[BaseException]) -> Callable[[F], F]:
+    """Decorator for an entry script's ``main(argv) -> int``.
+
+    Args:
+        extra: further exception types that mean bad input for this script (e.g. a corrupt data
+            file's ``T15FormatError``); :class:`ConfigError` is always included.
+
+    Returns:
+        A decorator; the wrapped ``main`` returns 2 after printing one line when one of the types is raised.
+    """
+    types = (ConfigError, *extra)
+
+    def wrap(main: F) -> F:
+        @functools.wraps(main)
+        def wrapped(*args, **kwargs) -> int:
+            try:
+                return main(*args, **kwargs)
+            except types as exc:
+                return print_bad_input(exc)
+
+        return wrapped  # type: ignore[return-value]
+
+    return wrap

@@ -1,0 +1,58 @@
+"""Issue 13 case 7: a config error is one line on stderr and exit 2, never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from model_training.config import DEFAULT_CONFIG, ConfigError, load_config
+from nejm_b2txt_utils.cli_errors import exit_2_on_bad_input
+
+from .conftest import REPO, tiny_overrides
+
+
+def test_days_per_batch_over_the_sessions_with_data_is_one_line_exit_2(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "model_training/train_model.py",
+                           *tiny_overrides(tiny_data, out, **{"dataset.days_per_batch": 4})],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "days_per_batch (4) exceeds the 3 days with data" in lines[0]
+    assert not out.exists()  # checked before the trainer creates output_dir: fixing the value and rerunning works
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("dataset.batch_size", "0", "dataset.batch_size: expected an integer >= 1, got 0"),
+    ("model.patch_stride", "1.5", "model.patch_stride: expected an integer >= 1, got 1.5"),
+    ("dataset.data_transforms.random_cut", "-1", "random_cut: expected an integer >= 0, got -1"),
+    ("num_training_batches", "many", "num_training_batches: expected an integer >= 1, got 'many'"),
+    ("lr_scheduler_type", "step", "lr_scheduler_type: expected 'cosine' or 'linear', got 'step'"),
+])
+def test_bad_values_are_config_errors(key, value, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(DEFAULT_CONFIG, [f"{key}={value}"])
+    assert expected in str(info.value)
+
+
+def test_the_decorator_reports_only_the_named_types(capsys):
+    @exit_2_on_bad_input(KeyError)
+    def main(kind: str) -> int:
+        if kind == "config":
+            raise ConfigError("a.b: expected 1..3,\n got 7")
+        if kind == "key":
+            raise KeyError("trial_0004")
+        if kind == "bug":
+            raise ZeroDivisionError("a bug")
+        return 0
+
+    assert main("ok") == 0
+    assert main("config") == 2
+    assert capsys.readouterr().err == "error: a.b: expected 1..3, got 7\n"
+    assert main("key") == 2
+    assert capsys.readouterr().err == "error: 'trial_0004'\n"
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        main("bug")
