@@ -9,8 +9,6 @@ may add ``step``, ``rng`` and history keys for a true resume; the original's loa
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from model_training.rnn_model import GRUDecoder
+from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_pickle, atomic_write_text
 
 COMPILE_PREFIX = "_orig_mod."
 DDP_PREFIX = "module."
@@ -52,32 +51,26 @@ def with_compile_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
 
 
 def atomic_save(obj, path: str | os.PathLike, use_torch: bool = True) -> Path:
-    """``torch.save`` (or pickle) to a temp file in the same folder, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if use_torch:
-                torch.save(obj, fh)
-            else:
-                pickle.dump(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """``torch.save`` (or pickle) ``obj`` to ``path`` atomically (``nejm_b2txt_utils.atomic_io``).
+
+    Args:
+        obj: what to save.
+        path: the final file name (its folder is created).
+        use_torch: ``torch.save`` when true, else ``pickle`` (highest protocol).
+
+    Returns:
+        ``Path(path)``.
+    """
+    if not use_torch:
+        return atomic_write_pickle(path, obj)
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+    return Path(path)
 
 
 def atomic_save_yaml(cfg: DictConfig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, path)
-    return path
+    """Write ``cfg`` as YAML (interpolations resolved) to ``path`` atomically; returns ``Path(path)``."""
+    return atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -7,28 +7,12 @@ float32 (Fix: the original's CPU path fed bf16 input to an fp32 kernel and faile
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from nejm_b2txt_utils.augmentation import gauss_smooth
-
-log = logging.getLogger(__name__)
-
-
-def select_eval_device(gpu_number: int) -> torch.device:
-    """``-1`` = CPU; a GPU index when CUDA is present (falls back to CPU without CUDA, GPU 0 when out of range)."""
-    if gpu_number < 0:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        log.warning("CUDA is not available: evaluating on the CPU (pass --gpu_number -1 to silence this)")
-        return torch.device("cpu")
-    if gpu_number >= torch.cuda.device_count():
-        log.warning("GPU %d not available (%d GPUs): using GPU 0", gpu_number, torch.cuda.device_count())
-        gpu_number = 0
-    return torch.device(f"cuda:{gpu_number}")
 
 
 @torch.no_grad()

@@ -5,11 +5,17 @@ augmentation, CTC details, validation cadence, best-checkpoint rule and output l
 marked "Fix:". Additions: a true resume (``checkpoint/last_checkpoint`` with the batch index, RNG
 states and history; ``resume=true``), DDP under torchrun (see ``distributed.py``), CPU fp32 runs,
 optional torch.compile (``compile: auto`` = on CUDA only), atomic writes.
+
+Variants (``model_training_nnn``: the adversarial TripleGRUDecoder, its XLA trainer) subclass
+``BrainToTextDecoder_Trainer`` and override hooks instead of copying ``__init__`` or the train step:
+``select_device``, ``build_model``, ``create_optimizer`` / ``create_lr_scheduler``, ``batch_to_device``,
+``compute_loss`` (per-trial objective, per-trial logged loss, extra log values), ``eval_forward`` (the
+forward used by validation; may return extra heads whose greedy PER is logged) and ``step_end`` (called
+once per optimizer step, e.g. ``torch_xla.sync()``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -29,11 +35,10 @@ from model_training.config import normalize_config, resolved_container
 from model_training.dataset import BrainToTextDataset, train_test_split_indicies
 from model_training.distributed import all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
 from model_training.optim import create_lr_scheduler, create_optimizer
+from nejm_b2txt_utils.atomic_io import atomic_write_json
 from nejm_b2txt_utils.augmentation import transform_data
+from nejm_b2txt_utils.devices import select_device
 from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
-
-torch.set_float32_matmul_precision("high")
-torch.backends.cudnn.deterministic = True
 
 HEAVY_VAL_KEYS = ("logits", "input_features")
 
@@ -43,23 +48,6 @@ class _TqdmHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         tqdm.write(self.format(record), file=sys.stdout)
-
-
-def select_device(args: DictConfig, local_rank: int, distributed: bool, logger: logging.Logger) -> torch.device:
-    """CUDA if present (``gpu_number``, falling back to 0 as the original), else CPU; ``device=cpu`` forces CPU."""
-    if str(args.get("device", "auto")) == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    if distributed:
-        return torch.device(f"cuda:{local_rank}")
-    try:
-        idx = int(args.get("gpu_number", 0))
-    except (TypeError, ValueError):
-        logger.warning("gpu_number %r is not an integer; using GPU 0", args.get("gpu_number"))
-        idx = 0
-    if not 0 <= idx < torch.cuda.device_count():
-        logger.warning("gpu_number %d not available (%d GPUs); using GPU 0", idx, torch.cuda.device_count())
-        idx = 0
-    return torch.device(f"cuda:{idx}")
 
 
 class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
@@ -73,7 +61,10 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         self.checkpoint_dir = Path(args.checkpoint_dir)
         self.resume_path = self._prepare_output_dirs()
         self.logger = self._setup_logging()
-        self.device = select_device(args, self.dist.local_rank, self.dist.enabled, self.logger)
+        # Set here, not at import: importing the trainer must not change torch's global state.
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.deterministic = True
+        self.device = self.select_device()
         self.use_amp = bool(args.get("use_amp", True)) and self.device.type == "cuda"  # CPU: plain fp32
         self.transform_args = OmegaConf.to_container(args.dataset.data_transforms, resolve=True)
         self.patch_size, self.patch_stride = int(args.model.patch_size), int(args.model.patch_stride)
@@ -83,6 +74,7 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         self.best_val_loss = math.inf
         self.val_steps_since_improvement = 0
         self.train_losses: list[float] = []
+        self.last_log_values: dict[str, torch.Tensor] = {}  # from compute_loss, logged on log steps
         self.val_losses: list[float] = []
         self.val_PERs: list[float] = []
 
@@ -90,7 +82,7 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
             np.random.seed(args.seed)
             random.seed(args.seed)
             torch.manual_seed(args.seed)
-        self.model = ckpt_io.build_model(args)
+        self.model = self.build_model()
         n_params = sum(p.numel() for p in self.model.parameters())
         n_day = sum(p.numel() for n, p in self.model.named_parameters() if "day" in n)
         self.logger.info("Initialized RNN decoding model")
@@ -99,8 +91,8 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         self.logger.info(f"Model has {n_day:,} day-specific parameters | {100 * n_day / n_params:.2f}% of total")
 
         self._build_datasets()
-        self.optimizer = create_optimizer(self.model, args)
-        self.learning_rate_scheduler = create_lr_scheduler(self.optimizer, args)
+        self.optimizer = self.create_optimizer()
+        self.learning_rate_scheduler = self.create_lr_scheduler()
         self.ctc_loss = torch.nn.CTCLoss(blank=0, reduction="none", zero_infinity=False)
 
         if self.resume_path is not None:
@@ -129,6 +121,64 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         self.train_net = net
         self.eval_net = torch.compile(self.model) if use_compile and self.dist.enabled else \
             (net if use_compile else self.model)
+
+    # ------------------------------------------------------------------ hooks (override in variants)
+    def select_device(self) -> torch.device:
+        """The training device: ``device`` / ``gpu_number`` (``nejm_b2txt_utils.devices``); the local rank's
+        GPU under DDP."""
+        return select_device(self.args.get("gpu_number", 0), self.args.get("device", "auto"),
+                             self.dist.local_rank if self.dist.enabled else None)
+
+    def build_model(self) -> torch.nn.Module:
+        """The model to train, on the CPU (moved to ``self.device`` after checkpoint loading)."""
+        return ckpt_io.build_model(self.args)
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the name-based parameter groups of ``model_training.optim``."""
+        return create_optimizer(self.model, self.args)
+
+    def create_lr_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """One LambdaLR factor per optimizer group (day groups follow the ``*_day`` schedule)."""
+        return create_lr_scheduler(self.optimizer, self.args)
+
+    def batch_to_device(self, batch: dict) -> tuple[torch.Tensor, ...]:
+        """``(features [B, T, C], labels [B, L], n_time_steps [B], phone_seq_lens [B], day_indicies [B])``
+        on ``self.device``."""
+        keys = ("input_features", "seq_class_ids", "n_time_steps", "phone_seq_lens", "day_indicies")
+        return tuple(batch[k].to(self.device, non_blocking=True) for k in keys)
+
+    def ctc_per_trial(self, logits: torch.Tensor, labels: torch.Tensor, adjusted_lens: torch.Tensor,
+                      phone_seq_lens: torch.Tensor) -> torch.Tensor:
+        """CTC negative log-likelihood per trial ``[B]`` of logits ``[B, P, C]`` (blank 0, not length-normalised)."""
+        return self.ctc_loss(torch.permute(logits.log_softmax(2), [1, 0, 2]), labels, adjusted_lens,  # (P, B, C)
+                             phone_seq_lens)
+
+    def compute_loss(self, features: torch.Tensor, labels: torch.Tensor, adjusted_lens: torch.Tensor,
+                     phone_seq_lens: torch.Tensor, day_indicies: torch.Tensor,
+                     step: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Training forward and loss of one (augmented) batch, inside autocast.
+
+        Args:
+            features: ``[B, T, C]`` augmented features; labels ``[B, L]``; adjusted_lens ``[B]`` output frames;
+                phone_seq_lens ``[B]``; day_indicies ``[B]``; step: the batch index.
+
+        Returns:
+            ``(objective [B], logged [B], extra)``: the per-trial quantity whose batch mean is minimised, the
+            per-trial loss recorded in ``train_losses`` (here both the CTC NLL), and 0-d tensors logged on
+            log steps (read only then, so a lazy device is not synced every step).
+        """
+        logits = self.train_net(features, day_indicies)
+        per_trial = self.ctc_per_trial(logits, labels, adjusted_lens, phone_seq_lens)
+        return per_trial, per_trial, {}
+
+    def eval_forward(self, features: torch.Tensor,
+                     day_indicies: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Validation forward: ``(logits [B, P, C], {head name: extra logits [B, P, C]})``. The first is the
+        head that selects the best checkpoint; each extra head's greedy PER is logged as ``<name> PER``."""
+        return self.eval_net(features, day_indicies), {}
+
+    def step_end(self, step: int) -> None:
+        """Called once per optimizer step, after ``scheduler.step()`` (XLA: ``torch_xla.sync()``)."""
 
     # ------------------------------------------------------------------ setup
     def _prepare_output_dirs(self) -> Path | None:
@@ -178,9 +228,8 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
             raise FileNotFoundError(f"{ds.dataset_dir}: no training trials found for the {len(sessions)} sessions "
                                     "(expected <dataset_dir>/<session>/data_train.hdf5)")
         if self.is_main:
-            tmp = self.output_dir / ".train_val_trials.json.tmp"
-            tmp.write_text(json.dumps({"train": train_trials, "val": val_trials}))
-            os.replace(tmp, self.output_dir / "train_val_trials.json")
+            atomic_write_json(self.output_dir / "train_val_trials.json", {"train": train_trials, "val": val_trials},
+                              indent=None)
         feature_subset = ds.get("feature_subset")
         self.train_dataset = BrainToTextDataset(
             train_trials, self.n_batches, "train", ds.batch_size, ds.days_per_batch, ds.seed,
@@ -258,26 +307,21 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
             return n_time_steps.to(torch.int32)
         return ((n_time_steps - self.patch_size) / self.patch_stride + 1).to(torch.int32)
 
-    def _to_device(self, batch: dict) -> tuple[torch.Tensor, ...]:
-        keys = ("input_features", "seq_class_ids", "n_time_steps", "phone_seq_lens", "day_indicies")
-        return tuple(batch[k].to(self.device, non_blocking=True) for k in keys)
-
     def train_step(self, batch: dict, i: int) -> tuple[float, float]:
         """One optimizer step on one batch; returns (batch loss, pre-clip gradient norm)."""
         self.train_net.train()
         self.optimizer.zero_grad()
-        features, labels, n_time_steps, phone_seq_lens, day_indicies = self._to_device(batch)
+        features, labels, n_time_steps, phone_seq_lens, day_indicies = self.batch_to_device(batch)
         with self._autocast():
             features, n_time_steps = transform_data(features, n_time_steps, self.transform_args, "train")
             adjusted_lens = self._adjusted_lens(n_time_steps)
-            logits = self.train_net(features, day_indicies)
-            per_trial = self.ctc_loss(torch.permute(logits.log_softmax(2), [1, 0, 2]), labels, adjusted_lens,
-                                      phone_seq_lens)
+            objective, per_trial, self.last_log_values = self.compute_loss(
+                features, labels, adjusted_lens, phone_seq_lens, day_indicies, i)
             # Mean over the batch of per-sequence NLLs (not length-normalised: never reduction='mean').
             # Under DDP: this rank's share of the global mean, scaled so that DDP's gradient average
             # equals the single-process gradient of the whole batch.
             n_total = all_reduce_sum(torch.tensor([float(len(per_trial))], device=self.device), self.dist)
-            loss = per_trial.sum() * self.dist.world_size / n_total[0] if self.dist.enabled else per_trial.mean()
+            loss = objective.sum() * self.dist.world_size / n_total[0] if self.dist.enabled else objective.mean()
         loss.backward()
         grad_norm = torch.tensor(0.0)
         clip = self.args.get("grad_norm_clip_value", 0)
@@ -290,6 +334,7 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
                                    f"makes the CTC loss infinite): {exc}") from exc
         self.optimizer.step()
         self.learning_rate_scheduler.step()
+        self.step_end(i)
         total = all_reduce_sum(per_trial.detach().sum().reshape(1).float(), self.dist)
         return float(total[0] / n_total[0]), float(grad_norm)
 
@@ -303,19 +348,19 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         flags = list(self.args.dataset.dataset_probability_val)
         day_pers = {d: {"total_edit_distance": 0, "total_seq_length": 0} for d, f in enumerate(flags) if f == 1}
         total_ed = total_len = 0
+        extra_ed: dict[str, list[int]] = {}  # extra head -> [total edit distance, total length]
         for i, batch in enumerate(loader):
             day = int(batch["day_indicies"][0])
             if flags[day] == 0:
                 if self.args.get("log_val_skip_logs", False):
                     self.logger.info(f"Skipping val batch {i} (day {day})")
                 continue
-            features, labels, n_time_steps, phone_seq_lens, day_indicies = self._to_device(batch)
+            features, labels, n_time_steps, phone_seq_lens, day_indicies = self.batch_to_device(batch)
             with torch.no_grad(), self._autocast():
                 smoothed, n_time_steps = transform_data(features, n_time_steps, self.transform_args, "val")
                 adjusted_lens = self._adjusted_lens(n_time_steps)
-                logits = self.eval_net(smoothed, day_indicies)
-                loss = self.ctc_loss(torch.permute(logits.log_softmax(2), [1, 0, 2]), labels, adjusted_lens,
-                                     phone_seq_lens).mean()
+                logits, extra_heads = self.eval_forward(smoothed, day_indicies)
+                loss = self.ctc_per_trial(logits, labels, adjusted_lens, phone_seq_lens).mean()
             # The original appended each batch loss twice; once gives the same mean.
             metrics["losses"].append(loss.item())
             logits_np = logits.float().cpu().numpy()
@@ -332,6 +377,12 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
                     day_pers[d]["total_seq_length"] += int(true_lens[b])
                 decoded_batch.append(decoded)
             metrics["decoded_seqs"].append(decoded_batch)
+            for name, head in extra_heads.items():
+                head_np, ed_len = head.float().cpu().numpy(), extra_ed.setdefault(name, [0, 0])
+                for b in range(len(head_np)):
+                    ed_len[0] += edit_distance(labels_np[b, :true_lens[b]].tolist(),
+                                               ctc_greedy_decode(head_np[b], int(lens[b])).tolist())
+                    ed_len[1] += int(true_lens[b])
             metrics["true_seq"].append(labels_np)
             metrics["phone_seq_lens"].append(true_lens)
             metrics["transcription"].append(batch["transcriptions"].numpy())
@@ -345,6 +396,8 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         metrics["day_PERs"] = day_pers
         metrics["avg_PER"] = total_ed / total_len if total_len else float("nan")
         metrics["avg_loss"] = float(np.mean(metrics["losses"])) if metrics["losses"] else float("nan")
+        for name, (ed, n) in extra_ed.items():
+            metrics[f"{name}_PER"] = ed / n if n else float("nan")
         return metrics
 
     # ------------------------------------------------------------------ loop
@@ -354,7 +407,8 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         t0 = time.time()
         m = self.validation(self.val_loader, a.get("save_val_logits", False), a.get("save_val_data", False))
         per, loss = m["avg_PER"], m["avg_loss"]
-        self.logger.info(f"Val batch {i}: PER (avg): {per:.4f} CTC Loss (avg): {loss:.4f} "
+        extra = "".join(f" {k[:-4]} PER: {v:.4f}" for k, v in m.items() if k.endswith("_PER") and k != "avg_PER")
+        self.logger.info(f"Val batch {i}: PER (avg): {per:.4f} CTC Loss (avg): {loss:.4f}{extra} "
                          f"time: {time.time() - t0:.3f}")
         if a.get("log_individual_day_val_PER", False):
             for d, v in m["day_PERs"].items():
@@ -401,7 +455,8 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
             self.train_losses.append(loss)
             pbar.update(1)
             if i % log_every == 0:
-                self.logger.info(f"Train batch {i}: loss: {loss:.2f} grad norm: {grad_norm:.2f} "
+                extra = "".join(f" {k}: {float(v):.4g}" for k, v in self.last_log_values.items())
+                self.logger.info(f"Train batch {i}: loss: {loss:.2f} grad norm: {grad_norm:.2f}{extra} "
                                  f"time: {time.time() - t0:.3f}")
                 pbar.set_postfix(loss=f"{loss:.2f}", PER=f"{self.val_PERs[-1]:.4f}" if self.val_PERs else "-")
             stop = False
