@@ -35,10 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from language_model.lm_args import ServiceParams  # noqa: E402
-from language_model.lm_lexicon import read_lexicon  # noqa: E402
-from language_model.service import LMService  # noqa: E402
-from language_model.toy_lm import synthetic_logits  # noqa: E402
+from language_model.graph.lexicon import read_lexicon  # noqa: E402
+from language_model.graph.toy_lm import synthetic_logits  # noqa: E402
+from language_model.serving.service import LMService  # noqa: E402
+from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.lm_params import LMParams  # noqa: E402
 
 log = logging.getLogger("lm_decode_latency")
 PARAMS = dict(acoustic_scale=0.325, blank_penalty=90.0, alpha=0.55, nbest=100)  # the README's invocation
@@ -88,13 +89,13 @@ def test_sentences(corpus: Path, lexicon: dict, n: int, seed: int) -> list[str]:
 
 def bench_lm(name: str, lm_dir: Path, sentences: list[str], args, rescore: bool) -> dict:
     lexicon = read_lexicon(lm_dir / "lexicon.txt")
-    svc = LMService(str(lm_dir), args.llm or "smollm2", gpu_number=-1)
-    base = ServiceParams(**PARAMS)
+    base = LMParams(**PARAMS, gpu_number=-1)
+    svc = LMService(str(lm_dir), args.llm or "smollm2", params=base)
     modes = {"ngram": base}
     if rescore:
-        modes["ngram_rescore"] = ServiceParams(**PARAMS, rescore=1)
+        modes["ngram_rescore"] = LMParams(**PARAMS, gpu_number=-1, rescore=1)
     if args.llm != "none":
-        modes["ngram_llm"] = ServiceParams(**PARAMS, do_opt=1)
+        modes["ngram_llm"] = LMParams(**PARAMS, gpu_number=-1, do_opt=1)
     out: dict = {"lm_dir": str(lm_dir), "vocabulary": len(lexicon), "tlg_states": svc.resources.tlg.num_states}
     logits = [synthetic_logits(s, seed=i, peak=args.peak, lexicon=lexicon) for i, s in enumerate(sentences)]
     out["frames_per_sentence"] = {"mean": round(float(np.mean([len(x) for x in logits])), 1),
@@ -158,6 +159,7 @@ def redis_round_trip(lm_dir: Path, sentences: list[str], args) -> dict:
     return {"decode_trial": pct(times)}
 
 
+@exit_2_on_bad_input()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, help="keep built LM folders here (default: a temporary folder)")
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch CPU threads for the causal LM (0: torch's default; 1 is far faster on a busy machine)")
     p.add_argument("--skip_3gram", action="store_true")
     args = p.parse_args(argv)
+    check_flags(args, {"n_sentences": 1, "chunk_frames": 1, "torch_threads": 0})
     if args.torch_threads > 0:
         import torch
 

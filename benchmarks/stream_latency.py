@@ -24,6 +24,8 @@ sys.path.insert(0, str(REPO))
 from model_training.checkpoint import build_model  # noqa: E402
 from model_training.config import load_config  # noqa: E402
 from nejm_b2txt_utils.augmentation import gauss_smooth  # noqa: E402
+from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.devices import select_device  # noqa: E402
 
 CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
            "small": REPO / "model_training" / "rnn_args_small.yaml"}
@@ -68,7 +70,8 @@ def measure(name: str, frames: int, warmup: int, device: torch.device) -> dict:
             "algorithmic_latency_ms": (patch + 4) * 20}
 
 
-def main() -> None:
+@exit_2_on_bad_input()
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--frames", type=int, default=300, help="timed frames (80 ms each)")
@@ -76,12 +79,14 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0 ...")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = p.parse_args()
+    check_flags(args, {"frames": 1, "warmup": 0, "threads": 1})
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = select_device(device=args.device)
     results = [measure(name, args.frames, args.warmup, device) for name in args.configs]
     print(json.dumps({"benchmark": "stream_latency", "frame_ms": FRAME_MS, "results": results}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

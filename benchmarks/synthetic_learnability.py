@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
 from nejm_b2txt_utils.metrics import aggregate_error_rate, ctc_greedy_decode
 from nejm_b2txt_utils.synthetic import generate
 from nejm_b2txt_utils.t15_hdf5 import T15File, data_file_path, list_sessions, n_output_frames
@@ -181,7 +183,8 @@ def train(train_set, val_set, n_days: int, day_layers: bool, args) -> dict:
             "final_train_loss": round(float(loss.item()), 3)}
 
 
-def main(argv: list[str] | None = None) -> None:
+@exit_2_on_bad_input()
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", help="existing synthetic data (folder holding hdf5_data_final/); "
                                            "default: generate the small preset into a temp dir")
@@ -197,6 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval_every", type=int, default=0, help="also log val PER every N steps (0: only at the end)")
     parser.add_argument("--variants", default="with,without", help="comma list of with/without day layers")
     args = parser.parse_args(argv)
+    check_flags(args, {"steps": 1, "batch_size": 1, "days_per_batch": 1, "n_units": 1, "n_layers": 1,
+                       "threads": 1, "log_every": 1, "eval_every": 0})
+    if set(args.variants.split(",")) - {"with", "without"}:
+        raise ConfigError(f"--variants: expected a comma list of with/without, got {args.variants!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log.info("args: %s", vars(args))
     torch.set_num_threads(args.threads)
@@ -222,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         result[f"final_train_loss_{key}"] = r["final_train_loss"]
     result["wall_s"] = round(time.time() - t0, 1)
     print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD_LM = REPO / "language_model" / "build_lm.py"
 log = logging.getLogger("tlg_build")
@@ -102,6 +104,7 @@ def run_build(argv: list[str], out: Path) -> dict:
     }
 
 
+@exit_2_on_bad_input()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", type=Path, help="3-gram training text (default: generated, ~320k words)")
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big_prune", type=float, default=1e-7)
     p.add_argument("--work", type=Path, help="keep the built folders here (default: a temporary folder)")
     args = p.parse_args(argv)
+    check_flags(args, {"big_words": 1, "big_prune": 0})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     with tempfile.TemporaryDirectory(prefix="tlg_build-") as tmp:

@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from model_training.config import load_config  # noqa: E402
+from model_training.config import check_training_data, load_config  # noqa: E402
+from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
 
 CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
            "small": REPO / "model_training" / "rnn_args_small.yaml"}
@@ -45,6 +46,7 @@ def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str])
         overrides = [f"output_dir={tmp}/run", f"dataset.dataset_dir={data_dir}",
                      f"num_training_batches={steps + warmup}", *extra]
         cfg = load_config(CONFIGS[name], overrides)
+        check_training_data(cfg)
         with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines must not mix with the JSON
             trainer = BrainToTextDecoder_Trainer(cfg)
         loader = iter(trainer._train_loader(0))
@@ -82,7 +84,8 @@ def measure_in_child(name: str, args: argparse.Namespace) -> dict:
     return json.loads(proc.stdout)["results"][0]
 
 
-def main() -> None:
+@exit_2_on_bad_input(FileNotFoundError)  # FileNotFoundError: no training data under --data_dir
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", required=True, help="T15 HDF5 root (<data_dir>/<session>/data_train.hdf5)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -91,6 +94,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every config")
     args = p.parse_args()
+    check_flags(args, {"steps": 1, "warmup": 0, "threads": 1})
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -103,7 +107,8 @@ def main() -> None:
         steps = args.steps or (3 if name == "baseline" else 20)
         results.append(measure(name, args.data_dir, steps, args.warmup, args.overrides))
     print(json.dumps({"benchmark": "train_throughput", "results": results}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,6 +21,7 @@ from pathlib import Path
 from end_to_end.processes import ChildProcess, Supervisor
 from end_to_end.report import results_table, write_report
 from end_to_end.steps import Step, run_step
+from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
 
 log = logging.getLogger("run_demo")
 REPO = Path(__file__).resolve().parents[1]
@@ -138,8 +139,10 @@ def merge_timings(path: Path, timings: dict[str, dict]) -> dict[str, dict]:
     return merged
 
 
+@exit_2_on_bad_input()
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_flags(args, {"seed": 0})
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter

@@ -71,3 +71,20 @@ def exit_2_on_bad_input(*extra: type[BaseException]) -> Callable[[F], F]:
         return wrapped  # type: ignore[return-value]
 
     return wrap
+
+
+def check_flags(args: object, minima: dict[str, float]) -> None:
+    """Check numeric command-line flags against their least allowed value.
+
+    Args:
+        args: an ``argparse.Namespace`` (or any object with the attributes).
+        minima: ``{flag name without dashes: least allowed value}``; a flag that is ``None`` (not given) passes.
+
+    Raises:
+        ConfigError: ``--<name>: expected a number >= <least>, got <value>`` for the first flag out of range
+            (NaN included).
+    """
+    for name, least in minima.items():
+        value = getattr(args, name)
+        if value is not None and not value >= least:
+            raise ConfigError(f"--{name}: expected a number >= {least}, got {value}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from nejm_b2txt_utils.cli_errors import ConfigError
+
 __all__ = ["select_device"]
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ def select_device(gpu_number: int | str | None = 0, device: str | None = None, l
         ``torch.device``.
 
     Raises:
-        ValueError: ``device`` is not one of the forms above.
+        ConfigError (a ValueError): ``device`` is not one of the forms above.
     """
     import torch  # lazy: importing this module must not cost a torch import
 
@@ -36,14 +38,14 @@ def select_device(gpu_number: int | str | None = 0, device: str | None = None, l
     if choice == "cpu":
         return torch.device("cpu")
     if choice == "xla":
-        raise ValueError("device='xla' is chosen by the XLA entry points (torch_xla.device()), not select_device")
+        raise ConfigError("device='xla' is chosen by the XLA entry points (torch_xla.device()), not select_device")
     if choice.startswith("cuda:"):
         try:
             gpu_number = int(choice.split(":", 1)[1])
         except ValueError:
-            raise ValueError(f"device {device!r}: expected cpu, cuda, cuda:N or auto") from None
+            raise ConfigError(f"device {device!r}: expected cpu, cuda, cuda:N or auto") from None
     elif choice not in ("auto", "cuda"):
-        raise ValueError(f"device {device!r}: expected cpu, cuda, cuda:N or auto")
+        raise ConfigError(f"device {device!r}: expected cpu, cuda, cuda:N or auto")
     try:
         idx = int(gpu_number if gpu_number is not None else 0)
     except (TypeError, ValueError):
