@@ -16,13 +16,73 @@ def patchify(x: torch.Tensor, patch_size: int, patch_stride: int) -> torch.Tenso
 
     Each window is flattened time-major (index k * D + f for bin k of the window and channel f),
     i.e. ``patch_size`` consecutive frames concatenated. Tail bins that fill no window are dropped.
+    The result has ``x``'s dtype.
     """
     b, _, d = x.shape
-    windows = x.unfold(1, patch_size, patch_stride)  # [B, P, D, patch_size]
-    return windows.transpose(2, 3).reshape(b, windows.shape[1], patch_size * d)
+    windows = x.unfold(1, patch_size, patch_stride)  # (B, P, D, patch_size)
+    return windows.transpose(2, 3).reshape(b, windows.shape[1], patch_size * d).to(x.dtype)  # (B, P, k*D)
 
 
-class GRUDecoder(nn.Module):
+class DayLayerMixin:
+    """The per-session input layer (x @ W_day + b_day, softsign, dropout) and the patching, shared by
+    ``GRUDecoder`` and the ``model_training_nnn`` sub-models. Parameters are the original's
+    ``day_weights.N`` [D, D] (identity) and ``day_biases.N`` [1, D] (zeros) on the module itself.
+
+    Two gathers of the same maths (spec nnn §2.6): ``"list"`` picks the batch's days in Python (days
+    absent from the batch get no gradient, so AdamW leaves them untouched, as in the original);
+    ``"index_select"`` stacks all days and gathers on the device (static shapes, no host read: XLA).
+    ``day_gather="auto"`` uses index_select on an XLA device and the list elsewhere. The affine is a
+    ``bmm`` with both operands cast to ``x.dtype``.
+    """
+
+    day_gather: str = "auto"
+
+    def _init_day_layers(self, neural_dim: int, n_days: int, input_dropout: float) -> None:
+        self.day_layer_activation = nn.Softsign()
+        self.day_weights = nn.ParameterList([nn.Parameter(torch.eye(neural_dim)) for _ in range(n_days)])
+        self.day_biases = nn.ParameterList([nn.Parameter(torch.zeros(1, neural_dim)) for _ in range(n_days)])
+        self.day_layer_dropout = nn.Dropout(input_dropout)
+
+    def day_layer(self, x: torch.Tensor, day_idx: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, D]``, ``day_idx [B]`` -> softsign(x @ W[day] + b[day]) with dropout, ``[B, T, D]``."""
+        gather = self.day_gather
+        if gather == "auto":
+            gather = "index_select" if x.device.type == "xla" else "list"
+        if gather == "index_select":
+            weights = torch.stack(list(self.day_weights), dim=0).index_select(0, day_idx)  # (B, D, D)
+            biases = torch.stack(list(self.day_biases), dim=0).squeeze(1)  # (n_days, D)
+            biases = biases.index_select(0, day_idx).unsqueeze(1)  # (B, 1, D)
+        elif gather == "list":
+            weights = torch.stack([self.day_weights[int(i)] for i in day_idx], dim=0)  # (B, D, D)
+            biases = torch.cat([self.day_biases[int(i)] for i in day_idx], dim=0).unsqueeze(1)  # (B, 1, D)
+        else:
+            raise ValueError(f"day_gather: expected 'auto', 'list' or 'index_select', got {gather!r}")
+        x = torch.bmm(x, weights.to(x.dtype)) + biases.to(x.dtype)  # (B, T, D)
+        x = self.day_layer_activation(x)
+        if self.day_layer_dropout.p > 0:
+            x = self.day_layer_dropout(x)
+        return x
+
+    def preprocess(self, x: torch.Tensor, day_idx: torch.Tensor, patch_size: int, patch_stride: int) -> torch.Tensor:
+        """Day layer then patching: ``[B, T, D]`` -> ``[B, P, patch_size * D]`` (``[B, T, D]`` when
+        ``patch_size`` is 0), cast back to ``x``'s dtype (under autocast the bmm runs in bf16)."""
+        dtype = x.dtype
+        x = self.day_layer(x, day_idx)
+        if patch_size > 0:
+            x = patchify(x, patch_size, patch_stride)  # (B, P, patch_size * D)
+        return x.to(dtype)
+
+
+def init_gru_weights(gru: nn.GRU) -> None:
+    """The original's GRU init: hidden-to-hidden orthogonal, input-to-hidden xavier-uniform, biases default."""
+    for name, param in gru.named_parameters():
+        if "weight_hh" in name:
+            nn.init.orthogonal_(param)
+        if "weight_ih" in name:
+            nn.init.xavier_uniform_(param)
+
+
+class GRUDecoder(DayLayerMixin, nn.Module):
     """Per-session input layer, patching, stacked GRU and a linear read-out to phoneme logits."""
 
     def __init__(self, neural_dim: int, n_units: int, n_days: int, n_classes: int, rnn_dropout: float = 0.0,
@@ -39,19 +99,12 @@ class GRUDecoder(nn.Module):
         self.patch_stride = patch_stride
 
         # Day-specific input layers: x @ W + b with W = identity and b = 0 at initialisation.
-        self.day_layer_activation = nn.Softsign()
-        self.day_weights = nn.ParameterList([nn.Parameter(torch.eye(neural_dim)) for _ in range(n_days)])
-        self.day_biases = nn.ParameterList([nn.Parameter(torch.zeros(1, neural_dim)) for _ in range(n_days)])
-        self.day_layer_dropout = nn.Dropout(input_dropout)
+        self._init_day_layers(neural_dim, n_days, input_dropout)
 
         self.input_size = neural_dim * patch_size if patch_size > 0 else neural_dim
         self.gru = nn.GRU(input_size=self.input_size, hidden_size=n_units, num_layers=n_layers,
                           dropout=rnn_dropout, batch_first=True, bidirectional=False)
-        for name, param in self.gru.named_parameters():
-            if "weight_hh" in name:
-                nn.init.orthogonal_(param)
-            if "weight_ih" in name:
-                nn.init.xavier_uniform_(param)
+        init_gru_weights(self.gru)
 
         self.out = nn.Linear(n_units, n_classes)
         nn.init.xavier_uniform_(self.out.weight)
@@ -61,20 +114,13 @@ class GRUDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, day_idx: torch.Tensor, states: torch.Tensor | None = None,
                 return_state: bool = False):
-        """``x [B, T, neural_dim]``, ``day_idx [B]`` -> logits ``[B, P, n_classes]`` (and the GRU state)."""
-        # Only the days present in the batch take part in the graph: absent days get no gradient,
-        # so AdamW leaves them untouched, as in the original.
-        day_weights = torch.stack([self.day_weights[int(i)] for i in day_idx], dim=0)
-        day_biases = torch.cat([self.day_biases[int(i)] for i in day_idx], dim=0).unsqueeze(1)
-        x = torch.einsum("btd,bdk->btk", x, day_weights) + day_biases
-        x = self.day_layer_activation(x)
-        if self.input_dropout > 0:
-            x = self.day_layer_dropout(x)
-        if self.patch_size > 0:
-            x = patchify(x, self.patch_size, self.patch_stride)
+        """``x [B, T, neural_dim]``, ``day_idx [B]`` -> logits ``[B, P, n_classes]`` (and the GRU state
+        ``[n_layers, B, n_units]`` when ``return_state``)."""
+        batch = x.size(0)
+        x = self.preprocess(x, day_idx, self.patch_size, self.patch_stride)  # (B, P, input_size)
         if states is None:
-            states = self.h0.expand(self.n_layers, x.shape[0], self.n_units).contiguous()
-        output, hidden_states = self.gru(x, states)
+            states = self.h0.expand(self.n_layers, batch, self.n_units).contiguous()  # (L, B, H)
+        output, hidden_states = self.gru(x, states.to(x.dtype))
         logits = self.out(output)
         if return_state:
             return logits, hidden_states
