@@ -1,0 +1,65 @@
+"""TF checkpoints: one pickle per checkpoint, written atomically, with the weights in PyTorch layout.
+
+``checkpoint/best_checkpoint`` and ``checkpoint/last_checkpoint`` hold a dict:
+
+* ``format``: ``'b2txt_tf/1'``; ``model_kind``: ``'gru'`` or ``'triple'``;
+* ``model_state_dict``: ``{PyTorch parameter name: float32 array}`` in the PyTorch models' layouts
+  (``convert.tf_to_torch``), so ``torch_model.load_state_dict(convert.to_torch(sd))`` takes it as is;
+* ``optimizer_state``: ``{group: [arrays of the optimizer's variables]}`` (TF only, for resume);
+* ``val_PER``, ``val_loss`` and, in ``last_checkpoint``, ``step`` and the training history.
+
+``init_checkpoint_path`` (and :func:`read_model_state`) also accepts a PyTorch checkpoint (``torch.save`` dict
+with ``model_state_dict``), which is how a PyTorch-trained model moves to TF.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from model_training.checkpoint import CheckpointError, load_checkpoint_file
+from nejm_b2txt_utils.atomic_io import atomic_write_pickle
+
+FORMAT = "b2txt_tf/1"
+
+
+def save(path: str | os.PathLike, state: dict) -> Path:
+    """Write ``state`` (plus the format tag) atomically to ``path``."""
+    return atomic_write_pickle(path, {"format": FORMAT, **state})
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read a TF checkpoint, or a PyTorch one (returned with ``format='torch'`` and NumPy weights).
+
+    Args:
+        path: checkpoint file.
+
+    Returns:
+        The checkpoint dict; ``model_state_dict`` values are NumPy arrays.
+
+    Raises:
+        CheckpointError: missing, unreadable or without ``model_state_dict``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with open(path, "rb") as fh:
+            ckpt = pickle.load(fh)
+    except Exception:  # noqa: BLE001 (not a pickle: maybe a torch zip checkpoint)
+        ckpt = None
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        if "model_state_dict" not in ckpt:
+            raise CheckpointError(f"{path}: TF checkpoint without 'model_state_dict'")
+        return ckpt
+    ckpt = load_checkpoint_file(path)  # PyTorch (raises CheckpointError with the reason)
+    sd = {k: v.detach().cpu().float().numpy() for k, v in ckpt["model_state_dict"].items()}
+    return {**{k: v for k, v in ckpt.items() if k != "model_state_dict"}, "model_state_dict": sd, "format": "torch"}
+
+
+def read_model_state(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Only the weights of a TF or PyTorch checkpoint, as ``{PyTorch name: array}``."""
+    return load(path)["model_state_dict"]

@@ -1,0 +1,45 @@
+"""Building the Keras model a config describes (``model_kind``: ``gru`` = baseline, ``triple`` = nnn)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from nejm_b2txt_utils.cli_errors import ConfigError
+
+
+def model_kind(args: DictConfig) -> str:
+    """``args.model_kind`` when set, else ``triple`` when the config has an ``adversarial`` section, else ``gru``.
+
+    Raises:
+        ConfigError: an unknown ``model_kind``.
+    """
+    kind = args.get("model_kind") or ("triple" if args.get("adversarial") is not None else "gru")
+    if kind not in ("gru", "triple"):
+        raise ConfigError(f"model_kind: expected 'gru' or 'triple', got {kind!r}")
+    return kind
+
+
+def build_model_tf(args: DictConfig):
+    """The Keras port of the configured model (variables created lazily: call ``build_for``).
+
+    Args:
+        args: a training config (``model.*``, ``dataset.sessions``, ``dataset.n_classes``; triple: ``model.n_noise_layers``,
+            ``n_clean_layers``, ``n_noisy_layers``, ``noise_units``, ``noisy_units``, ``adversarial.grl_skip_when_zero``).
+
+    Returns:
+        A ``GRUDecoder`` or ``TripleGRUDecoder`` (Keras).
+    """
+    from model_training_nnn_tpu.rnn_model_tf import GRUDecoder, TripleGRUDecoder
+
+    m = args.model
+    common = dict(neural_dim=int(m.n_input_features), n_units=int(m.n_units), n_days=len(args.dataset.sessions),
+                  n_classes=int(args.dataset.n_classes), rnn_dropout=float(m.rnn_dropout),
+                  input_dropout=float(m.input_network.input_layer_dropout), patch_size=int(m.patch_size),
+                  patch_stride=int(m.patch_stride))
+    if model_kind(args) == "gru":
+        return GRUDecoder(n_layers=int(m.n_layers), **common)
+    adv = args.get("adversarial") or {}
+    return TripleGRUDecoder(n_noise_layers=int(m.get("n_noise_layers", 2)), n_clean_layers=int(m.get("n_clean_layers", 3)),
+                            n_noisy_layers=int(m.get("n_noisy_layers", 2)), noise_units=m.get("noise_units"),
+                            noisy_units=m.get("noisy_units"),
+                            grl_skip_when_zero=bool(adv.get("grl_skip_when_zero", True)), **common)
