@@ -137,12 +137,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--redis_port: expected 1..65535, got {args.redis_port}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
+    """Evaluate; ``load_model(model_path, device) -> (model, args.yaml)`` (the TF port passes its own loader)."""
     check_args(args)
     model_path = Path(args.model_path)
     out_dir = Path(args.out_dir) if args.out_dir else model_path
     device = select_device(args.gpu_number)
-    model, model_args = load_trained_model(model_path, device)
+    model, model_args = load_model(model_path, device)
     sessions = list(model_args.dataset.sessions)
     lookup = None
     if Path(args.csv_path).is_file():
@@ -185,14 +186,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, load_model=load_trained_model) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from nejm_b2txt_utils.redis_protocol import LMProtocolError, LMTimeoutError
 
     try:
-        return run(args)
+        return run(args, load_model)
     except LMTimeoutError as exc:
         print(f"error: {exc} (finished trials are saved; rerun the same command to continue)", file=sys.stderr)
         return 3
