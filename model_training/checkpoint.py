@@ -8,6 +8,7 @@ may add ``step``, ``rng`` and history keys for a true resume; the original's loa
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from model_training.rnn_model import GRUDecoder
 from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_pickle, atomic_write_text
+from nejm_b2txt_utils.cli_errors import ConfigError
 
 COMPILE_PREFIX = "_orig_mod."
 DDP_PREFIX = "module."
@@ -135,7 +137,31 @@ def load_model_args(path: str | os.PathLike) -> DictConfig:
     return args
 
 
-def build_model(args: DictConfig) -> GRUDecoder:
+#: ``model.architecture`` values and the function building each (``gru`` when the key is absent).
+ARCHITECTURES = {"gru": "model_training.checkpoint:build_gru_decoder",
+                 "triple_gru": "model_training_nnn.rnn_model:build_triple_gru_decoder"}
+
+
+def build_model(args: DictConfig) -> torch.nn.Module:
+    """The model ``args.model.architecture`` names (``gru``: the baseline; ``triple_gru``: model_training_nnn).
+
+    Args:
+        args: a training config / ``args.yaml``.
+
+    Returns:
+        The freshly initialised model (CPU, train mode).
+
+    Raises:
+        ConfigError: an unknown architecture.
+    """
+    arch = str(args.model.get("architecture", "gru"))
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.architecture: expected one of {sorted(ARCHITECTURES)}, got {arch!r}")
+    module, func = ARCHITECTURES[arch].split(":")
+    return getattr(importlib.import_module(module), func)(args)
+
+
+def build_gru_decoder(args: DictConfig) -> GRUDecoder:
     """The original trainer's ``GRUDecoder(...)`` call from a config."""
     m = args.model
     return GRUDecoder(neural_dim=m.n_input_features, n_units=m.n_units, n_days=len(args.dataset.sessions),
@@ -145,7 +171,7 @@ def build_model(args: DictConfig) -> GRUDecoder:
 
 
 def load_trained_model(model_path: str | os.PathLike, device: str | torch.device = "cpu",
-                       checkpoint_name: str = "best_checkpoint") -> tuple[GRUDecoder, DictConfig]:
+                       checkpoint_name: str = "best_checkpoint") -> tuple[torch.nn.Module, DictConfig]:
     """Rebuild the model from ``<model_path>/checkpoint/args.yaml`` and load ``checkpoint_name``, eval mode."""
     ckpt_dir = Path(model_path) / "checkpoint"
     args = load_model_args(ckpt_dir / "args.yaml")

@@ -4,7 +4,8 @@ Relative paths written in a YAML file resolve against that file's folder (so ``r
 ``../data/hdf5_data_final`` works from any working directory); paths given on the command line
 resolve against the current directory. ``dataset.sessions: auto`` takes every session folder found
 under ``dataset.dataset_dir``; ``dataset.dataset_probability_val: auto`` (or absent) flags the sessions
-that have a ``data_val.hdf5``.
+that have a ``data_val.hdf5``. A config may overlay another: ``base: ../model_training/rnn_args.yaml``
+(relative to the file) loads that one first and merges this file's keys on top (chains allowed).
 """
 
 from __future__ import annotations
@@ -73,20 +74,39 @@ def _override_keys(overrides: list[str]) -> set[str]:
     return keys
 
 
-def load_config(config_path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Load a YAML config, apply ``key=value`` overrides, resolve paths and normalise values."""
-    path = Path(config_path) if config_path else DEFAULT_CONFIG
+def _load_yaml(path: Path, chain: tuple[Path, ...]) -> DictConfig:
+    """One YAML file with its paths resolved against its folder; a top-level ``base: <file>`` (relative to
+    this file) names a config this one overlays: the base is loaded first, then this file merged on top."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: config file not found" + (f" (the base of {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: 'base' chain loops back to this file")
     try:
         cfg = OmegaConf.load(path)
     except (OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
         raise ConfigError(f"{path}: malformed YAML ({str(exc).strip().splitlines()[0]})") from exc
-    base = path.resolve().parent
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    folder = path.resolve().parent
     for key in PATH_KEYS:
         value = _raw(cfg, key)
         if value is not None:
-            OmegaConf.update(cfg, key, _resolve(value, base))
+            OmegaConf.update(cfg, key, _resolve(value, folder))
+    base_name = cfg.pop("base", None)
+    if base_name is None:
+        return cfg
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: base: expected the path of the config this one overlays, got {base_name!r}")
+    base_path = Path(os.path.expanduser(base_name))
+    base_cfg = _load_yaml(base_path if base_path.is_absolute() else folder / base_path, (*chain, path.resolve()))
+    return OmegaConf.merge(base_cfg, cfg)
+
+
+def load_config(config_path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Load a YAML config (and the ``base`` configs it overlays), apply ``key=value`` overrides, resolve
+    paths and normalise values."""
+    path = Path(config_path) if config_path else DEFAULT_CONFIG
+    cfg = _load_yaml(path, ())
     overrides = list(overrides or [])
     cli_keys = _override_keys(overrides)
     try:

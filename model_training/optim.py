@@ -32,9 +32,10 @@ def parameter_groups(model: nn.Module, args: Mapping) -> list[dict]:
     return groups
 
 
-def create_optimizer(model: nn.Module, args: Mapping) -> torch.optim.AdamW:
-    """AdamW with the original's (large) eps = 0.1 and decoupled weight decay; fused where supported."""
-    groups = parameter_groups(model, args)
+def create_optimizer(model: nn.Module, args: Mapping, groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW with the original's (large) eps = 0.1 and decoupled weight decay; fused where supported.
+    ``groups`` replaces :func:`parameter_groups` (variants with their own grouping)."""
+    groups = parameter_groups(model, args) if groups is None else groups
     kwargs = dict(lr=args["lr_max"], betas=(args["beta0"], args["beta1"]), eps=args["epsilon"],
                   weight_decay=args["weight_decay"])
     try:
