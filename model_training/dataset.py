@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from nejm_b2txt_utils.cli_errors import ConfigError
-from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, encode_transcription
+from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, ctc_feasible, encode_transcription
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,53 @@ def train_test_split_indicies(file_paths: list[str], test_percentage: float = 0.
             train[day] = {"trials": [t for t in trials if t not in chosen], "session_path": path}
             test[day] = {"trials": test_trials, "session_path": path}
     return train, test
+
+
+def drop_ctc_infeasible(trial_indicies: dict, patch_size: int, patch_stride: int, max_cut: int = 0,
+                        max_warnings: int = 20) -> dict:
+    """Leave out the trials CTC cannot align in some augmentation draw, each named in a warning.
+
+    A trial needs one output frame per label plus one per pair of equal adjacent labels (spec: an
+    infeasible alignment makes the loss infinite, which aborted the original's run); it has the frames
+    left after patching its bins minus the largest random cut. Reads labels and attributes only.
+
+    Args:
+        trial_indicies: ``{day: {'trials': [...], 'session_path': path}}`` as ``train_test_split_indicies``.
+        patch_size, patch_stride: the model's patching, in bins.
+        max_cut: the most bins the random cut can drop (``random_cut - 1``; 0 without it).
+        max_warnings: trials named one warning each; the rest are counted in one summary warning.
+
+    Returns:
+        A copy of ``trial_indicies`` without the infeasible trials (day keys kept).
+    """
+    out: dict[int, dict] = {}
+    dropped = 0
+    for day, info in trial_indicies.items():
+        keep: list[int] = []
+        path = info["session_path"]
+        out[day] = {**info, "trials": keep}
+        if not info["trials"]:
+            continue
+        with T15File(path, validate=False) as f:
+            for t in info["trials"]:
+                labels = f.read_labels(t)
+                meta = f.read_meta(t)
+                ok, needed, frames = (True, 0, 0) if labels is None else ctc_feasible(
+                    meta["n_time_steps"], labels, patch_size, patch_stride, max_cut)
+                if ok:
+                    keep.append(t)
+                    continue
+                dropped += 1
+                if dropped <= max_warnings:
+                    log.warning("%s: trial_%04d (block %d, trial %d): skipped for training: %d labels + %d "
+                                "adjacent repeats need %d CTC frames, but %d bins leave %d after the largest "
+                                "random cut (%d bins) and %d/%d patching", path, t, meta["block_num"],
+                                meta["trial_num"], len(labels), needed - len(labels), needed,
+                                meta["n_time_steps"], frames, max_cut, patch_size, patch_stride)
+    if dropped > max_warnings:
+        log.warning("%d more trials skipped for training as CTC-infeasible (%d in all)", dropped - max_warnings,
+                    dropped)
+    return out
 
 
 class TrainBatchIndex(Mapping):

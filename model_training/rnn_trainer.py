@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from model_training import checkpoint as ckpt_io
 from model_training.config import normalize_config, resolved_container
-from model_training.dataset import BrainToTextDataset, train_test_split_indicies
+from model_training.dataset import BrainToTextDataset, drop_ctc_infeasible, train_test_split_indicies
 from model_training.distributed import all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
 from model_training.optim import create_lr_scheduler, create_optimizer
 from nejm_b2txt_utils.atomic_io import atomic_write_json
@@ -41,6 +41,10 @@ from nejm_b2txt_utils.devices import select_device
 from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
 
 HEAVY_VAL_KEYS = ("logits", "input_features")
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Too many batches in a row had a non-finite gradient: the run stops (the message says what to check)."""
 
 
 class _TqdmHandler(logging.StreamHandler):
@@ -77,6 +81,7 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         self.last_log_values: dict[str, torch.Tensor] = {}  # from compute_loss, logged on log steps
         self.val_losses: list[float] = []
         self.val_PERs: list[float] = []
+        self.n_nonfinite_batches = self.nonfinite_in_a_row = 0
 
         if args.seed != -1:
             np.random.seed(args.seed)
@@ -223,6 +228,9 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
                  for split in ("train", "val")}
         # As the original: bad_trials_dict is ignored, val = the released val files.
         train_trials, _ = train_test_split_indicies(paths["train"], test_percentage=0, seed=ds.seed)
+        # Fix: trials CTC cannot align under the largest random cut (random_cut - 1 bins) are left out at load.
+        train_trials = drop_ctc_infeasible(train_trials, self.patch_size, self.patch_stride,
+                                           max(int(self.transform_args.get("random_cut", 0) or 0) - 1, 0))
         _, val_trials = train_test_split_indicies(paths["val"], test_percentage=1, seed=ds.seed)
         if not any(v["trials"] for v in train_trials.values()):
             raise FileNotFoundError(f"{ds.dataset_dir}: no training trials found for the {len(sessions)} sessions "
@@ -323,20 +331,52 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
             n_total = all_reduce_sum(torch.tensor([float(len(per_trial))], device=self.device), self.dist)
             loss = objective.sum() * self.dist.world_size / n_total[0] if self.dist.enabled else objective.mean()
         loss.backward()
-        grad_norm = torch.tensor(0.0)
         clip = self.args.get("grad_norm_clip_value", 0)
-        if clip > 0:
-            try:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=clip,
-                                                           error_if_nonfinite=True, foreach=True)
-            except RuntimeError as exc:
-                raise RuntimeError(f"batch {i}: non-finite gradient norm (an input too short for its labels "
-                                   f"makes the CTC loss infinite): {exc}") from exc
-        self.optimizer.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=clip if clip > 0 else math.inf,
+                                                   foreach=True)
+        if not self.skip_nonfinite_batch(grad_norm, per_trial, batch, i):
+            self.optimizer.step()
         self.learning_rate_scheduler.step()
         self.step_end(i)
         total = all_reduce_sum(per_trial.detach().sum().reshape(1).float(), self.dist)
         return float(total[0] / n_total[0]), float(grad_norm)
+
+    def skip_nonfinite_batch(self, grad_norm: torch.Tensor, per_trial: torch.Tensor, batch: dict, i: int) -> bool:
+        """Whether to skip batch ``i``'s optimizer step because its gradient norm is not finite.
+
+        Fix: the original raised, so one trial could end a run. Here the step is skipped (the schedule still
+        advances), a warning names the batch's trials with a non-finite loss and counts the skipped batches.
+
+        Args:
+            grad_norm: 0-d total gradient norm (after DDP's all-reduce, so every rank decides alike).
+            per_trial: ``[B]`` per-trial losses of this rank's trials; batch: the CPU batch dict; i: batch index.
+
+        Returns:
+            True when the step must be skipped (the gradients are then zeroed).
+
+        Raises:
+            NonFiniteTrainingError: ``nonfinite_batches_in_a_row_max`` (default 20) batches in a row, or every
+                batch of this run so far once the run ends, were non-finite.
+        """
+        if bool(torch.isfinite(grad_norm)):
+            self.nonfinite_in_a_row = 0
+            return False
+        self.optimizer.zero_grad()
+        self.n_nonfinite_batches += 1
+        self.nonfinite_in_a_row += 1
+        bad = (~torch.isfinite(per_trial.detach().float())).cpu().numpy()
+        sessions = list(self.args.dataset.sessions)
+        named = [f"{sessions[int(d)]} block {int(b)} trial {int(t)}" for d, b, t, x in
+                 zip(batch["day_indicies"], batch["block_nums"], batch["trial_nums"], bad) if x]
+        self.logger.warning(f"Train batch {i}: non-finite gradient norm, step skipped ({self.n_nonfinite_batches} "
+                            f"skipped so far); " + (f"non-finite loss of {', '.join(named)}" if named else
+                                                    "every trial's loss is finite (diverging? lower lr_max)"))
+        limit = int(self.args.get("nonfinite_batches_in_a_row_max", 20))
+        if self.nonfinite_in_a_row >= min(limit, self.n_batches - self.start_step):
+            raise NonFiniteTrainingError(
+                f"batches {i - self.nonfinite_in_a_row + 1}..{i}: {self.nonfinite_in_a_row} batches in a row had a "
+                "non-finite gradient norm: check the data (trials too short for their labels) or lower lr_max")
+        return True
 
     def validation(self, loader: DataLoader, return_logits: bool = False, return_data: bool = False) -> dict:
         """Greedy PER (collapse repeats, then drop blanks) and CTC loss over the val batches (spec §6.6)."""
@@ -481,6 +521,8 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
                                        if self.val_PERs else math.nan, self.val_losses[-1] if self.val_losses else
                                        math.nan)
         self.logger.info(f"Best avg val PER achieved: {self.best_val_PER:.5f}")
+        if self.n_nonfinite_batches:
+            self.logger.warning(f"{self.n_nonfinite_batches} batches skipped for a non-finite gradient norm")
         self.logger.info(f"Total training time: {(time.time() - train_start) / 60:.2f} minutes")
         barrier(self.dist)
         return {"train_losses": self.train_losses, "val_losses": self.val_losses, "val_PERs": self.val_PERs,

@@ -34,13 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         check_training_data(cfg)  # before the trainer creates output_dir
-        from model_training.rnn_trainer import BrainToTextDecoder_Trainer
+        from model_training.rnn_trainer import BrainToTextDecoder_Trainer, NonFiniteTrainingError
 
         trainer = BrainToTextDecoder_Trainer(cfg)
     except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, T15FormatError) as exc:
         return print_bad_input(exc)
     try:
         trainer.train()
+    except NonFiniteTrainingError as exc:  # the data or lr: one line, as a config error
+        return print_bad_input(exc)
     finally:
         trainer.close()
     return 0

@@ -72,6 +72,38 @@ def n_output_frames(n_time_steps: int, patch_size: int = 14, patch_stride: int =
     return max(0, (int(n_time_steps) - patch_size) // patch_stride + 1)
 
 
+def ctc_min_frames(labels) -> int:
+    """Fewest CTC input frames that can align ``labels``: one per label plus one blank between each pair of
+    equal adjacent labels (``N N`` needs ``N _ N``).
+
+    Args:
+        labels: 1-D sequence of class ids (no blanks).
+
+    Returns:
+        ``len(labels) + number of i with labels[i] == labels[i - 1]``.
+    """
+    ids = np.asarray(labels).ravel()
+    return int(ids.size + np.count_nonzero(ids[1:] == ids[:-1])) if ids.size else 0
+
+
+def ctc_feasible(n_time_steps: int, labels, patch_size: int = 14, patch_stride: int = 4,
+                 max_cut: int = 0) -> tuple[bool, int, int]:
+    """Whether a trial of ``n_time_steps`` bins can be trained on with CTC in every augmentation draw.
+
+    Args:
+        n_time_steps: bins (20 ms) of the trial.
+        labels: its class ids.
+        patch_size, patch_stride: the model's patching (bins); ``patch_size <= 0``: one frame per bin.
+        max_cut: the largest number of bins the random-cut augmentation can drop (``random_cut - 1``).
+
+    Returns:
+        ``(feasible, frames needed, frames left after the largest cut)``.
+    """
+    needed = ctc_min_frames(labels)
+    frames = n_output_frames(max(int(n_time_steps) - max(int(max_cut), 0), 0), patch_size, patch_stride)
+    return needed <= frames, needed, frames
+
+
 def data_file_path(data_dir: str | os.PathLike, session: str, split: str) -> Path:
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
@@ -164,6 +196,18 @@ class T15File:
             "n_time_steps": int(g.attrs["n_time_steps"]),
             "seq_len": int(g.attrs["seq_len"]) if "seq_len" in g.attrs else None,
         }
+
+    def read_labels(self, key: str | int) -> np.ndarray | None:
+        """The trial's ``seq_class_ids`` (``seq_len`` of them, int64), without reading its features;
+        ``None`` for a test trial."""
+        key = trial_key(key) if isinstance(key, int) else key
+        g = self._h5[key]
+        if "seq_class_ids" not in g:
+            return None
+        seq_len = self.read_meta(key)["seq_len"]
+        if seq_len is None:
+            raise self._err(key, "seq_len", "missing attribute while seq_class_ids is present")
+        return g["seq_class_ids"][:seq_len].astype(np.int64)
 
     def read_trial(self, key: str | int) -> Trial:
         key = trial_key(key) if isinstance(key, int) else key

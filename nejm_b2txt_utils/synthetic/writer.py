@@ -30,7 +30,7 @@ from nejm_b2txt_utils.phonemes import phonemes_to_model_ids
 from nejm_b2txt_utils.synthetic.neural import NeuralParams, SessionEncoder, normalise_block, plan_timing
 from nejm_b2txt_utils.synthetic.sentences import lm_corpus_sentences, make_sentence
 from nejm_b2txt_utils.synthetic.sessions import PRESETS, Block, SessionPlan, preset_plan
-from nejm_b2txt_utils.t15_hdf5 import Trial, data_file_path, n_output_frames, write_trials
+from nejm_b2txt_utils.t15_hdf5 import Trial, ctc_min_frames, data_file_path, n_output_frames, write_trials
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,6 @@ class _SplitWriter:
         return self.count
 
 
-def _n_repeats(ids: list[int]) -> int:
-    return sum(1 for a, b in zip(ids, ids[1:]) if a == b)
-
-
 def block_sentences(plan: SessionPlan, block: Block, seed: int, max_words: int | None = None) -> list[str]:
     """The block's sentences (their own random stream, so they can be listed without the features)."""
     text_rng = np.random.default_rng([seed, plan.post_implant_day, block.block_num, 1])
@@ -113,7 +109,7 @@ def block_trials(plan: SessionPlan, block: Block, encoder: SessionEncoder, seed:
         phonemes, _cleaned = sentence_to_phonemes(sentence)
         ids = phonemes_to_model_ids(phonemes)
         timing = plan_timing(ids, neural_rng, encoder.params)
-        needed = len(ids) + _n_repeats(ids)
+        needed = ctc_min_frames(ids)
         while n_output_frames(timing.n_bins) < needed:  # CTC must be able to align the labels
             timing.n_bins += 4
         raw.append(encoder.raw_features(timing, neural_rng))
