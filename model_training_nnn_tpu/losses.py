@@ -51,6 +51,7 @@ def ctc_per_trial(logits: tf.Tensor, labels: tf.Tensor, label_lens: tf.Tensor, l
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
     label_lens = tf.cast(label_lens, tf.int32)
+    logit_lens = tf.cast(logit_lens, tf.int32)
     if dense:
         return tf.nn.ctc_loss(labels=labels, logits=logits, label_length=label_lens, logit_length=logit_lens,
                               logits_time_major=False, blank_index=0)
