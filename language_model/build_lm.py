@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import resource
 import sys
 import tempfile
@@ -31,11 +30,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from language_model.arpa import write_arpa, write_arpa_katz, write_arpa_kn
-from language_model.corpus import iter_lines, normalized_sentences
-from language_model.graph import build_lm_dir
-from language_model.lm_lexicon import cmu_words, lexicon_for_words
-from language_model.unigram import DEFAULT_EOS_PROB, wordfreq_unigram, wordfreq_vocabulary
+from language_model.graph.lexicon import cmu_words, lexicon_for_words
+from language_model.graph.tlg import build_lm_dir
+from language_model.ngram.arpa import write_arpa, write_arpa_katz, write_arpa_kn
+from language_model.ngram.corpus import iter_lines, normalized_sentences
+from language_model.ngram.unigram import DEFAULT_EOS_PROB, wordfreq_unigram, wordfreq_vocabulary
+from nejm_b2txt_utils.atomic_io import atomic_write_json
 
 log = logging.getLogger("build_lm")
 
@@ -260,9 +260,7 @@ def run(args: argparse.Namespace) -> Path:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "tlg_bytes": (out / "TLG.fst").stat().st_size,
     }
-    tmp_info = out / ".build_info.json.tmp"
-    tmp_info.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp_info, out / "build_info.json")
+    atomic_write_json(out / "build_info.json", info)
     log.info(
         "built %s in %.1f s (peak RSS %.0f MB): %s", out, info["total_seconds"], info["peak_rss_mb"], stats
     )

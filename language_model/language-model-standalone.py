@@ -2,9 +2,9 @@
 
     python language_model/language-model-standalone.py --lm_path LM_DIR --redis_ip localhost [--do_opt ...]
 
-All flags: ``--help``. The code lives in :mod:`language_model.server` (Redis loop),
-:mod:`language_model.service` (finalize pipeline), :mod:`language_model.decoder` (WFST search),
-:mod:`language_model.nbest`, :mod:`language_model.llm_rescore` and :mod:`language_model.multi_client`.
+All flags: ``--help``. The code lives in :mod:`language_model.serving` (server, protocols, message
+handler, service) and :mod:`language_model.decoding` (WFST search, n-best, rescoring); the parameters in
+:mod:`nejm_b2txt_utils.lm_params`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,6 @@ if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # runnable as a plain script from the repository root, installed or not
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from language_model.server import main
+    from language_model.serving.server import main
 
     sys.exit(main())

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nejm_b2txt_utils.hypothesis import Hypothesis
+from nejm_b2txt_utils.lm_params import LMParamError, check_update_names
 from nejm_b2txt_utils.phonemes import N_CLASSES
 
 log = logging.getLogger(__name__)
@@ -32,16 +34,12 @@ DONE_UPDATING_PARAMS_STREAM = "remote_lm_done_updating_params"
 ARGS_STREAM = "remote_lm_args"
 CONTEXT_KEY = "contextual_decoding_current_context"
 
-#: Parameters a client may change through ``remote_lm_update_params`` (and reported in ``remote_lm_args``).
-UPDATABLE_PARAMS = (
-    "max_active", "min_active", "beam", "lattice_beam", "acoustic_scale", "ctc_blank_skip_threshold",
-    "length_penalty", "nbest", "blank_penalty", "alpha", "do_opt", "rescore",
-    "top_candidates_to_augment", "score_penalty_percent",
-)  # fmt: skip
-
-
 class LMProtocolError(ValueError):
     """A message that does not follow the protocol (wrong byte length, NaN, unknown field...)."""
+
+
+#: The protocol's name for a scored candidate: the decoding stages' :class:`Hypothesis` (one type).
+Candidate = Hypothesis
 
 
 class LMTimeoutError(TimeoutError):
@@ -68,22 +66,25 @@ def decode_logits(payload: bytes) -> np.ndarray:
     return arr
 
 
-@dataclass
-class Candidate:
-    sentence: str
-    acoustic: float
-    ngram: float
-    llm: float
-    total: float
+def format_scoring(candidates: list[Hypothesis]) -> str:
+    """The ``scoring`` field: ``;``-join of (sentence, ac, ngram, llm, total) for every candidate.
 
+    Args:
+        candidates: scored hypotheses (``total`` set), best first.
 
-def format_scoring(candidates: list[Candidate]) -> str:
-    """The ``scoring`` field: ``;``-join of (sentence, ac, ngram, llm, total) for every candidate."""
+    Returns:
+        The field's text (``""`` for no candidate).
+
+    Raises:
+        LMProtocolError: a sentence contains ``;`` (the framing cannot carry it) or a total is missing.
+    """
     parts: list[str] = []
     for c in candidates:
         if ";" in c.sentence:
             raise LMProtocolError(f"sentence {c.sentence!r} contains ';', which the framing cannot carry")
-        parts.extend([c.sentence, str(c.acoustic), str(c.ngram), str(c.llm), str(c.total)])
+        if c.total is None:
+            raise LMProtocolError(f"candidate {c.sentence!r} has no total score")
+        parts.extend([c.sentence, str(c.ac), str(c.lm), str(c.llm), str(c.total)])
     return ";".join(parts)
 
 
@@ -135,17 +136,68 @@ def connect(host: str = "localhost", port: int = 6379, db: int = 0, password: st
     return redis.Redis(host=host, port=port, db=db, password=password, **kw)
 
 
+def read_next(r, stream: str, after: int | bytes, timeout_s: float, block_ms: int, what: str) -> tuple[bytes, dict]:
+    """Wait for the next entry of ``stream`` after id ``after``: the one wait loop of both clients.
+
+    Lost connections are retried with backoff (0.1 s doubling to 2 s) within the same deadline.
+
+    Args:
+        r: a redis-py client.
+        stream: the stream to read.
+        after: the last id seen (an entry id, or a bare Redis time in ms).
+        timeout_s: how long to wait in total (s).
+        block_ms: the longest single blocking XREAD (ms).
+        what: what is awaited, for the messages (e.g. ``"final result"``).
+
+    Returns:
+        ``(entry_id, fields)`` of the entry.
+
+    Raises:
+        LMTimeoutError: nothing arrived within ``timeout_s``; the message names the stream and what was awaited.
+    """
+    import redis
+
+    deadline = time.monotonic() + timeout_s
+    backoff = 0.1
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LMTimeoutError(
+                f"no answer from the LM server on stream '{stream}' ({what}) within {timeout_s:.0f} s: "
+                "is language-model-standalone.py running against this Redis?")
+        try:
+            resp = r.xread({stream: after}, count=1, block=int(max(1, min(block_ms, remaining * 1000))))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("redis connection lost while waiting for %s (%s); retrying in %.1f s", what, exc, backoff)
+            time.sleep(min(backoff, max(0.0, remaining)))
+            backoff = min(backoff * 2, 2.0)
+            continue
+        if resp:
+            return resp[0][1][0]
+
+
+def _update_fields(params: dict) -> dict:
+    """Check the names of an update (client side) and encode booleans as 0/1."""
+    try:
+        check_update_names(params)
+    except LMParamError as exc:
+        raise LMProtocolError(str(exc)) from None
+    return {k: (int(v) if isinstance(v, bool) else v) for k, v in params.items()}
+
+
 @dataclass
 class RemoteLMClient:
     """The evaluator's side of the protocol: reset, (update params), logits, finalize.
 
     ``timeout_s`` bounds every wait for an answer; the original looped forever printing
     "Still waiting...". Reads resume from the last id seen, so nothing is lost across retries.
+    :meth:`decode` redoes a whole trial up to ``retries`` times when the server or Redis went away.
     """
 
     r: object
     timeout_s: float = 60.0
     block_ms: int = 1000
+    retries: int = 0
     input_stream: str = INPUT_STREAM
     partial_stream: str = PARTIAL_OUTPUT_STREAM
     final_stream: str = FINAL_OUTPUT_STREAM
@@ -165,46 +217,40 @@ class RemoteLMClient:
             self.last_seen[s] = now
 
     def _wait(self, stream: str, what: str) -> dict[bytes, bytes]:
-        import redis
-
-        deadline = time.monotonic() + self.timeout_s
-        backoff = 0.1
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LMTimeoutError(
-                    f"no answer from the LM server on stream '{stream}' ({what}) within {self.timeout_s:.0f} s: "
-                    "is language-model-standalone.py running against this Redis?")
-            try:
-                resp = self.r.xread({stream: self.last_seen[stream]}, count=1,
-                                    block=int(max(1, min(self.block_ms, remaining * 1000))))
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis connection lost while waiting for %s (%s); retrying in %.1f s", what, exc, backoff)
-                time.sleep(min(backoff, max(0.0, remaining)))
-                backoff = min(backoff * 2, 2.0)
-                continue
-            if resp:
-                entry_id, fields = resp[0][1][0]
-                self.last_seen[stream] = entry_id
-                return fields
+        entry_id, fields = read_next(self.r, stream, self.last_seen[stream], self.timeout_s, self.block_ms, what)
+        self.last_seen[stream] = entry_id
+        return fields
 
     def reset(self) -> None:
+        """Start a new utterance on the server.
+
+        Raises:
+            LMTimeoutError: no acknowledgement within ``timeout_s``.
+        """
         self.r.xadd(RESET_STREAM, {"done": 0})
         time.sleep(0.001)
         self._wait(DONE_RESETTING_STREAM, "reset")
 
     def update_params(self, **params) -> None:
-        unknown = set(params) - set(UPDATABLE_PARAMS)
-        if unknown:
-            raise LMProtocolError(f"update_params: unknown field(s) {sorted(unknown)}; expected {UPDATABLE_PARAMS}")
-        self.r.xadd(UPDATE_PARAMS_STREAM, {k: (int(v) if isinstance(v, bool) else v) for k, v in params.items()})
+        """Change run-time parameters (:data:`UPDATABLE_PARAMS`) on the server.
+
+        Raises:
+            LMProtocolError: an unknown name (checked here), or the server rejected the update.
+            LMTimeoutError: no acknowledgement within ``timeout_s``.
+        """
+        self.r.xadd(UPDATE_PARAMS_STREAM, _update_fields(params))
         time.sleep(0.001)
         fields = self._wait(DONE_UPDATING_PARAMS_STREAM, "update_params")
         if b"error" in fields:
             raise LMProtocolError(f"LM server rejected the parameter update: {fields[b'error'].decode()}")
 
     def send_logits(self, logits: np.ndarray) -> str:
-        """Send one chunk of LM-order logits; returns the partial sentence."""
+        """Send one chunk of ``[T, 41]`` LM-order logits; returns the partial sentence.
+
+        Raises:
+            LMProtocolError: wrong shape, or the server rejected the chunk.
+            LMTimeoutError: no partial result within ``timeout_s``.
+        """
         self.r.xadd(self.input_stream, {"logits": encode_logits(logits)})
         fields = self._wait(self.partial_stream, "partial result")
         if b"error" in fields:
@@ -212,6 +258,12 @@ class RemoteLMClient:
         return fields.get(b"lm_response_partial", b"").decode()
 
     def finalize(self) -> dict[str, list]:
+        """Finish the utterance; returns the parsed candidates (:func:`parse_scoring`).
+
+        Raises:
+            LMProtocolError: the server answered with an error.
+            LMTimeoutError: no final result within ``timeout_s``.
+        """
         self.r.xadd(FINALIZE_STREAM, {"done": 0})
         time.sleep(0.005)
         fields = self._wait(self.final_stream, "final result")
@@ -219,11 +271,42 @@ class RemoteLMClient:
             raise LMProtocolError(f"LM server failed to finalize: {fields[b'error'].decode()}")
         return parse_scoring(fields.get(b"scoring", b"").decode())
 
+    def decode(self, logits_lm_order: np.ndarray) -> tuple[str, dict[str, list]]:
+        """One trial (reset, logits, finalize), redone from the reset up to ``retries`` times when the
+        server or Redis went away mid-trial (a restarted server only sees requests made after it came back).
+
+        Args:
+            logits_lm_order: ``[T, 41]`` logits in LM order.
+
+        Returns:
+            ``(partial sentence, parsed candidates)``.
+
+        Raises:
+            LMTimeoutError: still no answer after the last retry (a lost connection is reported as one).
+            LMProtocolError: the server rejected the trial (not retried).
+        """
+        import redis
+
+        for attempt in range(self.retries + 1):
+            try:
+                if attempt:
+                    self.sync_time()
+                self.reset()
+                partial = self.send_logits(logits_lm_order)
+                return partial, self.finalize()
+            except (LMTimeoutError, redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == self.retries:
+                    if isinstance(exc, LMTimeoutError):
+                        raise
+                    raise LMTimeoutError(
+                        f"Redis connection lost and not back after {self.retries} retries: {exc}") from exc
+                log.warning("LM request failed (%s); retry %d/%d", str(exc).split(":")[0], attempt + 1, self.retries)
+                time.sleep(min(2.0, 0.2 * 2**attempt))
+        raise AssertionError("unreachable")
+
     def decode_trial(self, logits_lm_order: np.ndarray) -> dict[str, list]:
-        """The evaluator's per-trial sequence: reset, logits, finalize."""
-        self.reset()
-        self.send_logits(logits_lm_order)
-        return self.finalize()
+        """:meth:`decode` without the partial: the parsed candidates of one trial."""
+        return self.decode(logits_lm_order)[1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,13 +358,15 @@ class MultiClientLMClient:
         self._count = 0
 
     def start_utterance(self, params: dict | None = None, context: str | None = None) -> _Utterance:
-        unknown = set(params or {}) - set(UPDATABLE_PARAMS)
-        if unknown:
-            raise LMProtocolError(f"params: unknown field(s) {sorted(unknown)}; expected {UPDATABLE_PARAMS}")
+        """Announce an utterance (with per-utterance parameter overrides and context).
+
+        Raises:
+            LMProtocolError: an unknown parameter name.
+        """
+        fields = _update_fields(params or {})
         self._count += 1
         utt_id = f"{self.client_id}-{self._count}"
-        entry: dict[str, object] = {"utt_id": utt_id}
-        entry.update({k: (int(v) if isinstance(v, bool) else v) for k, v in (params or {}).items()})
+        entry: dict[str, object] = {"utt_id": utt_id, **fields}
         if context is not None:
             entry["context"] = context
         request_id = self.r.xadd(MC_REQUEST_STREAM, entry)
@@ -334,33 +419,14 @@ class MultiClientLMClient:
 
     def _next(self, utt: _Utterance, what: str) -> dict[bytes, bytes]:
         """The next answer on the utterance's output stream; raises on an error answer."""
-        import redis
-
-        stream = mc_output_stream(utt.utt_id)
-        deadline = time.monotonic() + self.timeout_s
-        backoff = 0.1
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LMTimeoutError(f"no {what} for utterance {utt.utt_id} within {self.timeout_s:.0f} s: "
-                                     "is an LM worker (language-model-standalone.py) running on this Redis?")
-            try:
-                resp = self.r.xread({stream: utt.last_seen}, count=1,
-                                    block=int(max(1, min(self.block_ms, remaining * 1000))))
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis connection lost while waiting for %s (%s); retrying", what, exc)
-                time.sleep(min(backoff, max(0.0, remaining)))
-                backoff = min(backoff * 2, 2.0)
-                continue
-            if not resp:
-                continue
-            entry_id, fields = resp[0][1][0]
-            utt.last_seen = entry_id
-            kind = fields.get(b"kind")
-            if kind == b"error":
-                raise LMProtocolError(f"LM worker rejected utterance {utt.utt_id}"
-                                      f"{' chunk ' + fields[b'chunk'].decode() if b'chunk' in fields else ''}: "
-                                      f"{fields.get(b'error', b'').decode()}")
-            if kind == b"partial":
-                utt.partials[int(fields.get(b"chunk", b"0"))] = fields.get(b"lm_response_partial", b"").decode()
-            return fields
+        entry_id, fields = read_next(self.r, mc_output_stream(utt.utt_id), utt.last_seen, self.timeout_s,
+                                     self.block_ms, f"{what} for utterance {utt.utt_id}")
+        utt.last_seen = entry_id
+        kind = fields.get(b"kind")
+        if kind == b"error":
+            raise LMProtocolError(f"LM worker rejected utterance {utt.utt_id}"
+                                  f"{' chunk ' + fields[b'chunk'].decode() if b'chunk' in fields else ''}: "
+                                  f"{fields.get(b'error', b'').decode()}")
+        if kind == b"partial":
+            utt.partials[int(fields.get(b"chunk", b"0"))] = fields.get(b"lm_response_partial", b"").decode()
+        return fields

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from language_model.toy_lm import TOY_LEXICON
+from language_model.graph.toy_lm import TOY_LEXICON
 from nejm_b2txt_utils import redis_protocol as rp
 
 REPO = Path(__file__).resolve().parents[2]

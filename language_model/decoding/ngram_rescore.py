@@ -1,0 +1,133 @@
+"""``--rescore``: swap the pruned n-gram score of each n-best sentence for the unpruned one (spec §4.6).
+
+The original composed the lattice with ``G.fst`` (scale -1) and ``G_no_prune.fst`` (scale +1),
+Kaldi's ``lattice-lmrescore``; kaldifst has no lattice composition, so this does the same per
+n-best entry (spec §9.5.3): ``lm_new = lm_old + G(words) - G_no_prune(words)``, where ``G(words)``
+is the tropical (best-path) cost of the word sequence through the grammar FST, taking ``#0``
+backoff arcs as epsilons and including the final (``</s>``) weight, exactly what the composition
+computes for one path. Entries keep their acoustic score; the list is re-sorted.
+
+Fixed: the original crashed (null pointers) when ``G_no_prune.fst`` was missing; here the server
+refuses to start with ``--rescore`` (or rejects the update) with a message naming the missing file.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+from pathlib import Path
+
+from nejm_b2txt_utils.hypothesis import Hypothesis
+
+log = logging.getLogger(__name__)
+
+
+class GrammarFst:
+    """Best-path cost of word sequences through a ``G.fst`` (word acceptor with epsilon/``#0`` backoff)."""
+
+    def __init__(self, path: str | os.PathLike, backoff_label: int | None = None):
+        import kaldifst
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"grammar FST not found: {self.path}")
+        self.fst = kaldifst.StdVectorFst.read(str(self.path))
+        self.backoff_label = backoff_label
+        self._cache: dict[int, tuple[dict[int, list[tuple[int, float]]], list[tuple[int, float]], float]] = {}
+
+    def _state(self, s: int):
+        got = self._cache.get(s)
+        if got is None:
+            import kaldifst
+
+            words: dict[int, list[tuple[int, float]]] = {}
+            eps: list[tuple[int, float]] = []
+            for arc in kaldifst.ArcIterator(self.fst, s):
+                w = float(arc.weight.value)
+                if arc.olabel == 0 or arc.olabel == self.backoff_label:
+                    eps.append((arc.nextstate, w))
+                else:
+                    words.setdefault(arc.olabel, []).append((arc.nextstate, w))
+            final = float(self.fst.final(s).value)
+            got = self._cache[s] = (words, eps, final)
+        return got
+
+    def _closure(self, frontier: dict[int, float]) -> dict[int, float]:
+        best = dict(frontier)
+        heap = [(c, s) for s, c in frontier.items()]
+        heapq.heapify(heap)
+        while heap:
+            c, s = heapq.heappop(heap)
+            if c > best.get(s, math.inf):
+                continue
+            for nxt, w in self._state(s)[1]:
+                if c + w < best.get(nxt, math.inf):
+                    best[nxt] = c + w
+                    heapq.heappush(heap, (c + w, nxt))
+        return best
+
+    def cost(self, word_ids) -> float:
+        """Tropical cost of a word sequence.
+
+        Args:
+            word_ids: ids in ``words.txt``.
+
+        Returns:
+            ``-ln P`` (nats) of the sentence including ``</s>``; ``inf`` if G rejects it.
+        """
+        frontier = {self.fst.start: 0.0}
+        for w in word_ids:
+            nxt: dict[int, float] = {}
+            for s, c in self._closure(frontier).items():
+                for d, wt in self._state(s)[0].get(w, ()):
+                    if c + wt < nxt.get(d, math.inf):
+                        nxt[d] = c + wt
+            if not nxt:
+                return math.inf
+            frontier = nxt
+        return min((c + self._state(s)[2] for s, c in self._closure(frontier).items()), default=math.inf)
+
+
+class NgramRescorer:
+    """Pruned and unpruned grammars of one LM folder (``G.fst`` and ``G_no_prune.fst``)."""
+
+    def __init__(self, lm_path: str | os.PathLike, words: list[str]):
+        lm_path = Path(lm_path)
+        missing = [n for n in ("G.fst", "G_no_prune.fst") if not (lm_path / n).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"--rescore needs {' and '.join(missing)} in {lm_path} (build_lm.py writes G_no_prune.fst "
+                "when given an unpruned ARPA)"
+            )
+        backoff = words.index("#0") if "#0" in words else None
+        self.old = GrammarFst(lm_path / "G.fst", backoff)
+        self.new = GrammarFst(lm_path / "G_no_prune.fst", backoff)
+
+    def rescore(self, nbest: list[Hypothesis], acoustic_scale: float) -> list[Hypothesis]:
+        """Swap each hypothesis' pruned n-gram score for the unpruned one.
+
+        Args:
+            nbest: hypotheses with word ids (``words``).
+            acoustic_scale: weight of ``ac`` in the new totals.
+
+        Returns:
+            New hypotheses (``lm`` changed where both grammars accept the words, ``total`` recomputed), best
+            first.
+        """
+        out = []
+        for h in nbest:
+            old, new = self.old.cost(h.words), self.new.cost(h.words)
+            lm = h.lm
+            if math.isfinite(old) and math.isfinite(new):
+                lm = h.lm + old - new
+            else:
+                log.warning(
+                    "rescore: %r not accepted by %s; keeping its score",
+                    h.sentence,
+                    "G.fst" if not math.isfinite(old) else "G_no_prune.fst",
+                )
+            out.append(Hypothesis(h.sentence, h.ac, lm, total=acoustic_scale * h.ac + lm, words=h.words))
+        out.sort(key=lambda h: -h.total)
+        return out

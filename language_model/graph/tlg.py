@@ -1,0 +1,352 @@
+"""Decoding graph: lexicon + ARPA -> the original's LM folder (``TLG.fst``, ``words.txt``, ...).
+
+This is the Python replacement of the recipe's ``ctc_compile_dict_token.sh`` + ``make_tlg.sh``
+(spec §4.3, §5.4-5.5), built with kaldifst/kaldilm instead of the Kaldi/OpenFST binaries:
+
+* ``tokens.txt``: ``<eps> 0``, ``<blk> 1``, ``SIL 2``, ``AA 3`` ... ``ZH 41``, then ``#0``, ``#1``, ...
+  (token id = 1 + LM-order class index, which is what ``kaldi_decoder.DecodableCtc`` reads).
+* ``words.txt``: ``<eps> 0``, the sorted words 1..W, then ``#0``, ``<s>``, ``</s>``.
+* L: Kaldi ``make_lexicon_fst.pl`` with optional silence (probability ``sil_prob`` after every word
+  and at the start, silence disambiguation symbol) plus ``#0:#0`` self-loops.
+* T: the "corrected" CTC token topology (a repeated token needs a blank in between), with
+  ``<eps>:#k`` self-loops so the disambiguation symbols of LG are consumed by the composition.
+* G: ``kaldilm.arpa2fst`` with ``#0`` backoff, on the ARPA filtered as ``make_tlg.sh`` filters it.
+* TLG = T o min(det_log(L o G)).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from language_model.graph.lexicon import add_lex_disambig, write_lexicon
+from nejm_b2txt_utils.phonemes import LM_ORDER, PHONEMES, SIL
+from nejm_b2txt_utils.symbol_table import read_symbols, write_symbols
+
+log = logging.getLogger(__name__)
+
+BLANK_TOKEN = "<blk>"
+#: Real tokens in TLG input-label order: id = index + 1 (``<blk>`` 1, ``SIL`` 2, ``AA`` 3 ... ``ZH`` 41).
+TOKENS: tuple[str, ...] = (BLANK_TOKEN, *LM_ORDER[1:])
+N_TOKENS = len(TOKENS)  # 41
+TOKEN_ID: dict[str, int] = {t: i + 1 for i, t in enumerate(TOKENS)}
+SPECIAL_WORDS = ("<eps>", "#0", "<s>", "</s>", "<unk>")
+_VALID_PHONES = frozenset(PHONEMES)
+# Lines make_tlg.sh removes from the ARPA before arpa2fst (spec §4.3), matched case-insensitively.
+_ARPA_DROP = ("<s> <s>", "</s> <s>", "</s> </s>", "<unk>", "<spoken_noise>")
+
+
+# --------------------------------------------------------------------------- symbol tables
+def token_symbols(n_disambig: int) -> list[str]:
+    """``tokens.txt`` symbols in id order: ``<eps>``, the 41 tokens, ``#0`` .. ``#n_disambig``."""
+    return ["<eps>", *TOKENS, *(f"#{k}" for k in range(n_disambig + 1))]
+
+
+def word_symbols(words: Iterable[str]) -> list[str]:
+    """``words.txt`` symbols in id order: ``<eps>``, sorted words, ``#0``, ``<s>``, ``</s>``."""
+    return ["<eps>", *sorted(words), "#0", "<s>", "</s>"]
+
+
+# --------------------------------------------------------------------------- FST text generators
+def _fmt_cost(cost: float) -> str:
+    return f"{cost:.6g}"
+
+
+def lexicon_fst_text(
+    disambig_lexicon: Sequence[tuple[str, list[str]]],
+    token_id: Mapping[str, int],
+    word_id: Mapping[str, int],
+    sil_prob: float,
+    sil_disambig: str | None,
+) -> str:
+    """L in OpenFST text form with integer labels (Kaldi ``make_lexicon_fst.pl`` semantics).
+
+    With ``sil_prob > 0``: states 0 start, 1 loop (the only final state), 2 after-word silence,
+    3 silence-disambiguation; every word may be followed by ``SIL`` with probability ``sil_prob``,
+    and the utterance may start with one. With ``sil_prob == 0`` there is no silence at all.
+    """
+    lines: list[str] = []
+    if sil_prob <= 0.0:
+        loop, next_state = 0, 1
+    else:
+        sil_cost, nosil_cost = -math.log(sil_prob), -math.log(1.0 - sil_prob)
+        loop, next_state = 1, 4
+        sil_state, sil_disambig_state = 2, 3
+        sil_tok, sil_dis_tok = token_id[SIL], token_id[sil_disambig] if sil_disambig else 0
+        lines.append(f"0 {loop} 0 0 {_fmt_cost(nosil_cost)}")
+        if sil_disambig:
+            lines.append(f"0 {sil_disambig_state} {sil_tok} 0 {_fmt_cost(sil_cost)}")
+            lines.append(f"{sil_state} {sil_disambig_state} {sil_tok} 0")
+            lines.append(f"{sil_disambig_state} {loop} {sil_dis_tok} 0")
+        else:
+            lines.append(f"0 {loop} {sil_tok} 0 {_fmt_cost(sil_cost)}")
+            lines.append(f"{sil_state} {loop} {sil_tok} 0")
+        nosil, sil = _fmt_cost(nosil_cost), _fmt_cost(sil_cost)
+    for word, phones in disambig_lexicon:
+        src, out = loop, word_id[word]
+        for k, phone in enumerate(phones):
+            tok = token_id[phone]
+            if k < len(phones) - 1:
+                lines.append(f"{src} {next_state} {tok} {out}")
+                src, next_state, out = next_state, next_state + 1, 0
+            elif sil_prob <= 0.0:
+                lines.append(f"{src} {loop} {tok} {out}")
+            else:
+                lines.append(f"{src} {loop} {tok} {out} {nosil}")
+                lines.append(f"{src} {sil_state} {tok} {out} {sil}")
+    lines.append(f"{loop} 0")
+    return "\n".join(lines) + "\n"
+
+
+def ctc_token_fst_text(n_disambig: int) -> str:
+    """The corrected CTC topology T (spec §4.3) over the 41 tokens, integer labels.
+
+    State 0 = "after blank / start", state ``i`` = "after token i" for the 40 non-blank tokens.
+    Every state is final and carries ``<eps>:#k`` self-loops for ``#0`` .. ``#n_disambig``.
+    """
+    blank = TOKEN_ID[BLANK_TOKEN]
+    real = [TOKEN_ID[t] for t in TOKENS[1:]]
+    state = {tok: k + 1 for k, tok in enumerate(real)}
+    lines = [f"0 0 {blank} 0"]
+    for tok in real:
+        lines.append(f"0 {state[tok]} {tok} {tok}")
+    for i in real:
+        lines.append(f"{state[i]} {state[i]} {i} 0")
+        lines.append(f"{state[i]} 0 {blank} 0")
+        lines.extend(f"{state[i]} {state[j]} {j} {j}" for j in real if j != i)
+    disambig_ids = range(N_TOKENS + 1, N_TOKENS + 2 + n_disambig)
+    for s in range(len(real) + 1):
+        lines.extend(f"{s} {s} 0 {d}" for d in disambig_ids)
+    lines.extend(f"{s}" for s in range(len(real) + 1))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- G
+def filter_arpa(
+    src: str | os.PathLike, dst: str | os.PathLike, vocab: set[str] | None = None
+) -> dict[int, int]:
+    """Copy an ARPA, dropping what ``make_tlg.sh`` drops (``<unk>``, ``<s> <s>``, ...) and n-grams
+    with words outside ``vocab``; the header counts are rewritten to match (the original left them
+    stale, which Kaldi tolerates and KenLM rejects). Returns the kept count per order."""
+    counts: dict[int, int] = {}
+
+    def kept_lines():
+        order = 0
+        with open(src, encoding="utf-8") as f:
+            for line in f:
+                stripped = line.strip()
+                if stripped.startswith("\\") and stripped.endswith("-grams:"):
+                    order = int(stripped[1:].split("-")[0])
+                    yield order, None
+                    continue
+                if order == 0 or not stripped or stripped == "\\end\\":
+                    if stripped == "\\end\\":
+                        order = 0
+                    continue
+                low = stripped.lower()
+                if any(bad in low for bad in _ARPA_DROP):
+                    continue
+                fields = stripped.split()
+                words = fields[1 : 1 + order]
+                if len(words) != order:
+                    raise ValueError(f"{src}: malformed {order}-gram line {stripped!r}")
+                if vocab is not None and any(w not in vocab for w in words):
+                    continue
+                yield order, stripped
+
+    for order, line in kept_lines():
+        counts.setdefault(order, 0)
+        if line is not None:
+            counts[order] += 1
+    if not counts or counts.get(1, 0) == 0:
+        raise ValueError(
+            f"{src}: no unigrams left after filtering; is it an ARPA file over the lexicon's words?"
+        )
+    with open(dst, "w", encoding="utf-8") as out:
+        out.write("\\data\\\n")
+        out.writelines(f"ngram {k}={counts[k]}\n" for k in sorted(counts))
+        current = 0
+        for order, line in kept_lines():
+            if line is None:
+                current = order
+                out.write(f"\n\\{current}-grams:\n")
+            else:
+                out.write(line + "\n")
+        out.write("\n\\end\\\n")
+    return counts
+
+
+def arpa_to_g(arpa_path: str | os.PathLike, words_txt: str | os.PathLike, g_path: str | os.PathLike):
+    """G.fst from an ARPA (filtered like ``make_tlg.sh``) with kaldilm: ``#0:<eps>`` backoff arcs,
+    ``<s>``/``</s>`` as epsilon, ilabel-sorted. Returns the loaded ``kaldifst.StdVectorFst``."""
+    import kaldifst
+    import kaldilm
+
+    vocab = set(read_symbols(words_txt).values()) - {"<eps>", "#0"}
+    with tempfile.TemporaryDirectory(dir=Path(g_path).parent) as tmp:
+        filtered = Path(tmp) / "filtered.arpa"
+        counts = filter_arpa(arpa_path, filtered, vocab)
+        log.info("ARPA %s after filtering: %s", arpa_path, counts)
+        kaldilm.arpa2fst(
+            input_arpa=str(filtered),
+            output_fst=str(g_path),
+            disambig_symbol="#0",
+            read_symbol_table=str(words_txt),
+            max_arpa_warnings=10,
+        )
+    return kaldifst.StdVectorFst.read(str(g_path))
+
+
+# --------------------------------------------------------------------------- composition
+def _check_lexicon(lexicon: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    clean: dict[str, list[str]] = {}
+    for word, phones in lexicon.items():
+        if not word or any(c.isspace() for c in word) or word in SPECIAL_WORDS or word.startswith("#"):
+            raise ValueError(f"lexicon: word {word!r} is not allowed (whitespace, reserved symbol or '#...')")
+        bad = [p for p in phones if p not in _VALID_PHONES]
+        if bad:
+            raise ValueError(
+                f"lexicon: word {word!r} has phones {bad}; expected stress-free ARPAbet ({PHONEMES[0]}..)"
+            )
+        if not phones:
+            log.warning("lexicon: word %r has no pronunciation; left out of L", word)
+            continue
+        clean[word] = list(phones)
+    if not clean:
+        raise ValueError("lexicon: no word with a pronunciation")
+    return clean
+
+
+def compose_tlg(l_fst, g_fst, t_fst):
+    """TLG = T o min(det_log(L o G)) as ``make_tlg.sh`` (returns TLG and LG, both ilabel-sorted)."""
+    import kaldifst
+
+    t0 = time.perf_counter()
+    kaldifst.arcsort(l_fst, sort_type="olabel")
+    lg = kaldifst.StdVectorFst(kaldifst.compose(l_fst, g_fst))
+    log.info("L o G: %d states (%.1f s)", lg.num_states, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    if kaldifst.determinize_star(lg, use_log=True):  # True means "stopped early" (kaldifst's convention)
+        raise RuntimeError("determinize_star(L o G) stopped early; the graph would be partial")
+    log.info("det(LG): %d states (%.1f s)", lg.num_states, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    kaldifst.minimize_encoded(lg)
+    kaldifst.arcsort(lg, sort_type="ilabel")
+    log.info("min(det(LG)): %d states (%.1f s)", lg.num_states, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    kaldifst.arcsort(t_fst, sort_type="olabel")
+    tlg = kaldifst.StdVectorFst(kaldifst.compose(t_fst, lg))
+    kaldifst.arcsort(tlg, sort_type="ilabel")
+    log.info("T o LG: %d states (%.1f s)", tlg.num_states, time.perf_counter() - t0)
+    return tlg, lg
+
+
+def _max_ilabel(fst) -> int:
+    import kaldifst
+
+    top = 0
+    for state in kaldifst.StateIterator(fst):
+        for arc in kaldifst.ArcIterator(fst, state):
+            top = max(top, arc.ilabel)
+    return top
+
+
+def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
+    """Move a finished build into place; an existing folder is swapped out, then removed."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(out_dir, old)
+    os.replace(tmp_dir, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_lm_dir(
+    lexicon: Mapping[str, Sequence[str]],
+    arpa_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    sil_prob: float = 0.5,
+    *,
+    unpruned_arpa_path: str | os.PathLike | None = None,
+    keep_intermediate: bool = False,
+) -> Path:
+    """Build the original's LM folder from a lexicon (word -> stress-free phones) and an ARPA.
+
+    Writes ``TLG.fst``, ``words.txt``, ``tokens.txt``, ``lexicon.txt``, ``G.fst``, ``lm.arpa`` (a copy
+    of ``arpa_path``), and with ``unpruned_arpa_path`` also ``G_no_prune.fst`` / ``lm_no_prune.arpa``;
+    ``keep_intermediate`` adds ``T.fst``, ``L.fst``, ``LG.fst``. Built in a temporary sibling folder
+    and renamed into place at the end (an existing folder is replaced).
+    """
+    import kaldifst
+
+    if not 0.0 <= sil_prob < 1.0:
+        raise ValueError(f"sil_prob must be in [0, 1), got {sil_prob}")
+    arpa_path = Path(arpa_path)
+    if not arpa_path.is_file():
+        raise FileNotFoundError(f"ARPA file not found: {arpa_path}")
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    clean = _check_lexicon(lexicon)
+    t_start = time.perf_counter()
+
+    disambig_lex, max_disambig = add_lex_disambig(sorted(clean.items()))
+    n_disambig = max_disambig + 1 if sil_prob > 0 else max_disambig  # top symbol reserved for silence
+    tokens = token_symbols(n_disambig)
+    words = word_symbols(clean)
+    token_id = {t: i for i, t in enumerate(tokens)}
+    word_id = {w: i for i, w in enumerate(words)}
+    sil_disambig = f"#{n_disambig}" if sil_prob > 0 else None
+    log.info("lexicon: %d words, disambiguation symbols #0..#%d", len(clean), n_disambig)
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp_dir.chmod(0o777 & ~umask)  # mkdtemp makes it private; the LM folder is a normal one
+    try:
+        write_symbols(tokens, tmp_dir / "tokens.txt")
+        write_symbols(words, tmp_dir / "words.txt")
+        write_lexicon(sorted(clean.items()), tmp_dir / "lexicon.txt")
+
+        t0 = time.perf_counter()
+        l_fst = kaldifst.compile(lexicon_fst_text(disambig_lex, token_id, word_id, sil_prob, sil_disambig))
+        kaldifst.add_self_loops(l_fst, [token_id["#0"]], [word_id["#0"]])
+        log.info("L: %d states (%.1f s)", l_fst.num_states, time.perf_counter() - t0)
+        t_fst = kaldifst.compile(ctc_token_fst_text(n_disambig))
+
+        t0 = time.perf_counter()
+        g_fst = arpa_to_g(arpa_path, tmp_dir / "words.txt", tmp_dir / "G.fst")
+        log.info("G: %d states (%.1f s)", g_fst.num_states, time.perf_counter() - t0)
+        if unpruned_arpa_path is not None:
+            arpa_to_g(unpruned_arpa_path, tmp_dir / "words.txt", tmp_dir / "G_no_prune.fst")
+            shutil.copyfile(unpruned_arpa_path, tmp_dir / "lm_no_prune.arpa")
+        if keep_intermediate:
+            t_fst.write(str(tmp_dir / "T.fst"))
+            l_fst.write(str(tmp_dir / "L.fst"))
+
+        tlg, lg = compose_tlg(l_fst, g_fst, t_fst)
+        del l_fst, g_fst
+        if tlg.num_states == 0:
+            raise ValueError(f"TLG is empty: no word of {arpa_path} has a pronunciation in the lexicon")
+        top = _max_ilabel(tlg)
+        if top > N_TOKENS:  # cannot happen with T's <eps>:#k loops; a decoder would read past column 40
+            raise RuntimeError(f"TLG has input label {top} > {N_TOKENS}: disambiguation symbols leaked")
+        if keep_intermediate:
+            lg.write(str(tmp_dir / "LG.fst"))
+        del lg
+        tlg.write(str(tmp_dir / "TLG.fst"))
+        shutil.copyfile(arpa_path, tmp_dir / "lm.arpa")
+        _replace_dir(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    log.info(
+        "LM folder %s built in %.1f s (TLG %d states)", out_dir, time.perf_counter() - t_start, tlg.num_states
+    )
+    return out_dir

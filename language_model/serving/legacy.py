@@ -1,0 +1,141 @@
+"""The original single-client protocol (spec §2), served unchanged by exactly one process per Redis.
+
+Streams ``remote_lm_input`` / ``_reset`` / ``_finalize`` / ``_update_params`` in,
+``remote_lm_output_partial`` / ``_final`` and the ``done`` acks out, ``remote_lm_args`` re-published when
+empty (after the client's FLUSHALL), last-seen ids starting at Redis time in ms, the context key at
+finalize, and the priority reset > finalize > update > logits. The replies come from
+:func:`language_model.serving.handler.handle_message`.
+
+One process per Redis serves these streams, so N servers never answer twice: with ``--num_workers N``
+worker 0 does; separately started servers (``--legacy auto``) agree through a lock key
+(``remote_lm_legacy_owner``, 15 s TTL, refreshed every second) that a process takes only after seeing it
+free twice, 2 s apart (so a lone server starts answering ~2 s after it connects). After the original
+client's FLUSHALL the holder re-takes the key within a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from language_model.serving.handler import FINALIZE, LOGITS, RESET, UPDATE, handle_message, open_session
+from language_model.serving.service import LMService
+from nejm_b2txt_utils import redis_protocol as rp
+from nejm_b2txt_utils.lm_params import LMParams
+
+log = logging.getLogger(__name__)
+_REFRESH_LOCK = """
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
+
+
+class LegacyRole:
+    """Whether this process serves the original single-client streams (``--legacy on|off|auto``)."""
+
+    TTL_MS, REFRESH_S, CHECK_S = 15000, 1.0, 2.0
+
+    def __init__(self, mode: str, ident: str):
+        self.mode, self.ident = mode, ident
+        self.owner = mode == "on"
+        self._last = 0.0
+        self._seen_free = False  # the key must be seen free twice, CHECK_S apart, before taking it
+        self._free_since_ms = 0
+
+    def check(self, r) -> tuple[bool, int | None]:
+        """(serving now, Redis time in ms from which to read the streams if serving just started)."""
+        if self.mode != "auto":
+            return self.owner, None
+        now = time.monotonic()
+        if now - self._last < (self.REFRESH_S if self.owner else self.CHECK_S):
+            return self.owner, None
+        self._last = now
+        if self.owner:
+            if not r.eval(_REFRESH_LOCK, 1, rp.LEGACY_OWNER_KEY, self.ident, self.TTL_MS):
+                log.warning("another server took over the single-client streams")
+                self.owner = False
+            return self.owner, None
+        if r.exists(rp.LEGACY_OWNER_KEY):
+            self._seen_free = False
+            return False, None
+        if not self._seen_free:
+            self._seen_free, self._free_since_ms = True, rp.redis_time_ms(r)
+            return False, None
+        if r.set(rp.LEGACY_OWNER_KEY, self.ident, nx=True, px=self.TTL_MS):
+            log.info("serving the single-client streams")
+            self.owner = True
+            return True, self._free_since_ms  # nobody served them since the key was first seen free
+        return False, None
+
+
+class LegacyProtocol:
+    """The original service's state machine over its fixed streams (spec §2.4); replies from :func:`handle_message`."""
+
+    def __init__(self, service: LMService, params: LMParams, input_stream: str, partial_stream: str,
+                 final_stream: str):
+        self.svc = service
+        self.input, self.partial, self.final = input_stream, partial_stream, final_stream
+        self.session = open_session(service, params)
+        self.seen: dict[str, int | bytes] = {}
+        self._request_ms = 0
+
+    @property
+    def params(self) -> LMParams:
+        """The parameters in force (start-up flags plus accepted updates)."""
+        return self.session.params
+
+    def on_connect(self, r, since_ms: int | None = None) -> None:
+        """Last-seen ids = Redis time in ms, as the original after every (re)connect."""
+        now = rp.redis_time_ms(r) if since_ms is None else since_ms
+        for s in (self.input, rp.RESET_STREAM, rp.FINALIZE_STREAM, rp.UPDATE_PARAMS_STREAM):
+            self.seen[s] = now
+
+    def publish_args(self, r) -> None:
+        """Publish ``remote_lm_args`` when the stream is empty (after the client's FLUSHALL)."""
+        if r.xlen(rp.ARGS_STREAM) == 0:
+            r.xadd(rp.ARGS_STREAM, self.params.redis_args(self.svc.lm_path))
+
+    def watch(self) -> dict:
+        """Streams (and last-seen ids) for the worker's blocking read."""
+        return dict(self.seen)
+
+    def step(self, r, got: dict[str, list]) -> bool:
+        """Handle the highest-priority entry only (reset > finalize > update > logits); the others stay
+        unread for the next iteration. Returns True if an entry was handled."""
+        for stream, kind in ((rp.RESET_STREAM, RESET), (rp.FINALIZE_STREAM, FINALIZE),
+                             (rp.UPDATE_PARAMS_STREAM, UPDATE), (self.input, LOGITS)):
+            if got.get(stream):
+                entry_id, fields = got[stream][0]
+                self.seen[stream] = entry_id
+                self._request_ms = int(entry_id.split(b"-")[0])
+                self._handle(r, kind, fields)
+                return True
+        return False
+
+    def _handle(self, r, kind: str, fields: dict) -> None:
+        context = ""
+        if kind == FINALIZE:
+            raw = r.get(rp.CONTEXT_KEY)
+            context = raw.decode(errors="replace").strip() if raw is not None else ""
+        reply = handle_message(self.svc, self.session, kind, fields, source=self.input, context=context)
+        if kind == RESET:
+            self._reply(r, rp.DONE_RESETTING_STREAM, reply)
+        elif kind == UPDATE:
+            if "error" not in reply:
+                r.xadd(rp.ARGS_STREAM, self.params.redis_args(self.svc.lm_path))
+            self._reply(r, rp.DONE_UPDATING_PARAMS_STREAM, reply)
+        elif kind == LOGITS:
+            self._reply(r, self.partial, reply)
+        else:
+            self._reply(r, self.final, reply)
+            r.xadd(rp.DONE_FINALIZING_STREAM, {"done": 1})
+
+    def _reply(self, r, stream: str, fields: dict) -> None:
+        """XADD an answer in a later millisecond than its request. Fixed: a client's first last-seen id is
+        the bare ms of its Redis TIME call (spec §2.1), so an answer stamped ``<that ms>-0`` (a fast server
+        on localhost) was silently skipped and the client waited forever."""
+        while rp.redis_time_ms(r) <= self._request_ms:
+            time.sleep(0.0002)
+        r.xadd(stream, fields)

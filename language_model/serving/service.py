@@ -1,0 +1,77 @@
+"""What the server holds per process, independent of Redis: the loaded LM folder and optional components.
+
+``LMService`` owns the decoding graph (:class:`LMResources`), the optional unpruned-G rescorer and the
+optional causal LM, makes decoders and runs :func:`language_model.decoding.decode.finalize_utterance`.
+
+Fixed versus the original (spec §2.8): turning ``do_opt`` (or ``rescore``) on by an update when the model
+(or ``G_no_prune.fst``) was not loaded crashed at finalize; here the update loads it, or is rejected with an
+error reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from language_model.decoding.decode import FinalResult, finalize_utterance
+from language_model.decoding.llm_rescore import DEFAULT_OPT_MODEL, CausalLMScorer
+from language_model.decoding.ngram_rescore import NgramRescorer
+from language_model.decoding.wfst import CtcWfstDecoder, LMResources
+from nejm_b2txt_utils.devices import select_device
+from nejm_b2txt_utils.lm_params import LMParams
+
+log = logging.getLogger(__name__)
+
+
+class LMService:
+    """Loaded resources plus the finalize pipeline; one per process, shared by its sessions."""
+
+    def __init__(self, lm_path: str, opt_model: str = DEFAULT_OPT_MODEL, opt_cache_dir: str | None = None,
+                 params: LMParams | None = None):
+        """Load ``TLG.fst`` and ``words.txt`` (the optional components load in :meth:`ensure_components`).
+
+        Args:
+            lm_path: the LM folder.
+            opt_model: ``--opt_model`` (loaded only when ``do_opt`` is first on).
+            opt_cache_dir: the Hugging Face cache.
+            params: start-up parameters (reads ``gpu_number`` and ``llm_batch_size``); default: the table's.
+
+        Raises:
+            FileNotFoundError, ValueError: as :class:`LMResources`.
+        """
+        t0 = time.perf_counter()
+        self.lm_path = str(lm_path)
+        self.resources = LMResources(lm_path)
+        log.info("loaded %s (TLG %d states, %d words) in %.2f s", lm_path, self.resources.tlg.num_states,
+                 len(self.resources.words), time.perf_counter() - t0)
+        self.opt_model, self.opt_cache_dir = opt_model, opt_cache_dir
+        self.startup = params or LMParams()
+        self.scorer: CausalLMScorer | None = None
+        self.rescorer: NgramRescorer | None = None
+
+    def ensure_components(self, params: LMParams) -> None:
+        """Load what ``params`` needs (causal LM for ``do_opt``, grammars for ``rescore``).
+
+        Raises:
+            FileNotFoundError: ``rescore`` without ``G.fst``/``G_no_prune.fst``.
+            LLMUnavailableError: ``do_opt`` with a model that is not available offline.
+        """
+        if params.rescore and self.rescorer is None:
+            self.rescorer = NgramRescorer(self.lm_path, self.resources.words)
+        if params.do_opt and self.scorer is None:
+            t0 = time.perf_counter()
+            device = str(select_device(self.startup.gpu_number))
+            self.scorer = CausalLMScorer.load(self.opt_model, device, self.opt_cache_dir, self.startup.llm_batch_size)
+            log.info("causal LM %s loaded on %s in %.1f s", self.opt_model, device, time.perf_counter() - t0)
+
+    def new_decoder(self, params: LMParams) -> CtcWfstDecoder:
+        """A decoder over the shared graph with ``params``' search settings."""
+        return CtcWfstDecoder(self.resources, params)
+
+    def finalize(self, decoder: CtcWfstDecoder, params: LMParams, context: str = "") -> FinalResult:
+        """Finish ``decoder``'s utterance with the stages ``params`` switches on.
+
+        Raises:
+            RuntimeError: a stage is on but its component is not loaded.
+        """
+        return finalize_utterance(decoder, params, self.rescorer, self.scorer, context)
