@@ -31,7 +31,7 @@ from end_to_end.steps import Step, run_step  # noqa: E402
 
 log = logging.getLogger("report")
 BENCH = REPO / "benchmarks"
-ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "demo")
+ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "demo")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,6 +87,11 @@ def plan(args: argparse.Namespace) -> list[Step]:
                                                      str(corpus), "--work", str(work / "lm_latency"), "--n_sentences",
                                                      str(3 if args.quick else args.lm_sentences), "--llm",
                                                      "none" if args.quick else args.llm], parts))
+    if "lm_server_load" in wanted:
+        quick = (["--workers", "1", "2", "--trials", "3", "--flood", "100", "--real_trials", "2", "--frames", "500",
+                  "1000", "--eval_trials", "4", "--over_long_frames", "20000"] if args.quick else [])
+        steps.append(json_step("lm_server_load", [py_lm, str(BENCH / "lm_server_load.py"), "--work",
+                                                  str(work / "lm_server_load"), *quick], parts))
     if "demo" in wanted and args.demo_dir is None:
         demo = work / f"demo_{args.demo}"
         cmd = [py, "-m", "end_to_end.run_demo", "--out", str(demo), *(["--quick"] if args.demo == "quick" else [])]
@@ -95,7 +100,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
 
 def _ms(entry: dict | None) -> str:
-    if not entry:
+    if not entry or entry.get("n") == 0:  # nothing measured (e.g. no answer under load)
         return "-"
     return f"{entry['p50_ms']:.0f} / {entry['p95_ms']:.0f} ms" if "p50_ms" in entry else json.dumps(entry)
 
@@ -132,6 +137,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
     if lm:
         rows.append(("LM decode", "benchmark process", f"{lm.get('n_sentences', '?')} sentences",
                      f"{rss.get('lm_decode_latency', 0):.0f}"))
+    rows += load_rows(report.get("lm_server_load", {}), rss.get("lm_server_load"))
     tlg = report.get("tlg_build", {})
     for case in ("unigram_wordfreq", "trigram", "big_trigram"):
         if case in tlg:
@@ -149,6 +155,46 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
         total = demo.get("timings", {}).get("total", {})
         if "wall_s" in total:
             rows.append(("end to end", f"{demo['mode']}: total wall time", f"{total['wall_s']:.0f} s", "-"))
+    return rows
+
+
+def load_rows(load: dict, bench_rss: float | None) -> list[tuple[str, str, str, str]]:
+    """Rows of ``benchmarks/lm_server_load.py``: throughput by workers, a real client under floods,
+    huge utterances, SIGTERM, the evaluator's speed-up (toy LM)."""
+    rows: list[tuple[str, str, str, str]] = []
+    for e in load.get("throughput", []):
+        rows.append(("LM server load", f"{e['clients']} clients, {e['workers']} worker(s): sentences/s (trial p50 / p95)",
+                     f"{e['sentences_per_s']:.1f} ({_ms(e['trial_latency'])})", f"{e['server_peak_rss_mb']:.0f}"))
+    for kind in ("tiny", "no_input"):
+        e = load.get(f"flood_{kind}")
+        if e:
+            real = e["real_client"]
+            rows.append(("LM server load", f"real client while another floods ({e['flood_requests']} {kind} requests)",
+                         f"{real['answered']}/{real['asked']} answered, {_ms(real['latency'])}",
+                         f"{e['server_peak_rss_mb']:.0f}"))
+    for e in load.get("huge", {}).get("utterances", []):
+        value = (f"finalize {e['finalize_s']:.1f} s" if e.get("finalize_s") is not None
+                 else e.get("error", f"no answer within {load.get('timeout_s')} s"))
+        rows.append(("LM server load", f"one utterance of {e['frames']} frames", value,
+                     f"{e['server_peak_rss_mb_so_far']:.0f}"))
+    if "sigterm_during_finalize" in load:
+        e = load["sigterm_during_finalize"]
+        value = f"exit after {e['exit_s']:.1f} s" if e.get("exit_s") is not None else "killed (no exit)"
+        rows.append(("LM server load", f"SIGTERM during a {e['frames']}-frame finalize", value, "-"))
+    if "over_long" in load:
+        e = load["over_long"]
+        rows.append(("LM server load", f"one {e['frames']}-frame chunk ({e['mb']} MB)",
+                     f"{e['answer'][:60]} after {e['answer_s']:.1f} s", f"{e['server_peak_rss_mb']:.0f}"))
+    for e in load.get("evaluator", []):
+        multi = e.get("multi_client_pipelined_trials_per_s")
+        rows.append(("LM server load", f"one evaluator, {e['workers']} worker(s): trials/s single-client / pipelined",
+                     f"{e['single_client_streams_trials_per_s']:.2f} / {multi if multi is not None else '-'}", "-"))
+    if "legacy_two_clients" in load:
+        e = load["legacy_two_clients"]
+        rows.append(("LM server load", "two evaluators on the original streams: correct / empty / wrong / errors",
+                     f"{e['correct']} / {e['empty']} / {e['wrong']} / {e['errors']}", "-"))
+    if load and bench_rss is not None:
+        rows.append(("LM server load", "benchmark process", f"{load.get('wall_s', '?')} s", f"{bench_rss:.0f}"))
     return rows
 
 
@@ -236,7 +282,7 @@ def make_report(args: argparse.Namespace) -> int:
             return 1
         if "peak_rss_mb" in info:
             report["benchmark_process_peak_rss_mb"][step.name] = info["peak_rss_mb"]
-    for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency"):
+    for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load"):
         part = parts / f"{name}.json"
         if part.exists() and name not in args.skip:
             report[name] = read_json(part)
