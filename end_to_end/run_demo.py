@@ -21,15 +21,16 @@ from pathlib import Path
 from end_to_end.processes import ChildProcess, Supervisor
 from end_to_end.report import results_table, write_report
 from end_to_end.steps import Step, run_step
+from nejm_b2txt_utils.atomic_io import atomic_write_json
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
 
 log = logging.getLogger("run_demo")
 REPO = Path(__file__).resolve().parents[1]
 
 # The documented LM server invocation (README of the original), with the embedded causal LM.
-LM_FLAGS = ["--nbest", "100", "--acoustic_scale", "0.325", "--blank_penalty", "90", "--alpha", "0.55",
-            "--gpu_number", "-1"]
 ACOUSTIC_SCALE = 0.325
+LM_FLAGS = ["--nbest", "100", "--acoustic_scale", str(ACOUSTIC_SCALE), "--blank_penalty", "90", "--alpha", "0.55",
+            "--gpu_number", "-1"]
 
 
 class _AlreadyDone(Exception):
@@ -100,12 +101,12 @@ def build_steps(args: argparse.Namespace, p: dict) -> list[Step]:
 
 
 def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[int, ChildProcess, ChildProcess]:
-    from nejm_b2txt_utils.redis_server import find_redis_server, free_port
+    from nejm_b2txt_utils.redis_protocol import ARGS_STREAM
+    from nejm_b2txt_utils.redis_server import free_port, server_command
 
     port = free_port()
     redis_child = sup.start(ChildProcess(
-        "redis-server", [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--dir", str(p["logs"])], p["logs"] / "redis.log"))
+        "redis-server", server_command(port, workdir=str(p["logs"])), p["logs"] / "redis.log"))
 
     import redis
 
@@ -119,7 +120,7 @@ def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[
         cmd += ["--do_opt", "--opt_model", "smollm2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     lm_child = sup.start(ChildProcess("lm-server", cmd, p["logs"] / "lm_server.log", env=env))
-    lm_child.wait_ready(lambda: r.xlen("remote_lm_args") > 0, timeout_s=600)
+    lm_child.wait_ready(lambda: r.xlen(ARGS_STREAM) > 0, timeout_s=600)
     return port, lm_child, redis_child
 
 
@@ -188,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
           f"report:         {extras['report']}\nwall time:      {time.monotonic() - t0:.0f} s")
     if timings["total"]["wall_s"] != this_run:
         print(f"                (finished steps reused; the run that did them took {timings['total']['wall_s']:.0f} s)")
-    tmp = p["out"] / "timings.json.tmp"
-    tmp.write_text(json.dumps(timings, indent=2))
-    os.replace(tmp, p["out"] / "timings.json")
+    atomic_write_json(p["out"] / "timings.json", timings)
     return 0
 
 
