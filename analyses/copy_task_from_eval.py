@@ -27,7 +27,7 @@ from nejm_b2txt_utils.description_csv import read_description_csv, session_to_da
 from nejm_b2txt_utils.lexicon import Lexicon, sentence_to_phonemes
 from nejm_b2txt_utils.metrics import logits_to_phonemes
 from nejm_b2txt_utils.phonemes import LM_ORDER, N_CLASSES, SIL
-from nejm_b2txt_utils.text import normalize_sentence
+from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, TEXT_NORMS, normalize_for_wer
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,12 @@ def _phoneme_list(seq: Any, where: str) -> list[str]:
 def results_to_copytask(results: Mapping[str, Any],
                         post_implant_day_of_session: Callable[[str], int] | Mapping[str, int],
                         vocab_size_of_corpus: Callable[[str], int] = vocab_size_of_corpus,
-                        lexicon: Lexicon | None = None, source: str = "results") -> dict:
+                        lexicon: Lexicon | None = None, source: str = "results",
+                        text_norm: str = DEFAULT_TEXT_NORM) -> dict:
     """Per-trial evaluation results -> a ``t15_copyTask.pkl``-format dict (validated).
 
-    * ``cue_sentence`` / ``decoded_sentence``: the label and the LM output after the evaluator's
-      normalisation (:func:`normalize_sentence`), so the notebook's plain whitespace split gives the
+    * ``cue_sentence`` / ``decoded_sentence``: the label and the LM output after the WER normalisation
+      ``text_norm`` (:func:`normalize_for_wer`), so the notebook's plain whitespace split gives the
       evaluator's WER.
     * ``cue_sentence_phonemes``: the trial's label phonemes (``true_phonemes``, what the model was
       trained and scored against) when present, else the lexicon's phonemes of the label.
@@ -110,8 +111,8 @@ def results_to_copytask(results: Mapping[str, Any],
             logits = logits[0]
         if logits.ndim != 2 or logits.shape[1] != N_CLASSES:
             raise PklFormatError(f"{where}: logits have shape {logits.shape}, expected [P, {N_CLASSES}] (LM order)")
-        cue = normalize_sentence(str(label))
-        decoded = normalize_sentence(str(results["pred_sentence"][i] or ""))
+        cue = normalize_for_wer(str(label), text_norm)
+        decoded = normalize_for_wer(str(results["pred_sentence"][i] or ""), text_norm)
         true_ph = results["true_phonemes"][i] if "true_phonemes" in results else None
         greedy = results["greedy_phonemes"][i] if "greedy_phonemes" in results else None
         session = str(results["session"][i])
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"YYYY-MM-DD; post-implant day = session date - this (T15: {T15_IMPLANT_DATE}); "
                              "used for sessions the CSV lacks")
     parser.add_argument("--out", type=Path, default=Path("data/t15_copyTask.pkl"), help="output pickle")
+    parser.add_argument("--text_norm", choices=sorted(TEXT_NORMS), default=DEFAULT_TEXT_NORM,
+                        help="WER text normalisation of both sentences (as evaluate_model.py; default: %(default)s)")
     parser.add_argument("--synthetic", action="store_true",
                         help="mark the output as synthetic (figures then say so in their titles)")
     args = parser.parse_args(argv)
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --csv and/or --implant_date to get post-implant days")
     try:
         results = read_pickle(args.results, "evaluation results (evaluate_model.py --results_pkl)")
-        data = results_to_copytask(results, day_lookup(args.csv, args.implant_date), source=str(args.results))
+        data = results_to_copytask(results, day_lookup(args.csv, args.implant_date), source=str(args.results),
+                                   text_norm=args.text_norm)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 1

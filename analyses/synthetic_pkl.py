@@ -28,7 +28,7 @@ from nejm_b2txt_utils.lexicon import sentence_to_phonemes
 from nejm_b2txt_utils.phonemes import N_CLASSES, PHONEME_TO_LM_ID, PHONEMES, SIL
 from nejm_b2txt_utils.synthetic.sentences import make_sentence
 from nejm_b2txt_utils.synthetic.wordlists import FIFTY_WORDS
-from nejm_b2txt_utils.text import remove_punctuation
+from nejm_b2txt_utils.text import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def synthetic_copy_task(seed: int = 0, trials_per_group: int = 50,
     for day, vocab, rper, wer in groups:
         corpus = "50-Word" if vocab == 50 else "Switchboard"
         for _ in range(trials_per_group):
-            cues.append((day, vocab, rper, wer, remove_punctuation(make_sentence(corpus, rng, max_words=10))))
+            cues.append((day, vocab, rper, wer, normalize_text(make_sentence(corpus, rng, max_words=10))))
     open_vocab = sorted({w for *_, s in cues for w in s.split()} | set(FIFTY_WORDS))
     phone_alphabet = [*PHONEMES, SIL]
     data: dict[str, list] = {k: [] for k in ("cue_sentence", "cue_sentence_phonemes", "decoded_phonemes_raw",

@@ -9,6 +9,7 @@ import pickle
 from pathlib import Path
 
 from nejm_b2txt_utils.metrics import aggregate_error_rate, word_error_rate
+from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM
 
 
 def ngram_only_sentence(candidates: dict | None, acoustic_scale: float) -> str:
@@ -31,7 +32,8 @@ def _pct(er) -> str:
     return f"{100 * er.rate:5.1f} [{100 * er.ci_low:4.1f}-{100 * er.ci_high:4.1f}]"
 
 
-def results_table(greedy_pkl: Path, lm_pkl: Path, acoustic_scale: float) -> tuple[str, list[dict]]:
+def results_table(greedy_pkl: Path, lm_pkl: Path, acoustic_scale: float,
+                  text_norm: str = DEFAULT_TEXT_NORM) -> tuple[str, list[dict]]:
     """Per-corpus and overall rows, plus the formatted table."""
     greedy, lm = _load(greedy_pkl), _load(lm_pkl)
     key = ("session", "block_num", "trial_num")
@@ -54,7 +56,7 @@ def results_table(greedy_pkl: Path, lm_pkl: Path, acoustic_scale: float) -> tupl
             refs.append(lm["sentence_label"][j])
             ngram.append(ngram_only_sentence(lm["lm_candidates"][j], acoustic_scale))
             full.append(lm["pred_sentence"][j])
-        wer_ngram, wer_full = word_error_rate(refs, ngram), word_error_rate(refs, full)
+        wer_ngram, wer_full = word_error_rate(refs, ngram, text_norm), word_error_rate(refs, full, text_norm)
         rows.append({"corpus": corpus, "trials": len(idx), "PER_greedy": per.rate, "WER_ngram": wer_ngram.rate,
                      "WER_ngram_llm": wer_full.rate, "PER_ci": [per.ci_low, per.ci_high],
                      "WER_ngram_ci": [wer_ngram.ci_low, wer_ngram.ci_high],
@@ -62,7 +64,8 @@ def results_table(greedy_pkl: Path, lm_pkl: Path, acoustic_scale: float) -> tupl
         if corpus == "all":
             lines.append("-" * len(header))
         lines.append(f"{corpus:<14}{len(idx):>7}  {_pct(per):<20}{_pct(wer_ngram):<20}{_pct(wer_full):<20}")
-    lines.append("(aggregate rates with bootstrap 95% CIs; synthetic data, validation split)")
+    lines.append(f"(aggregate rates with bootstrap 95% CIs; WER after text normalisation '{text_norm}'; synthetic "
+                 "data, validation split)")
     return "\n".join(lines), rows
 
 

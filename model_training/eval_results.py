@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nejm_b2txt_utils.metrics import aggregate_error_rate, word_error_rate
+from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM
 
 FORMAT = "b2txt-eval-partial/1"
 
@@ -102,8 +103,11 @@ class PartialResults:
         self.records[record["id"]] = record
 
 
-def per_corpus_table(records: list[dict], with_wer: bool) -> tuple[list[dict], str]:
-    """Aggregate PER (and WER) with bootstrap 95 % CIs per corpus and overall; returns rows and text."""
+def per_corpus_table(records: list[dict], with_wer: bool, text_norm: str = DEFAULT_TEXT_NORM) -> tuple[list[dict], str]:
+    """Aggregate PER (and WER) with bootstrap 95 % CIs per corpus and overall; returns rows and text.
+
+    ``text_norm`` names the WER normalisation (``nejm_b2txt_utils.text.TEXT_NORMS``); the text says which.
+    """
     groups: dict[str, list[dict]] = {}
     for r in records:
         groups.setdefault(r["corpus"] or "unknown", []).append(r)
@@ -115,7 +119,8 @@ def per_corpus_table(records: list[dict], with_wer: bool) -> tuple[list[dict], s
             per = aggregate_error_rate([r["true_phonemes"] for r in labelled], [r["greedy_phonemes"] for r in labelled])
             row.update(PER=per.rate, PER_ci=(per.ci_low, per.ci_high))
         if with_wer and labelled:
-            wer = word_error_rate([r["sentence_label"] for r in labelled], [r["pred_sentence"] for r in labelled])
+            wer = word_error_rate([r["sentence_label"] for r in labelled], [r["pred_sentence"] for r in labelled],
+                                  text_norm=text_norm)
             row.update(WER=wer.rate, WER_ci=(wer.ci_low, wer.ci_high))
         rows.append(row)
 
@@ -125,7 +130,8 @@ def per_corpus_table(records: list[dict], with_wer: bool) -> tuple[list[dict], s
         lo, hi = row[key + "_ci"]
         return f"{100 * row[key]:6.2f} [{100 * lo:5.2f}, {100 * hi:5.2f}]"
 
-    lines = [f"{'corpus':<14}{'n':>6}  {'PER % [95% CI]':<24}{'WER % [95% CI]':<24}"]
+    lines = [f"WER after text normalisation '{text_norm}' (evaluate_model.py --text_norm)"] if with_wer else []
+    lines.append(f"{'corpus':<14}{'n':>6}  {'PER % [95% CI]':<24}{'WER % [95% CI]':<24}")
     for row in rows:
         lines.append(f"{row['corpus']:<14}{row['n_trials']:>6}  {fmt(row, 'PER'):<24}{fmt(row, 'WER'):<24}")
     return rows, "\n".join(lines)

@@ -38,6 +38,7 @@ from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path  # noqa: E402
+from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, TEXT_NORMS  # noqa: E402
 
 log = logging.getLogger("evaluate_model")
 HERE = Path(__file__).resolve().parent
@@ -63,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lm_retries", type=int, default=3,
                    help="redo a trial's LM requests this many times after a timeout or lost connection "
                         "(a restarted LM server or redis-server), each waiting --redis_timeout (default: 3)")
+    p.add_argument("--text_norm", choices=sorted(TEXT_NORMS), default=DEFAULT_TEXT_NORM,
+                   help="WER text normalisation: b2txt (digits spoken, hyphens split, typographic quotes; the LM "
+                        "corpus's and the labels') or original (the original evaluator's, to reproduce published "
+                        "numbers) (default: %(default)s)")
     p.add_argument("--restart", action="store_true", help="discard saved partial results and start over")
     p.add_argument("-v", "--verbose", action="store_true", help="log every trial's greedy phonemes and text")
     return p.parse_args(argv)
@@ -181,7 +186,8 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     log.info("Wrote %s", csv_path)
     if args.results_pkl:
         log.info("Wrote %s", write_results_pkl(records, args.results_pkl))
-    _, table = per_corpus_table(records, with_wer=args.eval_type == "val" and args.lm == "redis")
+    _, table = per_corpus_table(records, with_wer=args.eval_type == "val" and args.lm == "redis",
+                                text_norm=args.text_norm)
     print(table)
     return 0
 

@@ -1,7 +1,8 @@
 """Pronunciations: CMU dictionary first, offline neural G2P for the rest; sentence -> phoneme labels.
 
-Labels follow the original's convention (spec §2.2): normalise with ``remove_punctuation``, then
-each word's phonemes (stress stripped) followed by one ``SIL``: no leading SIL, one after every
+Labels follow the original's convention (spec §2.2), except that the text is normalised with
+``text.normalize_text`` (the LM corpus's and WER's; the original's ``remove_punctuation`` deleted digits
+and kept hyphens, identical on the synthetic corpora), then each word's phonemes (stress stripped) followed by one ``SIL``: no leading SIL, one after every
 word including the last; empty text gives ``['SIL']``.
 """
 
@@ -12,7 +13,7 @@ from functools import lru_cache
 
 from nejm_b2txt_utils.g2p import NeuralG2P, default_g2p
 from nejm_b2txt_utils.phonemes import PHONEMES, SIL, phonemes_to_model_ids
-from nejm_b2txt_utils.text import remove_punctuation
+from nejm_b2txt_utils.text import normalize_text
 
 _STRESS = re.compile(r"\d")
 _VALID = set(PHONEMES)
@@ -70,7 +71,7 @@ def default_lexicon() -> Lexicon:
 
 def sentence_to_phonemes(text: str, lexicon: Lexicon | None = None) -> tuple[list[str], str]:
     """``(phonemes, cleaned_text)`` with a ``SIL`` after every word, as the original's labels."""
-    cleaned = remove_punctuation(text)
+    cleaned = normalize_text(text)  # the LM corpus's and WER's normalisation (the original: remove_punctuation)
     if not cleaned:
         return [SIL], cleaned
     lex = lexicon or default_lexicon()

@@ -86,12 +86,27 @@ def calculate_aggregate_error_rate(r: Sequence[Sequence], h: Sequence[Sequence])
     return aggregate_error_rate(r, h).as_tuple()
 
 
-def word_error_rate(ref_sentences: Sequence[str], hyp_sentences: Sequence[str], **kw) -> ErrorRate:
-    """WER after the evaluator's normalisation (:func:`nejm_b2txt_utils.text.normalize_sentence`)."""
-    from nejm_b2txt_utils.text import normalize_sentence
+def word_error_rate(ref_sentences: Sequence[str], hyp_sentences: Sequence[str], text_norm: str = "b2txt",
+                    **kw) -> ErrorRate:
+    """Aggregate WER (with a bootstrap CI) after normalising both sides alike.
 
-    refs = [normalize_sentence(s).split() for s in ref_sentences]
-    hyps = [normalize_sentence(s).split() for s in hyp_sentences]
+    Args:
+        ref_sentences, hyp_sentences: parallel sentences as written / as decoded.
+        text_norm: ``"b2txt"`` (:func:`nejm_b2txt_utils.text.normalize_text`, the LM corpus's and the labels'
+            normalisation) or ``"original"`` (the original evaluator's exact ``remove_punctuation``, for
+            reproducing published numbers); see ``nejm_b2txt_utils.text.TEXT_NORMS``.
+        kw: passed to :func:`aggregate_error_rate` (``n_resamples``, ``seed``).
+
+    Returns:
+        :class:`ErrorRate` over word tokens.
+
+    Raises:
+        ValueError: unknown ``text_norm`` or lists of different lengths.
+    """
+    from nejm_b2txt_utils.text import normalize_for_wer
+
+    refs = [normalize_for_wer(s, text_norm).split() for s in ref_sentences]
+    hyps = [normalize_for_wer(s, text_norm).split() for s in hyp_sentences]
     return aggregate_error_rate(refs, hyps, **kw)
 
 

@@ -15,7 +15,7 @@ only the ranking of single words) for the word-list corpora:
 * ``50-Word``      sentences over our own 50-word AAC-style vocabulary (:data:`FIFTY_WORDS`).
 
 Sentences come back in a display form (capitalised, punctuated) like the original's
-``sentence_label``; labels and the LM corpus use :func:`remove_punctuation` of it.
+``sentence_label``; labels and the LM corpus use :func:`normalize_text` of it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from nejm_b2txt_utils.synthetic import wordlists as wl
-from nejm_b2txt_utils.text import remove_punctuation
+from nejm_b2txt_utils.text import normalize_text
 
 CORPORA = ("50-Word", "Switchboard", "Openwebtext", "Harvard", "Random", "Freq words")
 #: Default mixture of the text an LM is built from (the sentence-like corpora).
@@ -261,11 +261,11 @@ def lm_corpus_sentences(n: int = 40000, seed: int = 0, exclude: Iterable[str] = 
     """``n`` normalised sentences (lower case, no punctuation) for building an n-gram LM.
 
     Drawn from the same grammar as the Switchboard/Openwebtext/Harvard/50-Word blocks, but no
-    sentence equals (after :func:`remove_punctuation`) any sentence in ``exclude``, so val/test
+    sentence equals (after :func:`normalize_text`) any sentence in ``exclude``, so val/test
     sentences stay unseen by the LM. Duplicates are allowed, as in any real text corpus.
     """
     mixture = mixture or LM_MIXTURE
-    banned = {remove_punctuation(s) for s in exclude}
+    banned = {normalize_text(s) for s in exclude}
     names = list(mixture)
     probs = np.array([mixture[k] for k in names], dtype=float)
     probs /= probs.sum()
@@ -277,7 +277,7 @@ def lm_corpus_sentences(n: int = 40000, seed: int = 0, exclude: Iterable[str] = 
         if attempts > 20 * n + 1000:
             raise RuntimeError(f"lm_corpus_sentences: could only draw {len(out)} of {n} non-excluded sentences")
         corpus = names[int(rng.choice(len(names), p=probs))]
-        sentence = remove_punctuation(make_sentence(corpus, rng))
+        sentence = normalize_text(make_sentence(corpus, rng))
         if sentence not in banned:
             out.append(sentence)
     return out
