@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from end_to_end.run_demo import env_python  # noqa: E402
 from end_to_end.steps import Step, run_step  # noqa: E402
+from nejm_b2txt_utils.atomic_io import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("report")
 BENCH = REPO / "benchmarks"
@@ -219,9 +220,7 @@ def read_json(path: Path) -> dict:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _device_name() -> str:

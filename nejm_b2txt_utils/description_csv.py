@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from nejm_b2txt_utils.atomic_io import atomic_open
+
 COLUMNS = ("Date", "Post-implant day", "Block number", "Number of sentences", "Corpus", "Split")
 CORPORA = ("50-Word", "Switchboard", "Openwebtext", "Harvard", "Random", "Freq words")
 SPLIT_VALUES = ("Train", "Val/Test")
@@ -57,15 +59,11 @@ def read_description_csv(path: str | os.PathLike) -> list[BlockRow]:
 
 
 def write_description_csv(rows: list[BlockRow], path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(path, "w") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(COLUMNS)
         for r in rows:
             w.writerow([r.date, r.post_implant_day, r.block_num, r.n_sentences, r.corpus, r.split])
-    os.replace(tmp, path)
 
 
 class CorpusLookup:

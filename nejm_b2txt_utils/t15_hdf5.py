@@ -23,6 +23,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from nejm_b2txt_utils.atomic_io import atomic_path
+
 N_FEATURES = 512
 LABEL_PAD_LENGTH = 500
 SPLITS = ("train", "val", "test")
@@ -276,10 +278,8 @@ def write_trials(path: str | os.PathLike, trials, with_labels: bool = True,
     ``with_labels=False`` writes a test-style file (no labels, no sentence).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for i, trial in enumerate(trials):
                 g = f.create_group(trial_key(i))
@@ -301,10 +301,6 @@ def write_trials(path: str | os.PathLike, trials, with_labels: bool = True,
                     g.create_dataset("transcription", data=encode_transcription(text, label_pad_length))
                     g.attrs["sentence_label"] = trial.sentence_label or ""
                 count += 1
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return count
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from nejm_b2txt_utils.atomic_io import atomic_write_text
 from nejm_b2txt_utils.cli_errors import ConfigError
 from nejm_b2txt_utils.description_csv import write_description_csv
 from nejm_b2txt_utils.lexicon import sentence_to_phonemes
@@ -152,13 +153,6 @@ def _write_session(plan: SessionPlan, data_dir: Path, seed: int, params: NeuralP
     return held_out
 
 
-def _atomic_write_lines(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(line + "\n" for line in lines)
-    os.replace(tmp, path)
-
-
 def generate(preset: str, out_dir: str | os.PathLike, seed: int = 0, sessions: int | None = None,
              progress: bool = True, params: NeuralParams | None = None) -> dict:
     """Write synthetic T15 data for ``preset`` (tiny/small/full) under ``out_dir``.
@@ -196,7 +190,8 @@ def generate(preset: str, out_dir: str | os.PathLike, seed: int = 0, sessions: i
     csv_path = out / CSV_NAME
     write_description_csv([row for p in plans for row in p.csv_rows()], csv_path)
     lm_path = out / LM_CORPUS_NAME
-    _atomic_write_lines(lm_path, lm_corpus_sentences(spec.lm_sentences, seed, exclude=held_out))
+    atomic_write_text(lm_path, "".join(line + "\n" for line in lm_corpus_sentences(spec.lm_sentences, seed,
+                                                                                    exclude=held_out)))
     files = [data_file_path(data_dir, p.session, s) for p in plans for s in ("train", "val", "test")]
     n_bytes = sum(f.stat().st_size for f in files if f.exists()) + csv_path.stat().st_size + lm_path.stat().st_size
     return {
