@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
-from analyses.pkl_io import atomic_output
+from nejm_b2txt_utils.atomic_io import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ def mark_synthetic(fig: Figure, synthetic: bool, what: str) -> None:
 
 def save_figure(fig: Figure, path_without_ext: str | os.PathLike, formats: Iterable[str] = ("png", "pdf"),
                 dpi: int = 150) -> list[Path]:
-    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` (temp file + ``os.replace`` each); returns the paths."""
+    """Write ``fig`` as ``<path>.png`` and ``<path>.pdf`` (each atomically, ``nejm_b2txt_utils.atomic_io``); returns the paths."""
     base = Path(path_without_ext)
     out = []
     for fmt in formats:
         target = base.with_name(f"{base.name}.{fmt}")
-        with atomic_output(target) as fh:
+        with atomic_open(target, "wb") as fh:
             fig.savefig(fh, format=fmt, dpi=dpi, bbox_inches="tight")
         out.append(target)
     log.info("saved %s", ", ".join(str(p) for p in out))

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+
+from nejm_b2txt_utils.atomic_io import atomic_write_pickle
 
 
 class PklFormatError(ValueError):
@@ -29,25 +30,9 @@ def read_pickle(path: str | os.PathLike, what: str) -> Any:
         raise PklFormatError(f"{path}: not a readable pickle of {what} ({exc})") from exc
 
 
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Binary file handle on a temp file next to ``path``, moved onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            yield fh
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_pickle(obj: Any, path: str | os.PathLike) -> Path:
-    """Pickle ``obj`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    with atomic_output(path) as fh:
-        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    return Path(path)
+    """Pickle ``obj`` to ``path`` atomically (``nejm_b2txt_utils.atomic_io``)."""
+    return atomic_write_pickle(path, obj)
 
 
 def require_keys(data: Any, keys: tuple[str, ...], source: str, where: str = "") -> None:
