@@ -400,7 +400,10 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
                 smoothed, n_time_steps = transform_data(features, n_time_steps, self.transform_args, "val")
                 adjusted_lens = self._adjusted_lens(n_time_steps)
                 logits, extra_heads = self.eval_forward(smoothed, day_indicies)
-                loss = self.ctc_per_trial(logits, labels, adjusted_lens, phone_seq_lens).mean()
+                per_trial = self.ctc_per_trial(logits, labels, adjusted_lens, phone_seq_lens)
+                # Fix: a trial CTC cannot align (infinite loss) no longer makes the val loss infinite; PER counts it.
+                finite = torch.isfinite(per_trial)  # static shapes (XLA): no boolean indexing
+                loss = torch.where(finite, per_trial, 0.0).sum() / finite.sum()
             # The original appended each batch loss twice; once gives the same mean.
             metrics["losses"].append(loss.item())
             logits_np = logits.float().cpu().numpy()

@@ -114,3 +114,26 @@ def test_a_run_where_every_batch_is_non_finite_stops_with_a_clear_error(cfg_fact
         assert trainer.n_nonfinite_batches == 5
     finally:
         trainer.close()
+
+
+def test_an_infeasible_val_trial_leaves_the_val_loss_finite(data_with_bad_trial, tmp_path):
+    """The bad trial in a val file: its PER counts, its infinite CTC loss does not make the average infinite."""
+    root, train_path = data_with_bad_trial
+    val_root = tmp_path / "data"
+    shutil.copytree(root / "hdf5_data_final", val_root / "hdf5_data_final")
+    session_dir = sorted((val_root / "hdf5_data_final").iterdir())[1]  # the first session has no val file
+    with T15File(train_path) as f:
+        bad = f.read_trial(3)
+    with T15File(session_dir / "data_val.hdf5") as f:
+        trials = [f.read_trial(t) for t in range(len(f))]
+    bad.session = trials[0].session
+    write_trials(session_dir / "data_val.hdf5", [*trials, bad])
+    trainer = BrainToTextDecoder_Trainer(tiny_config(val_root, tmp_path / "run", num_training_batches=1))
+    try:
+        m = trainer.validation(trainer.val_loader)
+        assert np.isfinite(m["avg_loss"]) and 0 < m["avg_loss"] < 1e4
+        scored = list(zip(np.concatenate(m["block_nums"]).tolist(), np.concatenate(m["trial_nums"]).tolist()))
+        assert len(scored) == sum(len(d["trials"]) for d in trainer.val_dataset.trial_indicies.values())
+        assert (99, 7) in scored  # the bad trial was scored (PER), not dropped
+    finally:
+        trainer.close()
