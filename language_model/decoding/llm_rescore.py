@@ -7,8 +7,9 @@ is not cached fails at once with a one-line :class:`LLMUnavailableError`.
 
 ``CausalLMScorer.score(texts)`` is the original's ``rescore_with_gpt2``: natural-log sum of the token
 log-probabilities after a BOS token (no EOS term) minus ``n_tokens * length_penalty``, where
-``n_tokens`` counts the BOS as the original's attention-mask sum does. Batched with right padding;
-on failure (e.g. out of memory) it retries in 5 sub-batches, then gives zeros, as the original.
+``n_tokens`` counts the BOS as the original's attention-mask sum does. By default the sentences go through
+the model as one prefix tree (:mod:`language_model.decoding.prefix_tree`: shared prefixes computed once,
+leaves not fed); ``method="batch"`` keeps the original's right-padded batch (same scores). On failure (e.g. out of memory) it retries in 5 sub-batches, then gives zeros, as the original.
 
 ``rescore_nbest`` is ``gpt2_lm_decode``: context prefix and the handwriting-era punctuation clean-up,
 then ``total = acoustic_scale*ac + (1-alpha)*ngram + alpha*llm``. Fixed: the original dropped empty
@@ -25,12 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from language_model.decoding.prefix_tree import build_prefix_tree, tree_token_logprobs
 from nejm_b2txt_utils.hypothesis import Hypothesis
 
 log = logging.getLogger(__name__)
 
 #: ``--opt_model`` default: the original's model (needs a local copy or a populated HF cache).
 DEFAULT_OPT_MODEL = "facebook/opt-6.7b"
+#: How sentences are scored: one pass over their prefix tree, or the original's padded batch (same numbers).
+SCORING_METHODS = ("tree", "batch")
 #: ``--opt_model`` keyword for the embedded SmolLM2-135M.
 EMBEDDED_MODEL = "smollm2"
 
@@ -79,8 +83,11 @@ def resolve_model_path(name: str, cache_dir: str | None = None) -> str:
 class CausalLMScorer:
     """Sentence log-probabilities from a Hugging Face causal LM (fp16 on CUDA, fp32 on CPU)."""
 
-    def __init__(self, model, tokenizer, device: str = "cpu", max_batch: int = 0):
+    def __init__(self, model, tokenizer, device: str = "cpu", max_batch: int = 0, method: str = "tree"):
+        if method not in SCORING_METHODS:
+            raise ValueError(f"causal-LM scoring method {method!r}: use one of {', '.join(SCORING_METHODS)}")
         self.model = model.eval()
+        self.method = method
         self.tok = tokenizer
         self.device = device
         self.max_batch = max_batch
@@ -95,7 +102,8 @@ class CausalLMScorer:
 
     @classmethod
     def load(
-        cls, name: str, device: str = "cpu", cache_dir: str | None = None, max_batch: int = 0
+        cls, name: str, device: str = "cpu", cache_dir: str | None = None, max_batch: int = 0,
+        method: str = "tree",
     ) -> CausalLMScorer:
         """Load ``--opt_model`` offline (fp16 on CUDA, fp32 on CPU).
 
@@ -104,6 +112,7 @@ class CausalLMScorer:
             device: ``cpu`` or ``cuda:N`` (``str(select_device(...))``).
             cache_dir: the Hugging Face cache.
             max_batch: sentences per forward pass (0: all at once).
+            method: ``tree`` (shared prefixes computed once) or ``batch`` (the original's padded batch).
 
         Raises:
             LLMUnavailableError: the model is not available offline.
@@ -115,16 +124,19 @@ class CausalLMScorer:
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         tok = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
         model = AutoModelForCausalLM.from_pretrained(path, cache_dir=cache_dir, dtype=dtype)
-        return cls(model.to(device), tok, device, max_batch)
+        return cls(model.to(device), tok, device, max_batch, method)
+
+    def _rows(self, texts: list[str]) -> list[list[int]]:
+        enc = self.tok(texts, add_special_tokens=True)
+        return [
+            ([self.prepend_bos] if self.prepend_bos is not None else []) + list(ids)
+            for ids in enc["input_ids"]
+        ]
 
     def _encode(self, texts: list[str]):
         import torch
 
-        enc = self.tok(texts, add_special_tokens=True)
-        rows = [
-            ([self.prepend_bos] if self.prepend_bos is not None else []) + list(ids)
-            for ids in enc["input_ids"]
-        ]
+        rows = self._rows(texts)
         width = max(len(r) for r in rows)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -135,6 +147,10 @@ class CausalLMScorer:
         return ids, mask
 
     def _score_batch(self, texts: list[str], length_penalty: float) -> list[float]:
+        if self.method == "tree":
+            rows = self._rows(texts)
+            sums = tree_token_logprobs(self.model, build_prefix_tree(rows), self.device)
+            return [s - len(r) * length_penalty for s, r in zip(sums, rows)]
         import torch
 
         ids, mask = self._encode(texts)
