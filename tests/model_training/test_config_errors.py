@@ -31,6 +31,10 @@ def test_days_per_batch_over_the_sessions_with_data_is_one_line_exit_2(tiny_data
     ("dataset.data_transforms.random_cut", "-1", "random_cut: expected an integer >= 0, got -1"),
     ("num_training_batches", "many", "num_training_batches: expected an integer >= 1, got 'many'"),
     ("lr_scheduler_type", "step", "lr_scheduler_type: expected 'cosine' or 'linear', got 'step'"),
+    ("model.n_units", "0", "model.n_units: expected an integer >= 1, got 0"),
+    ("model.rnn_dropout", "1.0", "model.rnn_dropout: expected a number in [0.0, 1.0), got 1.0"),
+    ("lr_max", "-0.1", "lr_max: expected a number in [0.0, inf), got -0.1"),
+    ("epsilon", "small", "epsilon: expected a number in [0.0, inf), got 'small'"),
 ])
 def test_bad_values_are_config_errors(key, value, expected):
     with pytest.raises(ConfigError) as info:
