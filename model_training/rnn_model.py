@@ -16,9 +16,15 @@ def patchify(x: torch.Tensor, patch_size: int, patch_stride: int) -> torch.Tenso
 
     Each window is flattened time-major (index k * D + f for bin k of the window and channel f),
     i.e. ``patch_size`` consecutive frames concatenated. Tail bins that fill no window are dropped.
-    The result has ``x``'s dtype.
+    The result has ``x``'s dtype. On an XLA device the windows are ``patch_size`` strided slices stacked
+    (same values): torch_xla has no lowering of ``unfold``, which would run on the host mid-graph.
     """
-    b, _, d = x.shape
+    b, t, d = x.shape
+    if x.device.type == "xla":
+        n_frames = (t - patch_size) // patch_stride + 1
+        span = patch_stride * (n_frames - 1) + 1
+        windows = torch.stack([x[:, k:k + span:patch_stride] for k in range(patch_size)], dim=2)  # (B, P, k, D)
+        return windows.reshape(b, n_frames, patch_size * d).to(x.dtype)  # (B, P, k*D)
     windows = x.unfold(1, patch_size, patch_stride)  # (B, P, D, patch_size)
     return windows.transpose(2, 3).reshape(b, windows.shape[1], patch_size * d).to(x.dtype)  # (B, P, k*D)
 

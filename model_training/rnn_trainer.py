@@ -185,6 +185,10 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
     def step_end(self, step: int) -> None:
         """Called once per optimizer step, after ``scheduler.step()`` (XLA: ``torch_xla.sync()``)."""
 
+    def checkpoint_state(self, state: dict) -> dict:
+        """The checkpoint dict as written to disk (XLA: host copies of the device tensors)."""
+        return state
+
     # ------------------------------------------------------------------ setup
     def _prepare_output_dirs(self) -> Path | None:
         """Create output/checkpoint dirs; return the checkpoint to resume from, if any."""
@@ -265,7 +269,7 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
                  "optimizer_state_dict": self.optimizer.state_dict(),
                  "scheduler_state_dict": self.learning_rate_scheduler.state_dict(),
                  "val_PER": PER, "val_loss": loss, **extra}
-        ckpt_io.atomic_save(state, save_path)
+        ckpt_io.atomic_save(self.checkpoint_state(state), save_path)
         self.logger.info("Saved model to checkpoint: " + str(save_path))
         ckpt_io.atomic_save_yaml(resolved_container(self.args), self.checkpoint_dir / "args.yaml")
 
@@ -332,13 +336,13 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
             loss = objective.sum() * self.dist.world_size / n_total[0] if self.dist.enabled else objective.mean()
         loss.backward()
         clip = self.args.get("grad_norm_clip_value", 0)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=clip if clip > 0 else math.inf,
-                                                   foreach=True)
+        # foreach left to torch: the fused kernels on CPU/CUDA, the per-tensor path on XLA (which rejects foreach=True).
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=clip if clip > 0 else math.inf)
         if not self.skip_nonfinite_batch(grad_norm, per_trial, batch, i):
             self.optimizer.step()
         self.learning_rate_scheduler.step()
+        total = all_reduce_sum(per_trial.detach().sum().reshape(1).float(), self.dist)  # before step_end: same graph
         self.step_end(i)
-        total = all_reduce_sum(per_trial.detach().sum().reshape(1).float(), self.dist)
         return float(total[0] / n_total[0]), float(grad_norm)
 
     def skip_nonfinite_batch(self, grad_norm: torch.Tensor, per_trial: torch.Tensor, batch: dict, i: int) -> bool:
