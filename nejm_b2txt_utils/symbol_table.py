@@ -25,17 +25,26 @@ def read_symbols(path: str | os.PathLike) -> dict[int, str]:
 
     Raises:
         OSError: the file cannot be read.
-        ValueError: a line is not ``SYMBOL ID`` with a non-negative integer id (message: file, line number, line).
+        ValueError: a line is not UTF-8 text or not ``SYMBOL ID`` with a non-negative integer id, an id
+            appears twice, or the file holds no symbol (message: file, line number, line).
     """
     table: dict[int, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
             parts = line.split()
             if not parts:
                 continue
             if len(parts) != 2 or not parts[1].isdigit():
                 raise ValueError(f"{path}:{n}: expected 'SYMBOL ID', got {line.rstrip()!r}")
+            if int(parts[1]) in table:
+                raise ValueError(f"{path}:{n}: id {parts[1]} given twice ({table[int(parts[1])]!r}, {parts[0]!r})")
             table[int(parts[1])] = parts[0]
+    if not table:
+        raise ValueError(f"{path}: no symbols (an empty symbol table)")
     return table
 
 

@@ -19,6 +19,7 @@ import math
 import os
 from pathlib import Path
 
+from language_model.graph.fst_io import read_fst
 from nejm_b2txt_utils.hypothesis import Hypothesis
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,10 @@ class GrammarFst:
     """Best-path cost of word sequences through a ``G.fst`` (word acceptor with epsilon/``#0`` backoff)."""
 
     def __init__(self, path: str | os.PathLike, backoff_label: int | None = None):
-        import kaldifst
-
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"grammar FST not found: {self.path}")
-        self.fst = kaldifst.StdVectorFst.read(str(self.path))
+        self.fst = read_fst(self.path)  # a truncated file: one clear error at start-up, not at every finalize
         self.backoff_label = backoff_label
         self._cache: dict[int, tuple[dict[int, list[tuple[int, float]]], list[tuple[int, float]], float]] = {}
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from language_model.decoding.lattice import lattice_word_nbest
+from language_model.graph.fst_io import read_fst
 from nejm_b2txt_utils.hypothesis import Hypothesis
 from nejm_b2txt_utils.lm_params import LMParams
 from nejm_b2txt_utils.phonemes import N_CLASSES
@@ -66,10 +67,9 @@ class LMResources:
 
         Raises:
             FileNotFoundError: the folder, ``TLG.fst`` or ``words.txt`` is missing.
-            ValueError: ``TLG.fst`` is empty or ``words.txt`` malformed.
+            ValueError: ``TLG.fst`` is truncated, corrupt or empty (:class:`FstReadError`), or ``words.txt``
+                malformed (file and line named).
         """
-        import kaldifst
-
         self.lm_path = Path(os.path.expanduser(str(lm_path)))
         if not self.lm_path.is_dir():
             raise FileNotFoundError(f"language model folder not found: {self.lm_path}")
@@ -77,9 +77,7 @@ class LMResources:
         for p in (tlg_path, words_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{p.name} not found in the language model folder {self.lm_path}")
-        self.tlg = kaldifst.StdVectorFst.read(str(tlg_path))
-        if self.tlg.num_states == 0 or self.tlg.start < 0:
-            raise ValueError(f"{tlg_path}: empty FST (no start state)")
+        self.tlg = read_fst(tlg_path)
         self.words = symbols_by_id(words_path)
 
     def words_to_text(self, word_ids) -> str:

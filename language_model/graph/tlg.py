@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from language_model.graph.fst_io import read_fst
 from language_model.graph.lexicon import add_lex_disambig, write_lexicon
 from nejm_b2txt_utils.phonemes import LM_ORDER, PHONEMES, SIL
 from nejm_b2txt_utils.symbol_table import read_symbols, write_symbols
@@ -185,7 +186,6 @@ def filter_arpa(
 def arpa_to_g(arpa_path: str | os.PathLike, words_txt: str | os.PathLike, g_path: str | os.PathLike):
     """G.fst from an ARPA (filtered like ``make_tlg.sh``) with kaldilm: ``#0:<eps>`` backoff arcs,
     ``<s>``/``</s>`` as epsilon, ilabel-sorted. Returns the loaded ``kaldifst.StdVectorFst``."""
-    import kaldifst
     import kaldilm
 
     vocab = set(read_symbols(words_txt).values()) - {"<eps>", "#0"}
@@ -200,7 +200,7 @@ def arpa_to_g(arpa_path: str | os.PathLike, words_txt: str | os.PathLike, g_path
             read_symbol_table=str(words_txt),
             max_arpa_warnings=10,
         )
-    return kaldifst.StdVectorFst.read(str(g_path))
+    return read_fst(g_path)
 
 
 # --------------------------------------------------------------------------- composition
