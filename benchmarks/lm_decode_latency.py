@@ -9,7 +9,8 @@ from the corpus; their logits are synthetic (``toy_lm.synthetic_logits`` over th
 
 Per LM it reports p50/p95 (ms) of: one streaming chunk (``accept_logits``), finalize without
 rescoring (lattice pass + n-best + augmentation), finalize with the unpruned-G rescoring (3-gram),
-finalize with causal-LM rescoring (``--llm``, default the embedded SmolLM2-135M on CPU), and the
+finalize with causal-LM rescoring (``--llm``, default the embedded SmolLM2-135M on CPU; ``ngram_llm_batch``:
+the original's padded batch, ``ngram_llm``: the prefix-tree pass, same run), and the
 n-best sizes before/after augmentation; plus a Redis round trip through the real server for the 1-gram.
 
     python benchmarks/lm_decode_latency.py [--work DIR] [--corpus FILE] [--n_sentences 30] [--llm none]
@@ -94,16 +95,21 @@ def bench_lm(name: str, lm_dir: Path, sentences: list[str], args, rescore: bool)
     modes = {"ngram": base}
     if rescore:
         modes["ngram_rescore"] = LMParams(**PARAMS, gpu_number=-1, rescore=1)
-    if args.llm != "none":
+    if args.llm != "none":  # the original's padded batch and the prefix tree, side by side in one run
+        modes["ngram_llm_batch"] = LMParams(**PARAMS, gpu_number=-1, do_opt=1)
         modes["ngram_llm"] = LMParams(**PARAMS, gpu_number=-1, do_opt=1)
     out: dict = {"lm_dir": str(lm_dir), "vocabulary": len(lexicon), "tlg_states": svc.resources.tlg.num_states}
     logits = [synthetic_logits(s, seed=i, peak=args.peak, lexicon=lexicon) for i, s in enumerate(sentences)]
     out["frames_per_sentence"] = {"mean": round(float(np.mean([len(x) for x in logits])), 1),
                                   "max": int(max(len(x) for x in logits))}
+    bests_by_mode: dict[str, list[str]] = {}
     for mode, params in modes.items():
         t0 = time.perf_counter()
         svc.ensure_components(params)
         load_s = time.perf_counter() - t0
+        if svc.scorer is not None:
+            svc.scorer.method = "batch" if mode == "ngram_llm_batch" else "tree"
+        bests = []
         chunk_t, final_t, n_raw, n_aug, correct = [], [], [], [], 0
         for sent, x in zip(sentences, logits):
             dec = svc.new_decoder(params)
@@ -118,12 +124,18 @@ def bench_lm(name: str, lm_dir: Path, sentences: list[str], args, rescore: bool)
             n_aug.append(len(result.candidates))
             best = max(result.candidates, key=lambda c: c.total).sentence if result.candidates else ""
             correct += best == sent
+            bests.append(best)
         entry = {"finalize": pct(final_t), "sentence_correct": round(correct / len(sentences), 3),
                  "nbest_after_augmentation": {"mean": round(float(np.mean(n_aug)), 1), "max": int(max(n_aug))}}
         if mode == "ngram":
             entry["chunk"] = pct(chunk_t)
             entry["nbest_distinct"] = {"mean": round(float(np.mean(n_raw)), 1), "min": int(min(n_raw)),
                                        "max": int(max(n_raw))}
+        if mode == "ngram_llm" and "ngram_llm_batch" in out:
+            entry["same_best_as_batch"] = round(float(np.mean([a == b for a, b in zip(bests, bests_by_mode["ngram_llm_batch"])])), 3)
+            entry["speedup_vs_batch_p50"] = round(out["ngram_llm_batch"]["finalize"]["p50_ms"]
+                                                  / max(entry["finalize"]["p50_ms"], 1e-9), 2)
+        bests_by_mode[mode] = bests
         if load_s > 0.5:
             entry["load_seconds"] = round(load_s, 1)
         out[mode] = entry

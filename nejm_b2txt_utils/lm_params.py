@@ -147,6 +147,10 @@ PARAMS: tuple[Param, ...] = (
           low=0, low_open=True),
     Param("gpu_number", int, 0, "CUDA device for the causal LM; -1 or no CUDA: CPU", low=-1),
     Param("llm_batch_size", int, 0, "causal-LM batch size (0: the whole n-best at once)", low=0),
+    Param("llm_scoring", str, "tree",
+          "causal-LM scoring: tree = the n-best's shared token prefixes computed once (one pass, same scores); "
+          "batch = the original's padded batch", choices=("tree", "batch")),
+    Param("llm_threads", int, 0, "torch CPU threads for the causal LM (0: torch's default)", low=0, high=1024),
     Param("redis_port", int, 6379, "Redis port", low=1, high=65535),
     Param("redis_db", int, 0, "Redis database number", low=0),
     Param("num_workers", int, 1, "worker processes (they share the loaded graph copy-on-write)", low=1,

@@ -61,7 +61,12 @@ class LMService:
         if params.do_opt and self.scorer is None:
             t0 = time.perf_counter()
             device = str(select_device(self.startup.gpu_number))
-            self.scorer = CausalLMScorer.load(self.opt_model, device, self.opt_cache_dir, self.startup.llm_batch_size)
+            if self.startup.llm_threads > 0:
+                import torch
+
+                torch.set_num_threads(self.startup.llm_threads)
+            self.scorer = CausalLMScorer.load(self.opt_model, device, self.opt_cache_dir, self.startup.llm_batch_size,
+                                              self.startup.llm_scoring)
             log.info("causal LM %s loaded on %s in %.1f s", self.opt_model, device, time.perf_counter() - t0)
 
     def new_decoder(self, params: LMParams) -> CtcWfstDecoder:
