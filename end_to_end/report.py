@@ -3,67 +3,77 @@ the submission CSV and Figure 2 of this run."""
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
 from pathlib import Path
 
-from nejm_b2txt_utils.metrics import aggregate_error_rate, word_error_rate
+from analyses.pkl_io import read_pickle, write_pickle
+from model_training.eval_results import per_corpus_table
+from nejm_b2txt_utils.atomic_io import atomic_write_json
+from nejm_b2txt_utils.redis_protocol import parsed_hypotheses
 from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM
 
 
 def ngram_only_sentence(candidates: dict | None, acoustic_scale: float) -> str:
-    """The n-gram-only choice among the server's candidates: max of acoustic_scale·ac + ngram
-    (the original's total without the causal LM)."""
-    if not candidates or not candidates.get("candidate_sentences"):
-        return ""
-    scores = [acoustic_scale * a + n for a, n in zip(candidates["candidate_acoustic_scores"],
-                                                       candidates["candidate_ngram_scores"])]
-    best = max(range(len(scores)), key=scores.__getitem__)
-    return candidates["candidate_sentences"][best]
+    """The n-gram-only choice among the server's candidates.
+
+    Args:
+        candidates: one trial's parsed ``scoring`` (``lm_candidates`` of the results pickle), or ``None``.
+        acoustic_scale: the server's ``--acoustic_scale``.
+
+    Returns:
+        The sentence with the best ``Hypothesis.ngram_total`` (the original's total without the causal LM);
+        ``""`` without candidates.
+    """
+    hyps = parsed_hypotheses(candidates)
+    return max(hyps, key=lambda h: h.ngram_total(acoustic_scale)).sentence if hyps else ""
 
 
-def _load(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        return pickle.load(fh)
-
-
-def _pct(er) -> str:
-    return f"{100 * er.rate:5.1f} [{100 * er.ci_low:4.1f}-{100 * er.ci_high:4.1f}]"
+def _pct(rate: float, ci) -> str:
+    return f"{100 * rate:5.1f} [{100 * ci[0]:4.1f}-{100 * ci[1]:4.1f}]"
 
 
 def results_table(greedy_pkl: Path, lm_pkl: Path, acoustic_scale: float,
                   text_norm: str = DEFAULT_TEXT_NORM) -> tuple[str, list[dict]]:
-    """Per-corpus and overall rows, plus the formatted table."""
-    greedy, lm = _load(greedy_pkl), _load(lm_pkl)
+    """Per-corpus and overall rows (``model_training.eval_results.per_corpus_table``), plus the formatted table.
+
+    Args:
+        greedy_pkl: ``results.pkl`` of the ``--lm none`` evaluation (greedy phonemes).
+        lm_pkl: ``results.pkl`` of the ``--lm redis`` evaluation (same trials).
+        acoustic_scale: the server's ``--acoustic_scale`` (for the n-gram-only choice).
+        text_norm: the WER normalisation.
+
+    Returns:
+        ``(table text, rows)``; rows have ``corpus``, ``trials``, ``PER_greedy``, ``WER_ngram``,
+        ``WER_ngram_llm`` (fractions) and their ``_ci`` bounds, ``all`` last.
+    """
+    greedy, lm = read_pickle(greedy_pkl, "results"), read_pickle(lm_pkl, "results")
     key = ("session", "block_num", "trial_num")
     lm_index = {tuple(lm[k][i] for k in key): i for i in range(len(lm["session"]))}
-    corpora = sorted(set(greedy["corpus"]))
+    ngram_records, full_records = [], []
+    for i in range(len(greedy["session"])):
+        j = lm_index.get(tuple(greedy[k][i] for k in key))
+        if j is None or not greedy["true_phonemes"][i]:
+            continue
+        base = {"corpus": greedy["corpus"][i], "true_phonemes": greedy["true_phonemes"][i],
+                "greedy_phonemes": greedy["greedy_phonemes"][i], "sentence_label": lm["sentence_label"][j]}
+        ngram_records.append({**base, "pred_sentence": ngram_only_sentence(lm["lm_candidates"][j], acoustic_scale)})
+        full_records.append({**base, "pred_sentence": lm["pred_sentence"][j]})
+    ngram_rows, _ = per_corpus_table(ngram_records, with_wer=True, text_norm=text_norm)
+    full_rows, _ = per_corpus_table(full_records, with_wer=True, text_norm=text_norm)
     rows, lines = [], []
     header = f"{'corpus':<14}{'trials':>7}  {'PER greedy %':<20}{'WER n-gram %':<20}{'WER n-gram+LLM %':<20}"
     lines += [header, "-" * len(header)]
-    for corpus in [*corpora, "all"]:
-        idx = [i for i, c in enumerate(greedy["corpus"]) if corpus in ("all", c) and greedy["true_phonemes"][i]]
-        if not idx:
+    for ng, full in zip(ngram_rows, full_rows):
+        if "PER" not in ng:
             continue
-        per = aggregate_error_rate([greedy["true_phonemes"][i] for i in idx],
-                                   [greedy["greedy_phonemes"][i] for i in idx])
-        refs, ngram, full = [], [], []
-        for i in idx:
-            j = lm_index.get(tuple(greedy[k][i] for k in key))
-            if j is None:
-                continue
-            refs.append(lm["sentence_label"][j])
-            ngram.append(ngram_only_sentence(lm["lm_candidates"][j], acoustic_scale))
-            full.append(lm["pred_sentence"][j])
-        wer_ngram, wer_full = word_error_rate(refs, ngram, text_norm), word_error_rate(refs, full, text_norm)
-        rows.append({"corpus": corpus, "trials": len(idx), "PER_greedy": per.rate, "WER_ngram": wer_ngram.rate,
-                     "WER_ngram_llm": wer_full.rate, "PER_ci": [per.ci_low, per.ci_high],
-                     "WER_ngram_ci": [wer_ngram.ci_low, wer_ngram.ci_high],
-                     "WER_ngram_llm_ci": [wer_full.ci_low, wer_full.ci_high]})
-        if corpus == "all":
+        row = {"corpus": ng["corpus"], "trials": ng["n_trials"], "PER_greedy": ng["PER"], "WER_ngram": ng["WER"],
+               "WER_ngram_llm": full["WER"], "PER_ci": list(ng["PER_ci"]),
+               "WER_ngram_ci": list(ng["WER_ci"]), "WER_ngram_llm_ci": list(full["WER_ci"])}
+        rows.append(row)
+        if row["corpus"] == "all":
             lines.append("-" * len(header))
-        lines.append(f"{corpus:<14}{len(idx):>7}  {_pct(per):<20}{_pct(wer_ngram):<20}{_pct(wer_full):<20}")
+        lines.append(f"{row['corpus']:<14}{row['trials']:>7}  {_pct(ng['PER'], ng['PER_ci']):<20}"
+                     f"{_pct(ng['WER'], ng['WER_ci']):<20}{_pct(full['WER'], full['WER_ci']):<20}")
     lines.append(f"(aggregate rates with bootstrap 95% CIs; WER after text normalisation '{text_norm}'; synthetic "
                  "data, validation split)")
     return "\n".join(lines), rows
@@ -75,18 +85,15 @@ def write_report(plan: dict, rows: list[dict], timings: dict) -> dict:
     from analyses.make_figures import figure_2
 
     out = plan["out"]
-    results = _load(plan["eval"] / "results.pkl")
+    results = read_pickle(plan["eval"] / "results.pkl", "results")
     copy = results_to_copytask(results, day_lookup(plan["data"] / "t15_copyTaskData_description.csv"))
     copy["synthetic"] = True
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    with open(fig_dir / "t15_copyTask.pkl", "wb") as fh:
-        pickle.dump(copy, fh)
+    write_pickle(copy, fig_dir / "t15_copyTask.pkl")
     files = figure_2(copy, fig_dir, n_resamples=2000)
     csvs = sorted(plan["eval"].glob("baseline_rnn_val_predicted_sentences_*.csv"), key=os.path.getmtime)
     report = out / "report.json"
-    tmp = report.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rows": rows, "timings": timings}, indent=2))
-    os.replace(tmp, report)
+    atomic_write_json(report, {"rows": rows, "timings": timings})
     error_fig = next((f for f in files if f.name == "figure2_error_rates.png"), files[0] if files else None)
     return {"csv": csvs[-1] if csvs else None, "figure": error_fig, "report": report}

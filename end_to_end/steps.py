@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nejm_b2txt_utils.atomic_io import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 
@@ -50,8 +52,7 @@ def run_step(step: Step, log_dir: Path, echo: bool = True) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"step '{step.name}' failed with exit code {proc.returncode}; see {log_path}")
     if not step.done.exists():
-        step.done.parent.mkdir(parents=True, exist_ok=True)
-        step.done.write_text(f"finished in {wall:.1f} s\n")
+        atomic_write_text(step.done, f"finished in {wall:.1f} s\n")
     info = {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
     log.info("[%s] done in %.1f s, peak RSS %.0f MB", step.name, wall, info["peak_rss_mb"])
     return info

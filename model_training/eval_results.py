@@ -12,12 +12,12 @@ import base64
 import csv
 import json
 import os
-import pickle
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_pickle
 from nejm_b2txt_utils.metrics import aggregate_error_rate, word_error_rate
 from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM
 
@@ -140,13 +140,11 @@ def per_corpus_table(records: list[dict], with_wer: bool, text_norm: str = DEFAU
 def write_submission_csv(texts: Iterable[str], path: str | os.PathLike) -> Path:
     """``id,text`` with ids 0..N-1 in processing order, written atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(path, "w") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["id", "text"])
         for i, text in enumerate(texts):
             w.writerow([i, text])
-    os.replace(tmp, path)
     return path
 
 
@@ -158,10 +156,4 @@ def write_results_pkl(records: list[dict], path: str | os.PathLike) -> Path:
     """Dict of parallel per-trial lists; ``logits`` are LM-order float32 ``[P, 41]`` arrays."""
     out: dict[str, list] = {k: [r.get(k) for r in records] for k in RESULT_FIELDS}
     out["logits"] = [decode_array(r["logits"]) for r in records]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        pickle.dump(out, fh)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_pickle(path, out)
