@@ -21,22 +21,25 @@ from nejm_b2txt_utils.cli_errors import print_bad_input  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15FormatError  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+def parse_args(argv: list[str] | None = None, default_config: Path = DEFAULT_CONFIG,
+               description: str | None = __doc__) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(default_config), help="YAML config (default: %(default)s)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. num_training_batches=2000 dataset.batch_size=32 resume=true")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, default_config: Path = DEFAULT_CONFIG, trainer_cls: type | None = None,
+         description: str | None = __doc__) -> int:
+    """The CLI; variants (model_training_nnn) pass their default config, trainer class and --help text."""
+    args = parse_args(argv, default_config, description)
     try:
         cfg = load_config(args.config, args.overrides)
         check_training_data(cfg)  # before the trainer creates output_dir
         from model_training.rnn_trainer import BrainToTextDecoder_Trainer, NonFiniteTrainingError
 
-        trainer = BrainToTextDecoder_Trainer(cfg)
+        trainer = (trainer_cls or BrainToTextDecoder_Trainer)(cfg)
     except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, T15FormatError) as exc:
         return print_bad_input(exc)
     try:
