@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to wait for each LM answer before giving up (default: %(default)s)")
     p.add_argument("--out_dir", default=None, help="where the CSV and partial results go (default: --model_path)")
     p.add_argument("--results_pkl", default=None, help="also write per-trial results (incl. LM-order logits) here")
+    p.add_argument("--lm_protocol", choices=("single", "multi"), default="single",
+                   help="single: the original single-client streams (one evaluator per LM server, one trial at a "
+                        "time); multi: the multi-client protocol, trials sent ahead so an LM server with "
+                        "--num_workers N decodes N at once, and several evaluators can share it")
+    p.add_argument("--lm_in_flight", type=int, default=8,
+                   help="multi: trials sent ahead of their answers (default: %(default)s)")
     p.add_argument("--lm_retries", type=int, default=3,
                    help="redo a trial's LM requests this many times after a timeout or lost connection "
                         "(a restarted LM server or redis-server), each waiting --redis_timeout (default: 3)")
@@ -98,38 +104,44 @@ def count_trials(data_dir: Path, sessions: list[str], eval_type: str) -> int:
 def connect_lm(args: argparse.Namespace):
     import redis
 
-    from nejm_b2txt_utils.redis_protocol import RemoteLMClient, connect
+    from nejm_b2txt_utils.redis_protocol import MultiClientLMClient, RemoteLMClient, connect
 
     try:
         r = connect(args.redis_ip, args.redis_port, socket_connect_timeout=min(args.redis_timeout, 10.0))
+        if args.lm_protocol == "multi":
+            r.ping()
+            return MultiClientLMClient(r, timeout_s=args.redis_timeout)
         return RemoteLMClient(r, timeout_s=args.redis_timeout, retries=args.lm_retries)
     except redis.RedisError as exc:
         raise ConnectionError(f"cannot reach Redis at {args.redis_ip}:{args.redis_port} ({exc}); start "
                               "redis-server and the LM server, or use --lm none") from exc
 
 
-def decode_one(args, model, model_args, device, client, day: int, f: T15File, key: str, lookup) -> dict:
-    """Inference + greedy decode (+ LM) of one trial; returns its result record."""
+def decode_one(args, model, model_args, device, day: int, f: T15File, key: str, lookup) -> tuple[dict, object]:
+    """Inference + greedy decode of one trial; returns its result record (``pred_sentence`` = the greedy
+    phonemes until :func:`with_lm` fills in the LM's answer) and its LM-order logits."""
     trial = f.read_trial(key)
     logits = infer_trial(model, trial.input_features, day, device, model_args.dataset.data_transforms)
     greedy = model_ids_to_phonemes(ctc_greedy_decode(logits))  # collapse, then drop blanks (Fix: order)
     true = model_ids_to_phonemes(trial.seq_class_ids) if trial.seq_class_ids is not None else None
     lm_logits = model_to_lm_order(logits)
     partial, candidates = None, None
-    if client is not None:
-        partial, candidates = client.decode(lm_logits)  # the retry policy lives in the client
-        pred = candidates["candidate_sentences"][0]
-    else:
-        pred = " ".join(greedy)
+    pred = " ".join(greedy)
     rec = {"id": trial_id(trial.session, trial.block_num, trial.trial_num, key), "session": trial.session,
            "date": session_to_date(trial.session), "block_num": trial.block_num, "trial_num": trial.trial_num,
            "corpus": lookup(trial.session, trial.block_num) if lookup else "unknown",
            "sentence_label": trial.sentence_label, "pred_sentence": pred, "greedy_phonemes": greedy,
            "true_phonemes": true, "lm_partial": partial, "lm_candidates": candidates,
            "logits": encode_array(lm_logits)}
-    log.debug("%s block %d trial %d: %s | %s", trial.session, trial.block_num, trial.trial_num,
-              " ".join(greedy), pred)
-    return rec
+    log.debug("%s block %d trial %d: %s", trial.session, trial.block_num, trial.trial_num, " ".join(greedy))
+    return rec, lm_logits
+
+
+def with_lm(rec: dict, partial: str, candidates: dict) -> dict:
+    """The record with the LM's answer: ``pred_sentence`` = the best candidate."""
+    log.debug("%s: %s", rec["id"], candidates["candidate_sentences"][0])
+    return {**rec, "pred_sentence": candidates["candidate_sentences"][0], "lm_partial": partial,
+            "lm_candidates": candidates}
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -138,6 +150,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--redis_timeout: expected seconds > 0, got {args.redis_timeout}")
     if args.lm_retries < 0:
         raise ConfigError(f"--lm_retries: expected an integer >= 0, got {args.lm_retries}")
+    if args.lm_in_flight < 1:
+        raise ConfigError(f"--lm_in_flight: expected an integer >= 1, got {args.lm_in_flight}")
     if not 0 < args.redis_port < 65536:
         raise ConfigError(f"--redis_port: expected 1..65535, got {args.redis_port}")
 
@@ -170,14 +184,26 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     client = connect_lm(args) if args.lm == "redis" else None
     order: list[str] = []
     t0 = time.time()
-    with tqdm(total=n_total, desc=f"evaluate {args.eval_type}", dynamic_ncols=True) as bar:
+
+    def to_decode():  # (record, LM-order logits) of each trial not decoded yet; the LM answers as they come
         for day, f, key in iter_trials(Path(args.data_dir), sessions, args.eval_type):
             meta = f.read_meta(key)
             tid = trial_id(meta["session"], meta["block_num"], meta["trial_num"], key)
             order.append(tid)
-            if tid not in store:
-                store.add(decode_one(args, model, model_args, device, client, day, f, key, lookup))
             bar.update(1)
+            if tid not in store:
+                yield decode_one(args, model, model_args, device, day, f, key, lookup)
+
+    with tqdm(total=n_total, desc=f"evaluate {args.eval_type}", dynamic_ncols=True) as bar:
+        if client is None:
+            for rec, _ in to_decode():
+                store.add(rec)
+        elif args.lm_protocol == "multi":  # several trials at the LM server at once (its N workers)
+            for rec, partial, candidates in client.decode_many(to_decode(), args.lm_in_flight, args.lm_retries):
+                store.add(with_lm(rec, partial, candidates))
+        else:  # the retry policy lives in the client
+            for rec, partial, candidates in client.decode_many(to_decode()):
+                store.add(with_lm(rec, partial, candidates))
     records = [store.records[t] for t in order]
     log.info("Decoded %d trials in %.1f s", len(records), time.time() - t0)
     stamp = time.strftime("%Y%m%d_%H%M%S")
