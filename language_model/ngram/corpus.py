@@ -5,7 +5,9 @@ The recipe's ``local/format_lm_data.py`` (spec §5.1) split lines into sentences
 URLs/e-mails/hashtags/handles -> letters only, doubled (never a dictionary word); dotted
 abbreviations ``A.B.C.`` -> ``ABC``; typographic quotes/dashes/ellipses mapped; ``:`` and every
 character but letters, whitespace and ``'`` -> space; stray quote-apostrophes removed; whitespace
-collapsed; lower-cased; sentences with a one-letter word other than ``i``/``a`` dropped.
+collapsed; lower-cased; sentences with a one-letter word other than ``i``/``a`` dropped. The character
+level (quotes, dashes, digits, case) is :func:`nejm_b2txt_utils.text.normalize_text`, shared with the labels
+and WER.
 
 Differences, on purpose: numbers are verbalised (``1995`` -> ``nineteen ninety five``, ``3.5%`` ->
 ``three point five percent``) before the character filter instead of being deleted, unless
@@ -21,103 +23,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-# --------------------------------------------------------------------------- numbers to words
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()  # fmt: skip
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
-_ORDINAL_IRREGULAR = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-                      "nine": "ninth", "twelve": "twelfth"}  # fmt: skip
-
-
-def number_to_words(n: int) -> str:
-    """Cardinal English words without hyphens or "and": 1234 -> "one thousand two hundred thirty four"."""
-    if n < 0:
-        return "minus " + number_to_words(-n)
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        rest = n % 100
-        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_to_words(rest))
-    if n >= 10**15:
-        return " ".join(_ONES[int(d)] for d in str(n))
-    for value, name in _SCALES:
-        if n >= value:
-            rest = n % value
-            return (
-                number_to_words(n // value) + " " + name + ("" if rest == 0 else " " + number_to_words(rest))
-            )
-    raise AssertionError(n)
-
-
-def ordinal_words(n: int) -> str:
-    """21 -> "twenty first", 100 -> "one hundredth"."""
-    words = number_to_words(n).split()
-    last = words[-1]
-    if last in _ORDINAL_IRREGULAR:
-        words[-1] = _ORDINAL_IRREGULAR[last]
-    elif last.endswith("y"):
-        words[-1] = last[:-1] + "ieth"
-    else:
-        words[-1] = last + "th"
-    return " ".join(words)
-
-
-def year_words(n: int) -> str:
-    """1995 -> "nineteen ninety five", 1900 -> "nineteen hundred", 2005 -> "two thousand five"."""
-    if 2000 <= n < 2010 or n % 1000 == 0:
-        return number_to_words(n)
-    high, low = divmod(n, 100)
-    if low == 0:
-        return number_to_words(high) + " hundred"
-    return number_to_words(high) + " " + (number_to_words(low) if low >= 10 else "oh " + _ONES[low])
-
-
-def _plural(words: str) -> str:
-    head, _, last = words.rpartition(" ")
-    last = last[:-1] + "ies" if last.endswith("y") else last + "s"
-    return f"{head} {last}" if head else last
-
-
-_NUMBER = re.compile(
-    r"(?<![A-Za-z0-9])(?P<cur>\$)?(?P<num>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?"
-    r"(?P<suf>st|nd|rd|th|s|'s)?(?P<pct>\s?%)?(?![\w])"
-)
-
-
-def _verbalise(m: re.Match) -> str:
-    raw, frac, suf = m.group("num"), m.group("frac"), m.group("suf")
-    n = int(raw.replace(",", ""))
-    if suf in ("st", "nd", "rd", "th") and frac is None:
-        text = ordinal_words(n)
-    elif frac is None and "," not in raw and len(raw) == 4 and 1100 <= n <= 2099 and not m.group("cur"):
-        text = year_words(n)
-    elif m.group("cur") and frac is not None and len(frac) == 2:
-        cents = int(frac)
-        text = number_to_words(n) + (" dollar" if n == 1 else " dollars")
-        return f" {text} " + (
-            f"{number_to_words(cents)} {'cent' if cents == 1 else 'cents'} " if cents else ""
-        )
-    else:
-        text = number_to_words(n)
-        if frac is not None:
-            text += " point " + " ".join(_ONES[int(d)] for d in frac)
-    if suf in ("s", "'s"):
-        text = _plural(text)
-    if m.group("pct"):
-        text += " percent"
-    if m.group("cur"):
-        text += " dollar" if n == 1 and frac is None else " dollars"
-    return f" {text} "
-
-
-def verbalize_numbers(text: str) -> str:
-    """Replace digit groups (cardinals, ``1,000``, decimals, ordinals, years, ``$``, ``%``, ``1990s``)
-    by words; digits glued to letters (``mp3``) are left alone for the character filter."""
-    return _NUMBER.sub(_verbalise, text)
-
+from nejm_b2txt_utils.text import normalize_text
 
 # --------------------------------------------------------------------------- sentences
 _ABBREVIATIONS = frozenset(
@@ -148,34 +54,23 @@ _URLISH = re.compile(
     re.IGNORECASE,
 )
 _DOTTED_ABBREV = re.compile(r"\b(?:[A-Za-z]\.){2,}")
-_TYPOGRAPHIC = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u2013": "-",
-        "\u2014": "-",
-        "\u2026": "...",
-    }
-)
-_NOT_WORD_CHAR = re.compile(r"[^a-zA-Z\s']")
-
-
 def normalize_lm_sentence(sentence: str, number_words: bool = True) -> str:
-    """One sentence -> lower-case words (``''`` if the recipe would drop it)."""
+    """One sentence -> lower-case words, or ``''`` if the recipe would drop it.
+
+    The corpus filtering of the recipe (URLs, e-mails, hashtags, handles -> their letters doubled; dotted
+    abbreviations joined; sentences with a one-letter word other than ``i``/``a`` dropped) around the
+    project's one normalisation :func:`nejm_b2txt_utils.text.normalize_text` (the labels and WER use it too).
+
+    Args:
+        sentence: one sentence of corpus text.
+        number_words: speak digit groups (``False``: delete them, as the original recipe).
+
+    Returns:
+        The normalised sentence (words separated by single spaces), or ``''``.
+    """
     s = _URLISH.sub(lambda m: re.sub(r"\W|_", "", m.group(0)) * 2, sentence)
     s = _DOTTED_ABBREV.sub(lambda m: m.group(0).replace(".", ""), s)
-    s = s.translate(_TYPOGRAPHIC)
-    s = re.sub(r"\s+([.,])", r"\1", s).replace("', '", "','")
-    if number_words:
-        s = verbalize_numbers(s)
-    s = _NOT_WORD_CHAR.sub(" ", s.replace(":", " "))
-    s = " " + re.sub(r"'+$", "", " ".join(s.split())) + " "  # quote at the end of the line
-    s = re.sub(r"(?<=\s)'+", "", s)  # quote at word start
-    s = re.sub(r"(?<=[^s\s])'+(?=\s)", "", s)  # x' when x is not s
-    s = re.sub(r"\s'+\s", " ", s)
-    words = s.lower().split()
+    words = normalize_text(s, number_words=number_words).split()
     if any(len(w) == 1 and w not in ("i", "a") for w in words):
         return ""
     return " ".join(words)

@@ -18,15 +18,10 @@ pytest.importorskip("kaldilm")
 from language_model import build_lm  # noqa: E402
 from language_model.graph.lexicon import read_lexicon  # noqa: E402
 from language_model.ngram.arpa import read_arpa  # noqa: E402
-from language_model.ngram.corpus import (  # noqa: E402
-    normalize_lm_sentence,
-    normalized_sentences,
-    number_to_words,
-    split_sentences,
-    verbalize_numbers,
-)
+from language_model.ngram.corpus import normalize_lm_sentence, normalized_sentences, split_sentences  # noqa: E402
 from nejm_b2txt_utils.lexicon import sentence_to_phonemes  # noqa: E402
 from nejm_b2txt_utils.symbol_table import read_symbols  # noqa: E402
+from nejm_b2txt_utils.text import number_to_words, verbalize_numbers  # noqa: E402
 from tests.language_model.graph.synthetic_ctc import decode_words, synthetic_lm_logp  # noqa: E402
 
 SCRIPT = Path(build_lm.__file__)
