@@ -11,9 +11,10 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 __all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json",
            "atomic_write_pickle"]
@@ -76,31 +77,75 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically; returns ``Path(path)``."""
+    """Write ``text`` to ``path`` atomically.
+
+    Args:
+        path: the final file name (its folder is created).
+        text: the content.
+        encoding: text encoding.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        OSError: the write or the rename failed; ``path`` keeps its previous content.
+    """
     with atomic_open(path, "w", encoding=encoding) as fh:
         fh.write(text)
     return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns ``Path(path)``."""
+    """Write ``data`` to ``path`` atomically.
+
+    Args:
+        path: the final file name (its folder is created).
+        data: the content.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        OSError: the write or the rename failed; ``path`` keeps its previous content.
+    """
     with atomic_open(path, "wb") as fh:
         fh.write(data)
     return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    """``json.dump`` ``obj`` to ``path`` atomically (UTF-8, trailing newline); returns ``Path(path)``.
+    """``json.dump`` ``obj`` to ``path`` atomically (UTF-8, trailing newline).
+
+    Args:
+        path: the final file name.
+        obj: a JSON-serialisable value.
+        indent: ``json.dumps`` indent (``None``: one line).
+
+    Returns:
+        ``Path(path)``.
 
     Raises:
         TypeError: ``obj`` is not JSON-serialisable (nothing is written).
+        OSError: as :func:`atomic_write_text`.
     """
     text = json.dumps(obj, indent=indent) + "\n"  # serialise first: a TypeError leaves no file behind
     return atomic_write_text(path, text)
 
 
 def atomic_write_pickle(path: str | os.PathLike, obj: Any) -> Path:
-    """Pickle ``obj`` (highest protocol) to ``path`` atomically; returns ``Path(path)``."""
+    """Pickle ``obj`` (highest protocol) to ``path`` atomically.
+
+    Args:
+        path: the final file name.
+        obj: a picklable value.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        pickle.PicklingError: ``obj`` cannot be pickled (``path`` is untouched).
+        OSError: as :func:`atomic_write_text`.
+    """
     with atomic_open(path, "wb") as fh:
         pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return Path(path)

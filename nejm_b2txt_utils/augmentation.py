@@ -39,6 +39,13 @@ def gauss_kernel(smooth_kernel_std: float = 2.0, smooth_kernel_size: int = 100) 
 
     With std 2 and size 100 this is the 9-tap kernel
     ``[0.02763, 0.06628, 0.12383, 0.18017, 0.20416, 0.18017, 0.12383, 0.06628, 0.02763]``.
+
+    Args:
+        smooth_kernel_std: Gaussian std in 20 ms bins.
+        smooth_kernel_size: length of the impulse before thresholding (bins).
+
+    Returns:
+        ``[taps]`` float32 kernel summing to 1.
     """
     return _kernel_cached(float(smooth_kernel_std), int(smooth_kernel_size)).copy()
 
@@ -47,9 +54,20 @@ def gauss_smooth(inputs: torch.Tensor, device: torch.device | str | None = None,
                  smooth_kernel_size: int = 100, padding: str = "same") -> torch.Tensor:
     """Smooth ``[B, T, C]`` along time, independently per channel (depthwise conv1d, zero padding).
 
-    ``padding='same'`` keeps T; ``'valid'`` returns T - (taps - 1) bins, bin j centred on input j + 4.
     The kernel takes the input's dtype: the original built it in float32, which clashed with the
     evaluator's bf16 input on CPU (no autocast there).
+
+    Args:
+        inputs: ``[B, T, C]`` features (20 ms bins).
+        device: where to run (default: the input's device).
+        smooth_kernel_std, smooth_kernel_size: see :func:`gauss_kernel`.
+        padding: ``'same'`` keeps T; ``'valid'`` returns T - (taps - 1) bins, bin j centred on input j + 4.
+
+    Returns:
+        ``[B, T', C]`` smoothed features, same dtype.
+
+    Raises:
+        ValueError: ``padding`` is neither ``'same'`` nor ``'valid'``, or ``inputs`` is not 3-D.
     """
     if padding not in ("same", "valid"):
         raise ValueError(f"padding: expected 'same' or 'valid', got {padding!r}")
@@ -64,12 +82,30 @@ def gauss_smooth(inputs: torch.Tensor, device: torch.device | str | None = None,
 
 
 def white_noise(features: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Add i.i.d. N(0, std^2) to every element, padding included (as the original)."""
+    """Add i.i.d. N(0, std^2) to every element, padding included (as the original).
+
+    Args:
+        features: ``[B, T, C]`` batch.
+        std: noise std (feature units, z-scored).
+        generator: torch RNG (default: the global one).
+
+    Returns:
+        ``[B, T, C]`` noisy copy.
+    """
     return features + torch.randn(features.shape, device=features.device, generator=generator) * std
 
 
 def constant_offset(features: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Add one N(0, std^2) offset per trial and channel, constant over time."""
+    """Add one N(0, std^2) offset per trial and channel, constant over time.
+
+    Args:
+        features: ``[B, T, C]`` batch.
+        std: offset std.
+        generator: torch RNG (default: the global one).
+
+    Returns:
+        ``[B, T, C]`` shifted copy.
+    """
     b, _, c = features.shape
     return features + torch.randn((b, 1, c), device=features.device, generator=generator) * std
 
@@ -79,13 +115,31 @@ def random_walk(features: torch.Tensor, std: float, axis: int = -1,
     """Add the cumulative sum of N(0, std^2) noise along ``axis``.
 
     The original's yaml uses ``axis=-1`` (the channel axis, not time); kept as a faithful quirk.
+
+    Args:
+        features: ``[B, T, C]`` batch.
+        std: std of each step.
+        axis: the axis to accumulate along.
+        generator: torch RNG (default: the global one).
+
+    Returns:
+        ``[B, T, C]`` copy with the walk added.
     """
     steps = torch.randn(features.shape, device=features.device, generator=generator) * std
     return features + torch.cumsum(steps, dim=axis)
 
 
 def static_gain(features: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Multiply each trial by its own ``I + N(0, std^2)`` channel-mixing matrix."""
+    """Multiply each trial by its own ``I + N(0, std^2)`` channel-mixing matrix.
+
+    Args:
+        features: ``[B, T, C]`` batch.
+        std: std of the matrix entries around the identity.
+        generator: torch RNG (default: the global one).
+
+    Returns:
+        ``[B, T, C]`` mixed copy.
+    """
     b, _, c = features.shape
     # Fix: the original built the identity on the CPU and the noise on the GPU (device mismatch).
     eye = torch.eye(c, device=features.device, dtype=features.dtype).expand(b, c, c)
@@ -98,7 +152,15 @@ def random_cut(features: torch.Tensor, n_time_steps: torch.Tensor, max_cut: int,
     """Drop the first ``cut`` bins of the whole batch, ``cut`` uniform in {0, ..., max_cut - 1}.
 
     One value per batch, drawn from NumPy's global RNG as the original (or from ``rng``).
-    Returns ``(features, n_time_steps - cut, cut)``.
+
+    Args:
+        features: ``[B, T, C]`` batch.
+        n_time_steps: ``[B]`` valid lengths (bins).
+        max_cut: exclusive upper bound of the cut (>= 1; 1: no cut).
+        rng: NumPy generator (default: the global RNG).
+
+    Returns:
+        ``(features[:, cut:], n_time_steps - cut, cut)``.
     """
     cut = int(rng.integers(0, max_cut)) if rng is not None else int(np.random.randint(0, max_cut))
     return features[:, cut:, :], n_time_steps - cut, cut
@@ -108,7 +170,16 @@ def transform_data(features: torch.Tensor, n_time_steps: torch.Tensor, transform
                    padding: str = "same") -> tuple[torch.Tensor, torch.Tensor]:
     """Augment (``mode='train'``) then smooth a padded batch, in the original's order (spec §4.1).
 
-    ``transform_args`` holds the yaml's ``dataset.data_transforms`` keys. Any other mode only smooths.
+    Args:
+        features: ``[B, T, C]`` batch (20 ms bins, 512 channels).
+        n_time_steps: ``[B]`` valid lengths (bins).
+        transform_args: the yaml's ``dataset.data_transforms`` keys (noise stds, ``random_cut``,
+            ``smooth_data``, kernel std/size).
+        mode: ``'train'`` augments; any other mode only smooths.
+        padding: the smoothing's padding (``'same'`` in training, ``'valid'`` in evaluation).
+
+    Returns:
+        ``(features [B, T', C], n_time_steps [B])`` after the cut and smoothing.
     """
     if mode == "train":
         if transform_args.get("static_gain_std", 0) > 0:

@@ -20,6 +20,7 @@ SPLIT_VALUES = ("Train", "Val/Test")
 
 @dataclass(frozen=True)
 class BlockRow:
+    """One row of ``t15_copyTaskData_description.csv``: a block of one session (date, day, corpus, split)."""
     date: str
     post_implant_day: int
     block_num: int
@@ -29,7 +30,17 @@ class BlockRow:
 
 
 def session_to_date(session: str) -> str:
-    """``t15.2023.08.13`` -> ``2023-08-13``."""
+    """``t15.2023.08.13`` -> ``2023-08-13``.
+
+    Args:
+        session: a session name ``<participant>.YYYY.MM.DD``.
+
+    Returns:
+        The date as the CSV writes it.
+
+    Raises:
+        ValueError: the name has not four dot-separated parts.
+    """
     parts = session.split(".")
     if len(parts) != 4:
         raise ValueError(f"session {session!r}: expected <participant>.YYYY.MM.DD")
@@ -37,6 +48,18 @@ def session_to_date(session: str) -> str:
 
 
 def read_description_csv(path: str | os.PathLike) -> list[BlockRow]:
+    """Read the description CSV.
+
+    Args:
+        path: ``t15_copyTaskData_description.csv``.
+
+    Returns:
+        One :class:`BlockRow` per line, in file order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a missing column, a non-integer number or an unknown split (message: file, line, field).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: description CSV not found")
@@ -59,6 +82,12 @@ def read_description_csv(path: str | os.PathLike) -> list[BlockRow]:
 
 
 def write_description_csv(rows: list[BlockRow], path: str | os.PathLike) -> None:
+    """Write the description CSV atomically (the original's columns).
+
+    Args:
+        rows: the blocks.
+        path: the output file.
+    """
     with atomic_open(path, "w") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(COLUMNS)
@@ -70,13 +99,38 @@ class CorpusLookup:
     """``lookup(session, block_num) -> corpus`` by matching Date and Block number (first match)."""
 
     def __init__(self, rows: list[BlockRow]):
+        """Index ``rows`` by (date, block number); the first row of a pair wins.
+
+        Args:
+            rows: the CSV's rows.
+        """
         self._map: dict[tuple[str, int], str] = {}
         for r in rows:
             self._map.setdefault((r.date, r.block_num), r.corpus)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike) -> CorpusLookup:
+        """A lookup over the CSV at ``path``.
+
+        Args:
+            path: the description CSV.
+
+        Returns:
+            The lookup.
+
+        Raises:
+            FileNotFoundError, ValueError: as :func:`read_description_csv`.
+        """
         return cls(read_description_csv(path))
 
     def __call__(self, session: str, block_num: int) -> str:
+        """The corpus of a block.
+
+        Args:
+            session: session name (``t15.YYYY.MM.DD``).
+            block_num: block number within the session.
+
+        Returns:
+            The corpus name, or ``'unknown'``.
+        """
         return self._map.get((session_to_date(session), int(block_num)), "unknown")

@@ -54,6 +54,15 @@ class NeuralG2P:
     """Greedy seq2seq G2P over lower-case letters; returns stressed ARPAbet symbols."""
 
     def __init__(self, weights_path: str | None = None):
+        """Load the weights.
+
+        Args:
+            weights_path: an ``.npz`` of the G2P GRU (default: ``g2p_en``'s checkpoint).
+
+        Raises:
+            ImportError: ``g2p_en`` (whose weights are used) is not installed.
+            ValueError: the weights do not have the expected shapes.
+        """
         w = np.load(weights_path or _weights_path())
         self._w = {k: w[k].astype(np.float32) for k in w.files}
         if self._w["fc_w"].shape[0] != len(_PHONES):
@@ -61,6 +70,14 @@ class NeuralG2P:
         self._g2i = {g: i for i, g in enumerate(_GRAPHEMES)}
 
     def predict(self, word: str) -> list[str]:
+        """Pronounce one word (greedy decoding of the seq2seq GRU).
+
+        Args:
+            word: letters (case-insensitive; unknown characters map to ``<unk>``).
+
+        Returns:
+            ARPAbet phones with stress digits (at most 20).
+        """
         w = self._w
         ids = [self._g2i.get(c, 1) for c in word.lower()] + [self._g2i["</s>"]]
         h = np.zeros(w["enc_w_hh"].shape[1], dtype=np.float32)
@@ -79,5 +96,9 @@ class NeuralG2P:
 
 @lru_cache(maxsize=1)
 def default_g2p() -> NeuralG2P:
-    """A process-wide instance (loading the weights takes ~50 ms)."""
+    """A process-wide instance (loading the weights takes ~50 ms).
+
+    Returns:
+        The shared :class:`NeuralG2P`.
+    """
     return NeuralG2P()

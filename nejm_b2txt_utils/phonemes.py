@@ -51,26 +51,63 @@ def _check_classes(arr: np.ndarray) -> None:
 
 
 def model_to_lm_order(logits: np.ndarray) -> np.ndarray:
-    """Reorder class columns (last axis) from model order to LM order; any leading shape."""
+    """Reorder class columns (last axis) from model order to LM order.
+
+    Args:
+        logits: ``[..., 41]`` in model order (BLANK=0, AA..ZH=1..39, SIL=40).
+
+    Returns:
+        ``[..., 41]`` in LM order (BLANK=0, SIL=1, AA..ZH=2..40), same leading shape.
+
+    Raises:
+        ValueError: the last axis is not 41.
+    """
     arr = np.asarray(logits)
     _check_classes(arr)
     return arr[..., MODEL_TO_LM_INDEX]
 
 
 def lm_to_model_order(logits: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`model_to_lm_order`."""
+    """Inverse of :func:`model_to_lm_order`.
+
+    Args:
+        logits: ``[..., 41]`` in LM order.
+
+    Returns:
+        ``[..., 41]`` in model order.
+
+    Raises:
+        ValueError: the last axis is not 41.
+    """
     arr = np.asarray(logits)
     _check_classes(arr)
     return arr[..., LM_TO_MODEL_INDEX]
 
 
 def rearrange_speech_logits_pt(logits: np.ndarray) -> np.ndarray:
-    """The original helper's name for :func:`model_to_lm_order` (it worked on [B, T, 41])."""
+    """The original helper's name for :func:`model_to_lm_order` (it worked on [B, T, 41]).
+
+    Args:
+        logits: ``[..., 41]`` in model order.
+
+    Returns:
+        ``[..., 41]`` in LM order.
+    """
     return model_to_lm_order(logits)
 
 
 def phonemes_to_model_ids(phonemes: list[str]) -> list[int]:
-    """Map phoneme symbols (``'SIL'`` or ``' | '`` for silence) to model-order ids."""
+    """Map phoneme symbols (``'SIL'`` or ``' | '`` for silence) to model-order ids.
+
+    Args:
+        phonemes: stress-free ARPAbet symbols.
+
+    Returns:
+        Ids in 1..40.
+
+    Raises:
+        ValueError: an unknown symbol (or BLANK).
+    """
     ids = []
     for p in phonemes:
         key = SIL if p.strip() in ("|", SIL) else p
@@ -81,7 +118,18 @@ def phonemes_to_model_ids(phonemes: list[str]) -> list[int]:
 
 
 def model_ids_to_phonemes(ids: list[int] | np.ndarray, sil_symbol: str = SIL) -> list[str]:
-    """Map model-order ids back to symbols; SIL is rendered as ``sil_symbol`` (the original used ``' | '``)."""
+    """Map model-order ids back to symbols.
+
+    Args:
+        ids: ids in 0..40 (any shape; flattened).
+        sil_symbol: how SIL is rendered (the original used ``' | '``).
+
+    Returns:
+        The symbols.
+
+    Raises:
+        ValueError: an id outside 0..40.
+    """
     out = []
     for i in np.asarray(ids, dtype=np.int64).ravel():
         if not 0 <= i < N_CLASSES:
