@@ -21,12 +21,24 @@ log = logging.getLogger(__name__)
 
 
 def cmu_words() -> list[str]:
-    """All words of the CMU dictionary (lower-case), sorted."""
+    """All words of the CMU dictionary (lower-case), sorted.
+
+    Returns:
+        The words.
+    """
     return sorted(cmu_dictionary())
 
 
 def lexicon_for_words(words: Iterable[str], lexicon: Lexicon | None = None) -> dict[str, list[str]]:
-    """word -> phones for every word (lower-cased); words that get no pronunciation are dropped."""
+    """Pronunciations for a vocabulary (CMU first pronunciation, G2P for the rest).
+
+    Args:
+        words: the vocabulary (lower-cased here).
+        lexicon: the lexicon (default: ``nejm_b2txt_utils.lexicon.default_lexicon``).
+
+    Returns:
+        ``{word: stress-free phones}``; words that get no pronunciation are dropped.
+    """
     lex = lexicon or Lexicon()
     unique = sorted({w.lower() for w in words})
     n_g2p = sum(1 for w in unique if not lex.in_cmu(w))
@@ -46,8 +58,13 @@ def add_lex_disambig(
 ) -> tuple[list[tuple[str, list[str]]], int]:
     """Kaldi ``add_lex_disambig.pl``: append ``#k`` to homophones and to prefixes of other prons.
 
-    Entries are numbered in the given order (``#1`` for the first, ``#2`` for the next with the same
-    phones). Returns the new entries and the largest ``k`` used (0 if none).
+    Entries are numbered in the given order (``#1`` for the first, ``#2`` for the next with the same phones).
+
+    Args:
+        entries: ``(word, phones)`` pairs.
+
+    Returns:
+        ``(new entries, largest k used)`` (0 if none).
     """
     count = Counter(tuple(phones) for _, phones in entries)
     prefixes: set[tuple[str, ...]] = set()
@@ -70,13 +87,28 @@ def add_lex_disambig(
 
 
 def write_lexicon(entries: Iterable[tuple[str, Sequence[str]]], path: str | os.PathLike) -> None:
-    """``lexicon.txt``: ``word<TAB>PH1 PH2 ...`` per line."""
+    """``lexicon.txt``: ``word<TAB>PH1 PH2 ...`` per line.
+
+    Args:
+        entries: ``(word, phones)`` pairs, in the order to write.
+        path: the output file (inside the build's temporary folder).
+    """
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(f"{word}\t{' '.join(phones)}\n" for word, phones in entries)
 
 
 def read_lexicon(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Read ``lexicon.txt`` (``word`` then phones, whitespace separated); the first entry of a word wins."""
+    """Read ``lexicon.txt`` (``word`` then phones, whitespace separated); the first entry of a word wins.
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``{word: phones}``.
+
+    Raises:
+        ValueError: a line with a word but no phones (message: file, line).
+    """
     out: dict[str, list[str]] = {}
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):

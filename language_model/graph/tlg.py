@@ -45,12 +45,26 @@ _ARPA_DROP = ("<s> <s>", "</s> <s>", "</s> </s>", "<unk>", "<spoken_noise>")
 
 # --------------------------------------------------------------------------- symbol tables
 def token_symbols(n_disambig: int) -> list[str]:
-    """``tokens.txt`` symbols in id order: ``<eps>``, the 41 tokens, ``#0`` .. ``#n_disambig``."""
+    """``tokens.txt`` symbols in id order: ``<eps>``, the 41 tokens, ``#0`` .. ``#n_disambig``.
+
+    Args:
+        n_disambig: the highest disambiguation symbol.
+
+    Returns:
+        The symbols (id = index).
+    """
     return ["<eps>", *TOKENS, *(f"#{k}" for k in range(n_disambig + 1))]
 
 
 def word_symbols(words: Iterable[str]) -> list[str]:
-    """``words.txt`` symbols in id order: ``<eps>``, sorted words, ``#0``, ``<s>``, ``</s>``."""
+    """``words.txt`` symbols in id order: ``<eps>``, sorted words, ``#0``, ``<s>``, ``</s>``.
+
+    Args:
+        words: the vocabulary.
+
+    Returns:
+        The symbols (id = index).
+    """
     return ["<eps>", *sorted(words), "#0", "<s>", "</s>"]
 
 
@@ -71,6 +85,16 @@ def lexicon_fst_text(
     With ``sil_prob > 0``: states 0 start, 1 loop (the only final state), 2 after-word silence,
     3 silence-disambiguation; every word may be followed by ``SIL`` with probability ``sil_prob``,
     and the utterance may start with one. With ``sil_prob == 0`` there is no silence at all.
+
+    Args:
+        disambig_lexicon: ``(word, phones + #k)`` pairs from :func:`add_lex_disambig`.
+        token_id: token symbol -> id.
+        word_id: word -> id.
+        sil_prob: optional-silence probability in [0, 1).
+        sil_disambig: the silence disambiguation symbol (``None``: none).
+
+    Returns:
+        The FST text (arcs ``src dst ilabel olabel [cost]``, costs in nats).
     """
     lines: list[str] = []
     if sil_prob <= 0.0:
@@ -110,6 +134,12 @@ def ctc_token_fst_text(n_disambig: int) -> str:
 
     State 0 = "after blank / start", state ``i`` = "after token i" for the 40 non-blank tokens.
     Every state is final and carries ``<eps>:#k`` self-loops for ``#0`` .. ``#n_disambig``.
+
+    Args:
+        n_disambig: the highest disambiguation symbol.
+
+    Returns:
+        The FST text.
     """
     blank = TOKEN_ID[BLANK_TOKEN]
     real = [TOKEN_ID[t] for t in TOKENS[1:]]
@@ -133,8 +163,20 @@ def filter_arpa(
     src: str | os.PathLike, dst: str | os.PathLike, vocab: set[str] | None = None
 ) -> dict[int, int]:
     """Copy an ARPA, dropping what ``make_tlg.sh`` drops (``<unk>``, ``<s> <s>``, ...) and n-grams
-    with words outside ``vocab``; the header counts are rewritten to match (the original left them
-    stale, which Kaldi tolerates and KenLM rejects). Returns the kept count per order."""
+    with words outside ``vocab``; the header counts are rewritten to match (the original left them stale,
+    which Kaldi tolerates and KenLM rejects).
+
+    Args:
+        src: the ARPA file.
+        dst: the filtered copy.
+        vocab: words to keep (``None``: all).
+
+    Returns:
+        The kept n-gram count per order.
+
+    Raises:
+        ValueError: a malformed n-gram line, or no unigram left.
+    """
     counts: dict[int, int] = {}
 
     def kept_lines():
@@ -185,7 +227,19 @@ def filter_arpa(
 
 def arpa_to_g(arpa_path: str | os.PathLike, words_txt: str | os.PathLike, g_path: str | os.PathLike):
     """G.fst from an ARPA (filtered like ``make_tlg.sh``) with kaldilm: ``#0:<eps>`` backoff arcs,
-    ``<s>``/``</s>`` as epsilon, ilabel-sorted. Returns the loaded ``kaldifst.StdVectorFst``."""
+    ``<s>``/``</s>`` as epsilon, ilabel-sorted.
+
+    Args:
+        arpa_path: the ARPA file.
+        words_txt: the word symbol table.
+        g_path: where G.fst is written.
+
+    Returns:
+        The loaded ``kaldifst.StdVectorFst``.
+
+    Raises:
+        ValueError: as :func:`filter_arpa`.
+    """
     import kaldilm
 
     vocab = set(read_symbols(words_txt).values()) - {"<eps>", "#0"}
@@ -224,7 +278,19 @@ def _check_lexicon(lexicon: Mapping[str, Sequence[str]]) -> dict[str, list[str]]
 
 
 def compose_tlg(l_fst, g_fst, t_fst):
-    """TLG = T o min(det_log(L o G)) as ``make_tlg.sh`` (returns TLG and LG, both ilabel-sorted)."""
+    """TLG = T o min(det_log(L o G)) as ``make_tlg.sh``.
+
+    Args:
+        l_fst: L (olabel-sorted here).
+        g_fst: G.
+        t_fst: T (olabel-sorted here).
+
+    Returns:
+        ``(TLG, LG)``, both ilabel-sorted.
+
+    Raises:
+        RuntimeError: the determinization stopped early.
+    """
     import kaldifst
 
     t0 = time.perf_counter()
@@ -279,10 +345,26 @@ def build_lm_dir(
 ) -> Path:
     """Build the original's LM folder from a lexicon (word -> stress-free phones) and an ARPA.
 
-    Writes ``TLG.fst``, ``words.txt``, ``tokens.txt``, ``lexicon.txt``, ``G.fst``, ``lm.arpa`` (a copy
-    of ``arpa_path``), and with ``unpruned_arpa_path`` also ``G_no_prune.fst`` / ``lm_no_prune.arpa``;
-    ``keep_intermediate`` adds ``T.fst``, ``L.fst``, ``LG.fst``. Built in a temporary sibling folder
-    and renamed into place at the end (an existing folder is replaced).
+    Writes ``TLG.fst``, ``words.txt``, ``tokens.txt``, ``lexicon.txt``, ``G.fst``, ``lm.arpa`` (a copy of
+    ``arpa_path``), and with ``unpruned_arpa_path`` also ``G_no_prune.fst`` / ``lm_no_prune.arpa``;
+    ``keep_intermediate`` adds ``T.fst``, ``L.fst``, ``LG.fst``. Built in a temporary sibling folder and
+    renamed into place at the end (an existing folder is replaced).
+
+    Args:
+        lexicon: word -> stress-free ARPAbet phones.
+        arpa_path: the (pruned) ARPA.
+        out_dir: the LM folder.
+        sil_prob: optional-silence probability in [0, 1).
+        unpruned_arpa_path: the unpruned ARPA for ``--rescore`` (optional).
+        keep_intermediate: also write T, L and LG.
+
+    Returns:
+        ``out_dir`` as an absolute ``Path``.
+
+    Raises:
+        FileNotFoundError: no ARPA file.
+        ValueError: bad ``sil_prob``, a bad lexicon entry, or no word of the ARPA has a pronunciation.
+        RuntimeError: the graph could not be built completely.
     """
     import kaldifst
 

@@ -39,7 +39,14 @@ _UNPRUNED_EXTRA = {("want", "two"): -0.1, ("two", "go"): -0.1}
 
 
 def toy_arpa_text(extra_bigrams: dict[tuple[str, str], float] | None = None) -> str:
-    """The toy bigram ARPA (hand-set probabilities, not normalised; kaldilm does not require it)."""
+    """The toy bigram ARPA (hand-set probabilities, not normalised; kaldilm does not require it).
+
+    Args:
+        extra_bigrams: more ``(w1, w2) -> log10 p`` bigrams (the "unpruned" model).
+
+    Returns:
+        The ARPA text.
+    """
     bigrams = dict(_BIGRAMS)
     bigrams.update(extra_bigrams or {})
     unigrams = {w: -1.4 for w in TOY_LEXICON}
@@ -54,7 +61,16 @@ def toy_arpa_text(extra_bigrams: dict[tuple[str, str], float] | None = None) -> 
 
 
 def build_toy_lm(out_dir: str | os.PathLike, sil_prob: float = 0.5, with_unpruned: bool = False) -> Path:
-    """Write the toy LM folder with ``language_model.graph.build_lm_dir``; returns its path."""
+    """Write the toy LM folder with :func:`language_model.graph.tlg.build_lm_dir`.
+
+    Args:
+        out_dir: the LM folder.
+        sil_prob: optional-silence probability.
+        with_unpruned: also write ``G_no_prune.fst`` (two extra bigrams) for ``--rescore``.
+
+    Returns:
+        The folder's path.
+    """
     from language_model.graph.tlg import build_lm_dir
 
     out_dir = Path(out_dir)
@@ -76,7 +92,20 @@ def build_toy_lm(out_dir: str | os.PathLike, sil_prob: float = 0.5, with_unprune
 def sentence_lm_ids(
     sentence: str, lexicon: dict[str, list[str]] | None = None, frames_per_phone: int = 2, sil_frames: int = 2
 ) -> list[int]:
-    """LM-order class ids per frame: each phone ``frames_per_phone`` times then a blank; SIL after words."""
+    """LM-order class ids per frame: each phone ``frames_per_phone`` times then a blank; SIL after words.
+
+    Args:
+        sentence: words of ``lexicon``.
+        lexicon: word -> phones (default: the toy lexicon).
+        frames_per_phone: frames per phone.
+        sil_frames: SIL frames after each word.
+
+    Returns:
+        One LM-order class id (0..40) per 80 ms frame.
+
+    Raises:
+        KeyError: a word outside the lexicon.
+    """
     lex = lexicon or TOY_LEXICON
     ids: list[int] = []
     for word in sentence.lower().split():
@@ -95,7 +124,21 @@ def synthetic_logits(
     lexicon: dict[str, list[str]] | None = None,
     frames_per_phone: int = 2,
 ) -> np.ndarray:
-    """``[T, 41]`` float32 LM-order logits: N(0, 1) noise plus ``peak`` on the sentence's class per frame."""
+    """``[T, 41]`` float32 LM-order logits: N(0, 1) noise plus ``peak`` on the sentence's class per frame.
+
+    Args:
+        sentence: words of ``lexicon``.
+        seed: noise seed.
+        peak: added to the target class's logit (larger: more confident).
+        lexicon: word -> phones (default: the toy lexicon).
+        frames_per_phone: frames per phone.
+
+    Returns:
+        ``[T, 41]`` float32 logits (T frames of 80 ms).
+
+    Raises:
+        KeyError: a word outside the lexicon.
+    """
     ids = sentence_lm_ids(sentence, lexicon, frames_per_phone)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(len(ids), N_CLASSES)).astype(np.float32)

@@ -42,7 +42,15 @@ class BackoffLM:
         self.bows = self.bows or [{} for _ in range(self.order)]
 
     def prob(self, word: int, context: Sequence[int] = ()) -> float:
-        """p(word | context) by back-off (context: ids, most recent last)."""
+        """p(word | context) by back-off.
+
+        Args:
+            word: word id.
+            context: ids of the preceding words, most recent last (longer than ``order - 1`` is truncated).
+
+        Returns:
+            The linear probability (0 when the word has no unigram probability, e.g. ``<s>``).
+        """
         ctx = tuple(context[max(0, len(context) - self.order + 1) :]) if self.order > 1 else ()
         weight = 1.0
         while True:
@@ -55,11 +63,23 @@ class BackoffLM:
             ctx = ctx[1:]
 
     def word_ids(self) -> dict[str, int]:
+        """Word -> id.
+
+        Returns:
+            ``{word: id}`` for every word of the model.
+        """
         return {w: i for i, w in enumerate(self.words)}
 
     def sentence_logprob(self, words: Sequence[str], eos: bool = True) -> float:
-        """Natural-log probability of a sentence after ``<s>`` (with ``</s>`` unless ``eos=False``);
-        words outside the vocabulary score as ``<unk>`` (or -inf without one)."""
+        """Natural-log probability of a sentence after ``<s>``.
+
+        Args:
+            words: the words (outside the vocabulary they score as ``<unk>``, or -inf without one).
+            eos: include ``p(</s> | ...)``.
+
+        Returns:
+            ln P (nats).
+        """
         index = self.word_ids()
         unk = index.get(UNK)
         ids = [index.get(w, unk) for w in words] + ([index[EOS]] if eos else [])
@@ -74,13 +94,26 @@ class BackoffLM:
         return total
 
     def num_ngrams(self) -> list[int]:
+        """Explicit n-grams per order.
+
+        Returns:
+            ``[n_1, ..., n_order]``.
+        """
         return [len(p) for p in self.probs]
 
 
 def backoff_weight(numerator: float, denominator: float) -> tuple[float, float | None]:
-    """SRILM's ``computeBOW`` rules: returns (bow, scale) where ``scale`` (if not None) is the factor
-    the context's explicit probabilities must be multiplied by when the backoff distribution has
-    no mass left (they are then rescaled to sum to 1 and the bow is irrelevant)."""
+    """SRILM's ``computeBOW`` rules for one context.
+
+    Args:
+        numerator: ``1 - sum_w p(w|c)`` over the context's explicit words.
+        denominator: ``1 - sum_w p(w|c')`` over the same words in the shorter context.
+
+    Returns:
+        ``(bow, scale)``: ``scale`` (if not None) is the factor the context's explicit probabilities must be
+        multiplied by when the backoff distribution has no mass left (they then sum to 1 and the bow is
+        irrelevant).
+    """
     if -PROB_EPSILON < numerator < 0.0:
         numerator = 0.0
     if -PROB_EPSILON < denominator < 0.0:
@@ -97,12 +130,15 @@ def backoff_weight(numerator: float, denominator: float) -> tuple[float, float |
 
 
 def compute_backoff_weights(lm: BackoffLM) -> None:
-    """Compute the backoff weight of every context so that each context's distribution sums to 1:
-    ``bow(c) = (1 - sum_w p(w|c)) / (1 - sum_w p(w|c'))`` over explicit words ``w`` (in place).
+    """Compute the backoff weight of every context so that each context's distribution sums to 1.
 
-    Contexts of explicit n-grams that are missing as n-grams themselves are first added with their
-    back-off probability (SRILM's ``fixupProbs``; the ARPA format needs them, and adding them leaves
-    every distribution unchanged). Orders are processed lowest first, as higher ones depend on them.
+    ``bow(c) = (1 - sum_w p(w|c)) / (1 - sum_w p(w|c'))`` over explicit words ``w``. Contexts of explicit
+    n-grams that are missing as n-grams themselves are first added with their back-off probability (SRILM's
+    ``fixupProbs``; the ARPA format needs them, and adding them leaves every distribution unchanged). Orders
+    are processed lowest first, as higher ones depend on them.
+
+    Args:
+        lm: the model, changed in place (``bows`` and possibly ``probs``).
     """
     missing: list[set[NGram]] = [set() for _ in range(lm.order)]
     for k in range(lm.order - 1, 0, -1):
@@ -120,7 +156,15 @@ def compute_backoff_weights(lm: BackoffLM) -> None:
 
 
 def context_backoff_weights(lm: BackoffLM, clen: int) -> dict[NGram, float]:
-    """Backoff weights of the contexts of length ``clen`` (lower orders must be final)."""
+    """Backoff weights of the contexts of length ``clen`` (lower orders must be final).
+
+    Args:
+        lm: the model.
+        clen: context length (1 .. order - 1).
+
+    Returns:
+        ``{context ids: bow}``.
+    """
     num: dict[NGram, float] = {}
     den: dict[NGram, float] = {}
     for ngram, p in lm.probs[clen].items():
@@ -176,7 +220,17 @@ def write_arpa(lm: BackoffLM, path: str | os.PathLike) -> Path:
 
 
 def read_arpa(path: str | os.PathLike) -> BackoffLM:
-    """Read an ARPA file into a :class:`BackoffLM` (ids: ``<s>``, ``</s>``, ``<unk>`` first)."""
+    """Read an ARPA file into a :class:`BackoffLM` (ids: ``<s>``, ``</s>``, ``<unk>`` first).
+
+    Args:
+        path: the ARPA file (log10 values).
+
+    Returns:
+        The model (linear probabilities and backoff weights).
+
+    Raises:
+        ValueError: not an ARPA file, or a malformed n-gram line (message: file, line).
+    """
     words: list[str] = [BOS, EOS, UNK]
     index = {w: i for i, w in enumerate(words)}
     declared: dict[int, int] = {}
@@ -258,12 +312,25 @@ def write_arpa_katz(
     progress: bool = False,
 ) -> BackoffLM:
     """Train a Good-Turing/Katz back-off LM (SRILM ``ngram-count`` defaults, see ``katz.py``) on a
-    stream of sentences (strings or word lists) and write it to ``path`` as ARPA.
+    stream of sentences and write it to ``path`` as ARPA.
 
-    ``vocab`` closes the vocabulary (other words -> ``<unk>``, unseen vocabulary words share the
-    left-over unigram mass); ``min_counts[k]`` is the count cut-off of order k+1 (SRILM ``-gtNmin``;
-    default the original recipe's: keep everything); ``prune`` > 0 applies SRILM-style
-    relative-entropy pruning (the unpruned model goes to ``unpruned_path`` if given).
+    Args:
+        sentences: strings or word lists.
+        order: n-gram order (>= 1).
+        path: the ARPA file.
+        vocab: closes the vocabulary (other words -> ``<unk>``; unseen vocabulary words share the left-over
+            unigram mass).
+        min_counts: ``min_counts[k]`` is the count cut-off of order k+1 (SRILM ``-gtNmin``; default the
+            original recipe's: keep everything).
+        prune: > 0 applies SRILM-style relative-entropy pruning with this threshold.
+        unpruned_path: where the model before pruning goes (optional).
+        progress: show tqdm progress.
+
+    Returns:
+        The (pruned) model.
+
+    Raises:
+        ValueError: ``order`` < 1.
     """
     from language_model.ngram.katz import estimate_katz
 
@@ -281,7 +348,17 @@ def write_arpa_kn(
     unpruned_path: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> BackoffLM:
-    """As :func:`write_arpa_katz` with interpolated modified Kneser-Ney (see ``kneser_ney.py``)."""
+    """As :func:`write_arpa_katz` with interpolated modified Kneser-Ney (see ``kneser_ney.py``).
+
+    Args:
+        sentences, order, path, vocab, min_counts, prune, unpruned_path, progress: as :func:`write_arpa_katz`.
+
+    Returns:
+        The (pruned) model.
+
+    Raises:
+        ValueError: ``order`` < 1.
+    """
     from language_model.ngram.kneser_ney import estimate_kn
 
     return _train(estimate_kn, sentences, order, path, vocab, min_counts, prune, unpruned_path, progress)

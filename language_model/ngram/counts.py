@@ -38,12 +38,24 @@ class NGramCounts:
     closed_vocab: bool = False  # True: every word of ``words`` is in the LM vocabulary, seen or not
 
     def word_id(self) -> dict[str, int]:
+        """Word -> id.
+
+        Returns:
+            ``{word: id}`` (``<s>`` 0, ``</s>`` 1, ``<unk>`` 2).
+        """
         return {w: i for i, w in enumerate(self.words)}
 
 
 def event_vocabulary(counts: NGramCounts) -> list[int]:
     """Word ids that get unigram probability mass: all but ``<s>``; ``<unk>`` only with a closed
-    vocabulary (SRILM ``-unk``) or when it occurs."""
+    vocabulary (SRILM ``-unk``) or when it occurs.
+
+    Args:
+        counts: the counts.
+
+    Returns:
+        Sorted word ids.
+    """
     return [
         i
         for i in range(len(counts.words))
@@ -61,11 +73,22 @@ def count_ngrams(
     vocab: Iterable[str] | None = None,
     progress: bool = True,
 ) -> NGramCounts:
-    """Count n-grams of orders 1..``order`` over a stream of sentences (strings or word lists).
+    """Count n-grams of orders 1..``order`` over a stream of sentences.
 
-    ``vocab`` (optional) closes the vocabulary: its words all become unigram candidates (zero-count
-    words get probability mass from the estimator, as SRILM's ``-vocab``) and other words map to
-    ``<unk>``. Sentences that are empty after splitting are skipped.
+    Sentences that are empty after splitting are skipped.
+
+    Args:
+        sentences: strings (split on whitespace) or word lists.
+        order: highest order (>= 1).
+        vocab: closes the vocabulary: its words all become unigram candidates (zero-count words get
+            probability mass from the estimator, as SRILM's ``-vocab``) and other words map to ``<unk>``.
+        progress: show tqdm progress.
+
+    Returns:
+        The counts (plus sentence, token and OOV totals).
+
+    Raises:
+        ValueError: ``order`` < 1.
     """
     if order < 1:
         raise ValueError(f"n-gram order must be >= 1, got {order}")

@@ -47,11 +47,24 @@ class GoodTuring:
     """Discount coefficients of one order (SRILM ``GoodTuring``)."""
 
     def __init__(self, min_count: int, max_count: int):
+        """Args:
+            min_count: ``gtNmin``: counts below it are dropped (discount 0).
+            max_count: ``gtNmax``: counts above it are not discounted.
+        """
         self.min_count = min_count
         self.max_count = max_count
         self.coeffs: dict[int, float] = {}
 
     def estimate(self, counts: Counter, order_label: str = "") -> GoodTuring:
+        """Discount coefficients from the count-of-counts of ``counts`` (``max_count`` may be lowered).
+
+        Args:
+            counts: n-gram -> count of one order.
+            order_label: name for the log messages.
+
+        Returns:
+            ``self``.
+        """
         count_of_counts = Counter(
             c for ngram, c in counts.items() if ngram[-1] != BOS_ID and c <= self.max_count + 1
         )
@@ -84,9 +97,22 @@ class GoodTuring:
 
     @property
     def no_discount(self) -> bool:
+        """Whether this order is neither cut nor discounted.
+
+        Returns:
+            True when every count keeps its full mass.
+        """
         return self.min_count <= 1 and self.max_count <= 0
 
     def discount(self, count: int) -> float:
+        """The discount coefficient of a count.
+
+        Args:
+            count: an n-gram's count.
+
+        Returns:
+            The factor (0 below ``min_count``, 1 above ``max_count``).
+        """
         if count <= 0:
             return 1.0
         if count < self.min_count:
@@ -109,8 +135,13 @@ def estimate_katz(
 ) -> BackoffLM:
     """Katz back-off LM with Good-Turing discounts from n-gram counts (see the module docstring).
 
-    ``min_counts`` / ``max_counts`` give ``gtNmin`` / ``gtNmax`` per order (a shorter list repeats its
-    last value); defaults: the original recipe's cut-offs and SRILM's ``gtNmax``.
+    Args:
+        counts: n-gram counts.
+        min_counts: ``gtNmin`` per order (a shorter list repeats its last value; default: the recipe's).
+        max_counts: ``gtNmax`` per order (default: SRILM's).
+
+    Returns:
+        The model with backoff weights.
     """
     order = counts.order
     mins = _per_order(min_counts, RECIPE_MIN_COUNTS, order)

@@ -31,7 +31,15 @@ FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 
 
 def kn_discounts(adjusted: Counter, label: str = "") -> tuple[float, float, float]:
-    """(D1, D2, D3+) from the count-of-counts of (adjusted) counts."""
+    """(D1, D2, D3+) from the count-of-counts of (adjusted) counts.
+
+    Args:
+        adjusted: n-gram -> adjusted count of one order.
+        label: name for the log messages.
+
+    Returns:
+        The three discounts (the fallback 0.5, 1.0, 1.5 when undefined or out of range).
+    """
     n = Counter(c for c in adjusted.values() if c <= 4)
     try:
         y = n[1] / (n[1] + 2 * n[2])
@@ -47,7 +55,14 @@ def kn_discounts(adjusted: Counter, label: str = "") -> tuple[float, float, floa
 
 
 def adjusted_counts(counts: NGramCounts) -> list[Counter]:
-    """Raw counts for the highest order; continuation counts below it (raw for ``<s> ...``)."""
+    """Raw counts for the highest order; continuation counts below it (raw for ``<s> ...``).
+
+    Args:
+        counts: n-gram counts.
+
+    Returns:
+        One counter per order (index k: order k+1).
+    """
     order = counts.order
     adjusted: list[Counter] = [Counter() for _ in range(order)]
     adjusted[order - 1] = counts.counts[order - 1]
@@ -66,8 +81,13 @@ def adjusted_counts(counts: NGramCounts) -> list[Counter]:
 def estimate_kn(counts: NGramCounts, min_counts: Sequence[int] | None = None) -> BackoffLM:
     """Interpolated modified Kneser-Ney LM from n-gram counts (see the module docstring).
 
-    ``min_counts[k]``: n-grams of order k+1 with a raw count below it are left out (orders >= 2;
-    a shorter list repeats its last value; default: keep everything).
+    Args:
+        counts: n-gram counts.
+        min_counts: ``min_counts[k]``: n-grams of order k+1 with a raw count below it are left out (orders
+            >= 2; a shorter list repeats its last value; default: keep everything).
+
+    Returns:
+        The model with backoff weights.
     """
     order = counts.order
     mins = list(min_counts or [1])

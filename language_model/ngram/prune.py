@@ -40,7 +40,15 @@ def _context_logprob(lm: BackoffLM, ctx: NGram, bos: int, eos: int, cache: dict[
 
 
 def prune_relative_entropy(lm: BackoffLM, threshold: float) -> int:
-    """Prune ``lm`` in place; returns the number of n-grams removed."""
+    """Prune ``lm`` in place (see the module docstring).
+
+    Args:
+        lm: the model (orders >= 2 are pruned; backoff weights are recomputed).
+        threshold: relative perplexity increase below which an n-gram is removed (SRILM ``-prune``).
+
+    Returns:
+        The number of n-grams removed.
+    """
     if threshold <= 0.0:
         return 0
     index = lm.word_ids()

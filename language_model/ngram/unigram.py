@@ -28,8 +28,15 @@ DEFAULT_EOS_PROB = 0.05
 
 
 def wordfreq_vocabulary(top_words: int = 0, base: Iterable[str] | None = None) -> list[str]:
-    """``base`` (default: the CMU dictionary words) plus the ``top_words`` most frequent plain
-    ``wordfreq`` English words outside it; sorted."""
+    """``base`` plus the ``top_words`` most frequent plain ``wordfreq`` English words outside it.
+
+    Args:
+        top_words: how many ``wordfreq`` words to consider (0: none).
+        base: the base vocabulary (default: the CMU dictionary words).
+
+    Returns:
+        The sorted vocabulary.
+    """
     import wordfreq
 
     from nejm_b2txt_utils.lexicon import cmu_dictionary
@@ -45,7 +52,18 @@ def wordfreq_vocabulary(top_words: int = 0, base: Iterable[str] | None = None) -
 
 
 def wordfreq_unigram(words: Iterable[str], eos_prob: float = DEFAULT_EOS_PROB) -> BackoffLM:
-    """A 1-gram :class:`BackoffLM` over ``words`` with ``wordfreq`` probabilities (see module doc)."""
+    """A 1-gram :class:`BackoffLM` over ``words`` with ``wordfreq`` probabilities (see module doc).
+
+    Args:
+        words: the vocabulary.
+        eos_prob: p(``</s>``).
+
+    Returns:
+        The 1-gram model.
+
+    Raises:
+        ValueError: ``eos_prob`` outside (0, 1) or an empty vocabulary.
+    """
     import wordfreq
 
     if not 0.0 < eos_prob < 1.0:
