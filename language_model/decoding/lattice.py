@@ -45,7 +45,17 @@ def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
 
 
 def parse_lattice_bytes(buf: bytes) -> RawLattice:
-    """Parse an OpenFST binary ``vector`` FST with ``lattice4`` arcs (what ``Lattice.write`` produces)."""
+    """Parse an OpenFST binary ``vector`` FST with ``lattice4`` arcs (what ``Lattice.write`` produces).
+
+    Args:
+        buf: the file's bytes.
+
+    Returns:
+        The lattice as arrays (weights: graph and acoustic costs, float32 exact).
+
+    Raises:
+        ValueError: bad magic, another FST/arc type, or header flags kaldi-decoder never writes.
+    """
     (magic,) = struct.unpack_from("<i", buf, 0)
     if magic != _FST_MAGIC:
         raise ValueError(f"lattice: bad OpenFST magic {magic}")
@@ -70,7 +80,14 @@ def parse_lattice_bytes(buf: bytes) -> RawLattice:
 
 
 def read_lattice(lattice) -> RawLattice:
-    """A ``kaldifst.Lattice`` -> :class:`RawLattice` with exact float32 weights."""
+    """A ``kaldifst.Lattice`` -> :class:`RawLattice` with exact float32 weights.
+
+    Args:
+        lattice: the raw lattice (written to a temporary file in ``/dev/shm`` when possible, then parsed).
+
+    Returns:
+        The parsed lattice.
+    """
     tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     fd, path = tempfile.mkstemp(prefix="b2txt_lat_", suffix=".fst", dir=tmp_dir)
     os.close(fd)
@@ -121,7 +138,16 @@ def _word_acceptor_text(lat: RawLattice) -> str:
 
 
 def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[tuple[int, ...], float]]:
-    """The ``n`` best distinct word sequences of the lattice with their total cost, best first."""
+    """The ``n`` best distinct word sequences of the lattice with their total cost, best first.
+
+    Args:
+        lat: the lattice.
+        n: how many sequences.
+        beam: pruning beam of the epsilon removal and determinization (cost units).
+
+    Returns:
+        ``[(word ids, graph + acoustic cost)]``, best (lowest cost) first.
+    """
     import kaldifst
 
     text = _word_acceptor_text(lat)
@@ -143,7 +169,18 @@ def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[
 
 
 def split_scores(lat: RawLattice, sequences: Sequence[tuple[int, ...]]) -> list[tuple[float, float] | None]:
-    """For each word sequence, the (graph, acoustic) costs of its best path through the lattice."""
+    """For each word sequence, the (graph, acoustic) costs of its best path through the lattice.
+
+    Args:
+        lat: the lattice (acyclic).
+        sequences: word-id sequences read off the lattice.
+
+    Returns:
+        ``(graph cost, acoustic cost)`` per sequence, or ``None`` where the lattice has no such path.
+
+    Raises:
+        ValueError: the lattice has a cycle.
+    """
     children: list[dict[int, int]] = [{}]
     terminal: dict[int, int] = {}
     for k, seq in enumerate(sequences):

@@ -84,6 +84,15 @@ class CausalLMScorer:
     """Sentence log-probabilities from a Hugging Face causal LM (fp16 on CUDA, fp32 on CPU)."""
 
     def __init__(self, model, tokenizer, device: str = "cpu", max_batch: int = 0, method: str = "tree"):
+        """Wrap a loaded model and tokenizer (right padding; a BOS is prepended where the tokenizer adds none).
+
+        Args:
+            model: a Hugging Face causal LM (put in eval mode).
+            tokenizer: its tokenizer.
+            device: where ``model`` lives (``cpu`` or ``cuda:N``).
+            max_batch: sentences per forward pass (0: all at once).
+            method: ``tree`` (shared prefixes computed once) or ``batch`` (the original's padded batch).
+        """
         if method not in SCORING_METHODS:
             raise ValueError(f"causal-LM scoring method {method!r}: use one of {', '.join(SCORING_METHODS)}")
         self.model = model.eval()
@@ -195,7 +204,14 @@ class CausalLMScorer:
 
 
 def clean_hypothesis(text: str) -> str:
-    """The original's clean-up before LLM scoring (handwriting leftovers; harmless for words)."""
+    """The original's clean-up before LLM scoring (handwriting leftovers; harmless for words).
+
+    Args:
+        text: a sentence.
+
+    Returns:
+        The sentence without ``>``, double spaces and spaces before ``, . ?``.
+    """
     text = text.replace(">", "").replace("  ", " ")
     return text.replace(" ,", ",").replace(" .", ".").replace(" ?", "?")
 

