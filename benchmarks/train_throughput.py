@@ -1,4 +1,5 @@
-"""Training throughput of the baseline and the small config: steps/s and peak RSS, printed as JSON.
+"""Training throughput of the baseline, the small config and the adversarial nnn-small config: steps/s and
+peak RSS, printed as JSON (with the nnn-small / small ratios when both ran, side by side in one run).
 
 ``python benchmarks/train_throughput.py --data_dir /tmp/synth_small/hdf5_data_final``
 Runs real training steps (data loading with worker processes, augmentation, forward, CTC, backward,
@@ -28,7 +29,8 @@ from model_training.config import check_training_data, load_config  # noqa: E402
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
 
 CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
-           "small": REPO / "model_training" / "rnn_args_small.yaml"}
+           "small": REPO / "model_training" / "rnn_args_small.yaml",
+           "nnn_small": REPO / "model_training_nnn" / "rnn_args_nnn_small.yaml"}
 
 
 def peak_rss_mb() -> dict[str, float]:
@@ -37,8 +39,19 @@ def peak_rss_mb() -> dict[str, float]:
     return {"peak_rss_mb": round(own, 1), "peak_rss_workers_mb": round(children, 1)}
 
 
+def describe_model(cfg) -> str:
+    """The recurrent part in words: ``5x768`` (baseline GRU) or ``noise 2x512 + clean 3x256 + noisy 2x256`` (nnn)."""
+    m = cfg.model
+    if str(m.get("architecture", "gru")) != "triple_gru":
+        return f"{m.n_layers}x{m.n_units}"
+    noise = (m.patch_size or 1) * m.n_input_features
+    return (f"noise {m.n_noise_layers}x{noise} + clean {m.n_clean_layers}x{m.n_units} + "
+            f"noisy {m.n_noisy_layers}x{m.get('noisy_units') or m.n_units}")
+
+
 def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str]) -> dict:
     from model_training.rnn_trainer import BrainToTextDecoder_Trainer
+    from model_training_nnn.rnn_trainer import NNNTrainer
 
     with tempfile.TemporaryDirectory(prefix="b2txt_bench_") as tmp:
         # Each config keeps its own session list (the baseline's 45 sessions: the real 44.3M-parameter model;
@@ -48,7 +61,8 @@ def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str])
         cfg = load_config(CONFIGS[name], overrides)
         check_training_data(cfg)
         with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines must not mix with the JSON
-            trainer = BrainToTextDecoder_Trainer(cfg)
+            nnn = str(cfg.model.get("architecture", "gru")) == "triple_gru"
+            trainer = (NNNTrainer if nnn else BrainToTextDecoder_Trainer)(cfg)
         loader = iter(trainer._train_loader(0))
         times, cpu_times = [], []
         for i in range(steps + warmup):
@@ -63,7 +77,7 @@ def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str])
         n_params = sum(p.numel() for p in trainer.model.parameters())
         result = {"config": name, "device": str(trainer.device), "amp_bf16": trainer.use_amp,
                   "params": n_params, "batch_size": int(cfg.dataset.batch_size),
-                  "gru": f"{cfg.model.n_layers}x{cfg.model.n_units}", "timed_steps": len(times),
+                  "gru": describe_model(cfg), "timed_steps": len(times),
                   "s_per_step": round(sum(times) / len(times), 4), "steps_per_s": round(len(times) / sum(times), 4),
                   # CPU seconds of this process per step: a load-independent figure on a shared machine
                   "cpu_s_per_step": round(sum(cpu_times) / len(cpu_times), 4), "torch_threads": torch.get_num_threads(),
@@ -89,7 +103,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", required=True, help="T15 HDF5 root (<data_dir>/<session>/data_train.hdf5)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 baseline, 20 small)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 baseline, 20 small/nnn_small)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every config")
@@ -106,7 +120,14 @@ def main() -> int:
             continue
         steps = args.steps or (3 if name == "baseline" else 20)
         results.append(measure(name, args.data_dir, steps, args.warmup, args.overrides))
-    print(json.dumps({"benchmark": "train_throughput", "results": results}, indent=2))
+    out = {"benchmark": "train_throughput", "results": results}
+    by_name = {r["config"]: r for r in results}
+    if "small" in by_name and "nnn_small" in by_name:  # the adversarial model next to its baseline peer
+        nnn, small = by_name["nnn_small"], by_name["small"]
+        out["ratios"] = {"nnn_small_over_small_steps_per_s": round(nnn["steps_per_s"] / small["steps_per_s"], 3),
+                         "nnn_small_over_small_cpu_s_per_step": round(nnn["cpu_s_per_step"] / small["cpu_s_per_step"], 3),
+                         "nnn_small_over_small_peak_rss": round(nnn["peak_rss_mb"] / small["peak_rss_mb"], 3)}
+    print(json.dumps(out, indent=2))
     return 0
 
 
