@@ -51,6 +51,14 @@ class BuildError(Exception):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the flags (a bad one: the parser's error, exit 2).
+
+    Args:
+        argv: the flags (default ``sys.argv[1:]``).
+
+    Returns:
+        The namespace (``--out`` defaulted for ``--unigram_wordfreq``).
+    """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("what to build")
     src.add_argument("--corpus", nargs="+", metavar="FILE", help="training text files (.gz ok; '-' = stdin)")
@@ -120,7 +128,14 @@ def _file_digest(path: Path) -> str:
 
 
 def input_hash(args: argparse.Namespace) -> str | None:
-    """Hash of every input and option that changes the output; None when reading stdin."""
+    """Hash of every input and option that changes the output.
+
+    Args:
+        args: the parsed flags.
+
+    Returns:
+        A sha256 hex digest, or ``None`` when reading stdin (never up to date).
+    """
     if args.corpus and "-" in args.corpus:
         return None
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -136,6 +151,15 @@ def input_hash(args: argparse.Namespace) -> str | None:
 
 
 def up_to_date(out: Path, digest: str | None) -> bool:
+    """Whether ``out`` was built from the same inputs (its ``build_info.json`` holds ``digest``).
+
+    Args:
+        out: the LM folder.
+        digest: :func:`input_hash` of this run.
+
+    Returns:
+        True if the folder can be reused.
+    """
     info = out / "build_info.json"
     if digest is None or not info.is_file() or not (out / "TLG.fst").is_file():
         return False
@@ -146,16 +170,37 @@ def up_to_date(out: Path, digest: str | None) -> bool:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far.
+
+    Returns:
+        MiB.
+    """
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def read_word_list(path: Path) -> list[str]:
+    """A ``--vocab_file``: the first field of every non-empty line, lower-cased.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The words.
+    """
     with open(path, encoding="utf-8") as f:
         return [line.split()[0].lower() for line in f if line.strip()]
 
 
 def choose_vocabulary(args: argparse.Namespace, word_counts: Counter) -> list[str]:
-    """The words the LM may output (before dropping words without a pronunciation)."""
+    """The words the LM may output (before dropping words without a pronunciation).
+
+    Args:
+        args: the flags (``--vocab``, ``--vocab_size``, ``--vocab_file``).
+        word_counts: corpus word counts.
+
+    Returns:
+        The sorted vocabulary.
+    """
     if args.vocab_file:
         return read_word_list(args.vocab_file)
     vocab: set[str] = set()
@@ -177,7 +222,18 @@ def _stream_lines(path: Path, vocab: set[str] | None) -> Iterator[str]:
 def build_from_corpus(
     args: argparse.Namespace, work: Path
 ) -> tuple[dict, dict[str, list[str]], Path, Path | None]:
-    """Normalise, choose the vocabulary, estimate the ARPA(s) in ``work``; returns (stats, lexicon, arpa, unpruned)."""
+    """Normalise, choose the vocabulary, estimate the ARPA(s) in ``work``.
+
+    Args:
+        args: the flags.
+        work: a scratch folder.
+
+    Returns:
+        ``(stats, lexicon, arpa path, unpruned arpa path or None)``.
+
+    Raises:
+        BuildError: no usable sentence, or an empty vocabulary.
+    """
     normalized = work / "corpus.txt"
     word_counts: Counter = Counter()
     n_sentences = 0
@@ -227,6 +283,15 @@ def build_from_corpus(
 
 
 def build_unigram(args: argparse.Namespace, work: Path) -> tuple[dict, dict[str, list[str]], Path]:
+    """The wordfreq 1-gram ARPA in ``work``.
+
+    Args:
+        args: the flags (``--top_words``, ``--eos_prob``).
+        work: a scratch folder.
+
+    Returns:
+        ``(stats, lexicon, arpa path)``.
+    """
     lexicon = lexicon_for_words(wordfreq_vocabulary(args.top_words))
     lm = wordfreq_unigram(lexicon, eos_prob=args.eos_prob)
     arpa = write_arpa(lm, work / "lm.arpa")
@@ -234,6 +299,17 @@ def build_unigram(args: argparse.Namespace, work: Path) -> tuple[dict, dict[str,
 
 
 def run(args: argparse.Namespace) -> Path:
+    """Build (or reuse) the LM folder ``args.out``.
+
+    Args:
+        args: the flags.
+
+    Returns:
+        The folder's absolute path.
+
+    Raises:
+        BuildError, ValueError, OSError: a user-facing build problem.
+    """
     out = args.out.absolute()
     digest = input_hash(args)
     if not args.force and up_to_date(out, digest):
@@ -268,6 +344,14 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``build_lm.py``: log the options, build, report one line on failure.
+
+    Args:
+        argv: the flags (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 on a build error (one line on stderr).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     log.info("options: %s", {k: str(v) for k, v in vars(args).items()})

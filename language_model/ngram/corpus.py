@@ -35,7 +35,14 @@ _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]\u201d\u2019]*\s+(?=[\"'(\[\u201c\u201
 
 def split_sentences(line: str) -> list[str]:
     """Regex sentence splitter: break after ``.!?`` (and closing quotes) before an upper-case letter or
-    digit, except after common abbreviations and single-letter initials (``J. Smith``)."""
+    digit, except after common abbreviations and single-letter initials (``J. Smith``).
+
+    Args:
+        line: a line of text.
+
+    Returns:
+        The non-empty sentences, stripped.
+    """
     out, start = [], 0
     for m in _BOUNDARY.finditer(line):
         head = line[start : m.start()].rstrip("\"')]\u201d\u2019")
@@ -78,7 +85,14 @@ def normalize_lm_sentence(sentence: str, number_words: bool = True) -> str:
 
 # --------------------------------------------------------------------------- streaming
 def open_corpus(path: str | Path) -> io.TextIOBase:
-    """A text stream for a corpus file (``.gz`` transparently; ``-`` is stdin)."""
+    """A text stream for a corpus file (``.gz`` transparently; ``-`` is stdin; undecodable bytes replaced).
+
+    Args:
+        path: the file.
+
+    Returns:
+        An open text stream.
+    """
     if str(path) == "-":
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     if str(path).endswith(".gz"):
@@ -87,7 +101,14 @@ def open_corpus(path: str | Path) -> io.TextIOBase:
 
 
 def iter_lines(paths: Iterable[str | Path]) -> Iterator[str]:
-    """Lines of every corpus file in turn, read lazily (never a whole file in memory)."""
+    """Lines of every corpus file in turn, read lazily (never a whole file in memory).
+
+    Args:
+        paths: the files.
+
+    Returns:
+        An iterator of lines (with their newlines).
+    """
     for path in paths:
         with open_corpus(path) as f:
             yield from f
@@ -98,8 +119,16 @@ def normalized_sentences(
     number_words: bool = True,
     vocab: set[str] | None = None,
 ) -> Iterator[str]:
-    """Normalised, non-empty sentences of a stream of lines; with ``vocab`` (the recipe without
-    ``--unk``) sentences containing a word outside it are dropped."""
+    """Normalised, non-empty sentences of a stream of lines.
+
+    Args:
+        lines: text lines.
+        number_words: speak digit groups.
+        vocab: the recipe without ``--unk``: sentences with a word outside it are dropped.
+
+    Returns:
+        An iterator of normalised sentences.
+    """
     for line in lines:
         for sentence in split_sentences(line):
             norm = normalize_lm_sentence(sentence, number_words=number_words)
