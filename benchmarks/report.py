@@ -3,10 +3,12 @@
     python benchmarks/report.py                      # all benchmarks + the quick demo (~20 min on 2 cores)
     python benchmarks/report.py --demo_dir runs/demo # take the end-to-end numbers from a finished demo run
 
-Measured: training steps/s (baseline and small config), streaming latency per 80 ms frame, LM decode
-latency (streaming chunk, finalize, rescoring, causal LM), TLG build time and memory, the end-to-end wall
-time of the main job with the peak RSS of each of its processes. Every benchmark runs as its own process
-in the environment it belongs to (``envs/b2txt25`` or ``envs/b2txt25_lm``); its JSON is kept in
+Measured: training steps/s (baseline, small and nnn-small configs, with nnn/small ratios), streaming
+latency per 80 ms frame, LM decode latency (streaming chunk, finalize, rescoring, causal LM), TLG build time and memory, the end-to-end wall
+time of the main job with the peak RSS of each of its processes, eager vs PyTorch/XLA (CPU) training of a
+tiny TripleGRUDecoder (``envs/b2txt_xla``; skipped with a warning when ./setup_xla.sh has not been run).
+Every benchmark runs as its own process in the environment it belongs to (``envs/b2txt25``,
+``envs/b2txt25_lm`` or ``envs/b2txt_xla``); its JSON is kept in
 ``<out>/parts/<name>.json`` as soon as it finishes, so an interrupted report resumes where it stopped
 (``--force`` measures again). Output: ``<out>/report.json`` and ``<out>/report.md``.
 """
@@ -32,7 +34,8 @@ from nejm_b2txt_utils.atomic_io import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("report")
 BENCH = REPO / "benchmarks"
-ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "demo")
+ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps",
+       "tf_vs_torch", "demo")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,7 +77,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
                                    "--seed", "0"], done=data / ".complete"))
     wanted = [b for b in ALL[1:] if b not in args.skip]
     if "train_throughput" in wanted:
-        quick = ["--configs", "small", "--steps", "3"] if args.quick else []
+        quick = ["--configs", "small", "nnn_small", "--steps", "3"] if args.quick else []
         steps.append(json_step("train_throughput", [py, str(BENCH / "train_throughput.py"), "--data_dir", str(hdf5),
                                                     *quick, *args.train_overrides], parts))
     if "stream_latency" in wanted:
@@ -93,6 +96,23 @@ def plan(args: argparse.Namespace) -> list[Step]:
                   "1000", "--eval_trials", "4", "--over_long_frames", "20000"] if args.quick else [])
         steps.append(json_step("lm_server_load", [py_lm, str(BENCH / "lm_server_load.py"), "--work",
                                                   str(work / "lm_server_load"), *quick], parts))
+    if "xla_steps" in wanted:
+        try:
+            py_xla = env_python("b2txt_xla")
+        except FileNotFoundError:
+            log.warning("xla_steps skipped: no envs/b2txt_xla (run ./setup_xla.sh to measure it)")
+        else:
+            steps.append(json_step("xla_steps", [py_xla, str(BENCH / "xla_steps.py"), "--steps",
+                                                 "12" if args.quick else "50", "--work", str(work / "xla_steps")],
+                                   parts))
+    if "tf_vs_torch" in wanted:
+        try:
+            py_tf = env_python("b2txt_tf")
+        except FileNotFoundError:
+            log.warning("tf_vs_torch skipped: no envs/b2txt_tf (run ./setup_tensorflow_tpu.sh to measure it)")
+        else:
+            steps.append(json_step("tf_vs_torch", [py_tf, str(BENCH / "tf_vs_torch.py"), "--data_dir", str(hdf5),
+                                                   "--steps", "3" if args.quick else "10", *args.train_overrides], parts))
     if "demo" in wanted and args.demo_dir is None:
         demo = work / f"demo_{args.demo}"
         cmd = [py, "-m", "end_to_end.run_demo", "--out", str(demo), *(["--quick"] if args.demo == "quick" else [])]
@@ -114,6 +134,12 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("training", f"{r['config']} config ({r['gru']} GRU, batch {r['batch_size']}, {r['device']})",
                      f"{r['steps_per_s']:.3f} steps/s ({r['s_per_step']:.2f} s/step, {r['cpu_s_per_step']:.2f} CPU s)",
                      f"{r['peak_rss_mb']:.0f} (+ workers {r['peak_rss_workers_mb']:.0f})"))
+    ratios = report.get("train_throughput", {}).get("ratios")
+    if ratios:  # the adversarial nnn-small next to its peer, measured in the same run
+        rows.append(("training", "nnn_small / small (same run)",
+                     f"{ratios['nnn_small_over_small_steps_per_s']:.2f}x steps/s, "
+                     f"{ratios['nnn_small_over_small_cpu_s_per_step']:.2f}x CPU s/step",
+                     f"{ratios['nnn_small_over_small_peak_rss']:.2f}x"))
     for r in report.get("stream_latency", {}).get("results", []):
         rows.append(("streaming", f"{r['config']} GRU {r['gru']} per 80 ms frame ({r['device']})",
                      f"p50 {r['ms_per_frame_p50']:.1f} / p95 {r['ms_per_frame_p95']:.1f} ms, RTF {r['rtf']:.3f}",
@@ -145,6 +171,8 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
             c = tlg[case]
             rows.append(("TLG build", f"{case} ({c['vocabulary']} words, {c['tlg_states']} states, {c['tlg_mb']} MB)",
                          f"{c['wall_seconds']:.1f} s", f"{c['peak_rss_mb']:.0f}"))
+    rows += xla_rows(report.get("xla_steps", {}), rss.get("xla_steps"))
+    rows += tf_rows(report.get("tf_vs_torch", {}), rss.get("tf_vs_torch"))
     demo = report.get("demo", {})
     if demo:
         for step, t in demo.get("timings", {}).items():
@@ -157,6 +185,38 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
         if "wall_s" in total:
             rows.append(("end to end", f"{demo['mode']}: total wall time", f"{total['wall_s']:.0f} s", "-"))
     return rows
+
+
+def xla_rows(xla: dict, bench_rss: float | None) -> list[tuple[str, str, str, str]]:
+    """Rows of ``benchmarks/xla_steps.py``: eager vs XLA-on-CPU steps/s, graphs compiled, logit difference."""
+    if not xla:
+        return []
+    eager, dev = xla["eager"], xla["xla"]
+    peak = f"{bench_rss:.0f}" if bench_rss is not None else "-"
+    return [("PyTorch/XLA", f"tiny nnn, eager CPU: steady steps/s ({eager['steps']} steps in {eager['wall_s']:.0f} s)",
+             f"{eager['steady_steps_per_s']:.2f}", peak),
+            ("PyTorch/XLA", f"tiny nnn, XLA on CPU: steady steps/s ({dev['steps']} steps in {dev['wall_s']:.0f} s)",
+             f"{dev['steady_steps_per_s']:.2f} (x{xla['xla_over_eager_steady_speed']:.3g} eager)", peak),
+            ("PyTorch/XLA", f"XLA graphs compiled in {dev['steps']} steps (last new at step "
+             f"{dev['last_new_graph_at_step']})", str(dev["compiled_graphs"]), "-"),
+            ("PyTorch/XLA", "max |logit| difference eager vs XLA, fp32, T = 20",
+             f"{dev['max_abs_logit_diff_vs_eager']:.2g} (logits up to {dev['logit_scale']:.2g})", "-")]
+
+
+def tf_rows(res: dict, bench_rss: float | None) -> list[tuple[str, str, str, str]]:
+    """Rows of ``benchmarks/tf_vs_torch.py``: TF vs PyTorch steps/s on the CPU, logit and CTC agreement."""
+    if not res:
+        return []
+    peak = f"{bench_rss:.0f}" if bench_rss is not None else "-"
+    t, f, a = res["torch_cpu"], res["tf_cpu"], res["agreement_fp32"]
+    return [("TensorFlow port", f"{res['config']}, PyTorch CPU steps/s ({res['threads']} threads)",
+             f"{t['steps_per_s']:.2f}", peak),
+            ("TensorFlow port", f"{res['config']}, TF CPU steps/s (T padded to {f['padded_bins']})",
+             f"{f['steps_per_s']:.2f} (x{res['tf_over_torch_steps_per_s']:.3g} PyTorch)", peak),
+            ("TensorFlow port", "max |logit| difference PyTorch vs TF, same weights, fp32",
+             f"{a['logit_max_abs_diff']:.2g}", "-"),
+            ("TensorFlow port", "CTC loss difference PyTorch vs TF (batch mean)",
+             f"{a['ctc_loss_abs_diff']:.2g} (of {a['ctc_loss_torch']:.4g})", "-")]
 
 
 def load_rows(load: dict, bench_rss: float | None) -> list[tuple[str, str, str, str]]:
@@ -281,7 +341,8 @@ def make_report(args: argparse.Namespace) -> int:
             return 1
         if "peak_rss_mb" in info:
             report["benchmark_process_peak_rss_mb"][step.name] = info["peak_rss_mb"]
-    for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load"):
+    for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps",
+                 "tf_vs_torch"):
         part = parts / f"{name}.json"
         if part.exists() and name not in args.skip:
             report[name] = read_json(part)

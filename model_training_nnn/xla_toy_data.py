@@ -5,7 +5,8 @@ sentences are hundreds of bins long). Each trial is 2 phoneme ids (1..n_symbols)
 (the shortest trials the HDF5 reader accepts: it checks that 14-bin patches every 4 bins leave 2 frames);
 the features are the one-hot code of the current phoneme on channel id - 1 (times a per-session gain) plus
 Gaussian noise, in the T15 HDF5 layout (``<root>/<session>/data_{train,val}.hdf5``, 512 channels), so the real
-trainer and batcher read it; train on ``dataset.feature_subset`` = the first few channels.
+trainer and batcher read it; train on ``dataset.feature_subset`` = the first few channels
+(:func:`toy_overrides`).
 """
 
 from __future__ import annotations
@@ -55,3 +56,33 @@ def write_toy_dataset(root: str | Path, n_train: int = 32, n_val: int = 8, n_fea
             write_trials(data_file_path(root, session, split),
                          [toy_trial(rng, session, i, n_features, n_symbols, gain) for i in range(n)])
     return root
+
+
+def toy_overrides(data_root: str | Path, output_dir: str | Path, **extra) -> list[str]:
+    """key=value overrides turning ``rnn_args_nnn.yaml`` into a tiny TripleGRUDecoder run on the toy data:
+    channels 0-7, patches of 2 bins every bin (P = T - 1 <= 19), noise GRU 2 x 16, clean 3 x 16, noisy
+    2 x 16 (13,154 parameters), batch 4, 12 batches, one XLA time bucket of 20 bins, fp32.
+
+    Args:
+        data_root: the folder :func:`write_toy_dataset` wrote.
+        output_dir: the run's output folder.
+        **extra: more ``key=value`` pairs (win over the defaults).
+
+    Returns:
+        The overrides, for ``model_training.config.load_config``.
+    """
+    kv = {
+        "output_dir": str(output_dir), "compile": "false",
+        "model.n_input_features": 8, "dataset.feature_subset": "[0,1,2,3,4,5,6,7]",
+        "model.n_units": 16, "model.patch_size": 2, "model.patch_stride": 1, "model.rnn_dropout": 0.0,
+        "model.input_network.input_layer_dropout": 0.0,
+        "num_training_batches": 12, "lr_max": 0.05, "lr_max_day": 0.05, "lr_min": 0.005, "lr_min_day": 0.005,
+        "lr_warmup_steps": 2, "lr_warmup_steps_day": 2, "lr_decay_steps": 12, "lr_decay_steps_day": 12,
+        "batches_per_train_log": 4, "batches_per_val_step": 6, "seed": 3,
+        "dataset.batch_size": 4, "dataset.days_per_batch": 2, "dataset.num_dataloader_workers": 0,
+        "dataset.dataset_dir": str(data_root), "dataset.sessions": "auto",
+        "dataset.dataset_probability_val": "auto", "dataset.data_transforms.smooth_kernel_std": 1,
+        "xla.time_buckets": "[20]", "xla.precision": "fp32",  # one bucket: toy trials are 18-20 bins
+    }
+    kv.update(extra)
+    return [f"{k}={v}" for k, v in kv.items()]

@@ -11,6 +11,7 @@ import torch
 
 torch_xla = pytest.importorskip("torch_xla")
 
+from model_training_nnn.xla_toy_data import toy_overrides  # noqa: E402
 from model_training_nnn.xla_trainer import (  # noqa: E402
     XlaNNNTrainer,
     bucket_length,
@@ -19,7 +20,7 @@ from model_training_nnn.xla_trainer import (  # noqa: E402
 )
 from nejm_b2txt_utils.cli_errors import ConfigError  # noqa: E402
 
-from .conftest import REPO, toy_config, toy_overrides  # noqa: E402
+from .conftest import REPO, toy_config  # noqa: E402
 
 
 def test_bucket_length():
