@@ -56,19 +56,46 @@ class Trial:
 
     @property
     def seq_len(self) -> int | None:
+        """Number of phoneme labels.
+
+        Returns:
+            ``len(seq_class_ids)``, or ``None`` for a test trial.
+        """
         return None if self.seq_class_ids is None else int(len(self.seq_class_ids))
 
     @property
     def has_labels(self) -> bool:
+        """Whether the trial carries labels (train/val files).
+
+        Returns:
+            True if ``seq_class_ids`` is set.
+        """
         return self.seq_class_ids is not None
 
 
 def trial_key(index: int) -> str:
+    """The HDF5 group name of a trial.
+
+    Args:
+        index: 0-based trial index in the file.
+
+    Returns:
+        ``trial_NNNN``.
+    """
     return f"trial_{index:04d}"
 
 
 def n_output_frames(n_time_steps: int, patch_size: int = 14, patch_stride: int = 4) -> int:
-    """Output frames of the patching GRU for ``n_time_steps`` bins (0 if too short for one patch)."""
+    """Output frames (80 ms) of the patching GRU for ``n_time_steps`` bins.
+
+    Args:
+        n_time_steps: input bins (20 ms).
+        patch_size: bins per patch (``<= 0``: one frame per bin).
+        patch_stride: bins between patch starts.
+
+    Returns:
+        ``(n_time_steps - patch_size) // patch_stride + 1`` (0 if too short for one patch).
+    """
     if patch_size <= 0:
         return int(n_time_steps)
     return max(0, (int(n_time_steps) - patch_size) // patch_stride + 1)
@@ -107,13 +134,36 @@ def ctc_feasible(n_time_steps: int, labels, patch_size: int = 14, patch_stride: 
 
 
 def data_file_path(data_dir: str | os.PathLike, session: str, split: str) -> Path:
+    """Where a session's split lives.
+
+    Args:
+        data_dir: ``data/hdf5_data_final``.
+        session: ``t15.YYYY.MM.DD``.
+        split: ``train``, ``val`` or ``test``.
+
+    Returns:
+        ``<data_dir>/<session>/data_<split>.hdf5`` (it may not exist).
+
+    Raises:
+        ValueError: an unknown split.
+    """
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
     return Path(data_dir) / session / f"data_{split}.hdf5"
 
 
 def list_sessions(data_dir: str | os.PathLike) -> list[str]:
-    """Session folders (``t15.YYYY.MM.DD``...) under ``data_dir``, in chronological (= name) order."""
+    """Session folders (``t15.YYYY.MM.DD``...) under ``data_dir``, in chronological (= name) order.
+
+    Args:
+        data_dir: ``data/hdf5_data_final``.
+
+    Returns:
+        Names of the folders that hold at least one ``data_*.hdf5``.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is not a folder.
+    """
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data directory not found (expected <data_dir>/<session>/data_<split>.hdf5)")
@@ -129,6 +179,18 @@ def _decode_text(value) -> str:
 
 
 def encode_transcription(text: str, length: int = LABEL_PAD_LENGTH) -> np.ndarray:
+    """ASCII codes of ``text``, zero-padded (the original's ``transcription`` dataset).
+
+    Args:
+        text: the sentence (non-ASCII characters become ``?``).
+        length: the padded length.
+
+    Returns:
+        ``[length]`` int32 codes.
+
+    Raises:
+        ValueError: the text is longer than ``length``.
+    """
     codes = np.frombuffer(text.encode("ascii", errors="replace"), dtype=np.uint8).astype(np.int32)
     if len(codes) > length:
         raise ValueError(f"transcription: {len(codes)} characters exceed the padded length {length}")
@@ -138,7 +200,14 @@ def encode_transcription(text: str, length: int = LABEL_PAD_LENGTH) -> np.ndarra
 
 
 def decode_transcription(codes: np.ndarray) -> str:
-    """ASCII codes up to the first 0 (the original's ``_extract_transcription``)."""
+    """ASCII codes up to the first 0 (the original's ``_extract_transcription``).
+
+    Args:
+        codes: the ``transcription`` dataset (any shape; flattened).
+
+    Returns:
+        The sentence.
+    """
     arr = np.asarray(codes).ravel()
     zeros = np.flatnonzero(arr == 0)
     end = int(zeros[0]) if zeros.size else arr.size
@@ -149,6 +218,17 @@ class T15File:
     """Lazy reader: opens the file once, reads one trial at a time. Use as a context manager."""
 
     def __init__(self, path: str | os.PathLike, n_features: int = N_FEATURES, validate: bool = True):
+        """Open the file and list its trials.
+
+        Args:
+            path: a ``data_<split>.hdf5`` file.
+            n_features: expected feature channels (512).
+            validate: check every trial read (shape, finite values, labels vs frames).
+
+        Raises:
+            FileNotFoundError: no such file.
+            T15FormatError: not HDF5, or a top-level key that is not ``trial_NNNN``.
+        """
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: HDF5 file not found")
@@ -170,6 +250,7 @@ class T15File:
         self.close()
 
     def close(self) -> None:
+        """Close the HDF5 file (idempotent)."""
         if getattr(self, "_h5", None) is not None:
             self._h5.close()
             self._h5 = None
@@ -185,7 +266,17 @@ class T15File:
         return T15FormatError(f"{self.path}: {key}: field '{field}': {msg}")
 
     def read_meta(self, key: str | int) -> dict:
-        """Attributes only (cheap): session, block_num, trial_num, n_time_steps, seq_len."""
+        """Attributes only (cheap): session, block_num, trial_num, n_time_steps, seq_len.
+
+        Args:
+            key: ``trial_NNNN`` or its index.
+
+        Returns:
+            The attributes (``seq_len`` is ``None`` for a test trial).
+
+        Raises:
+            T15FormatError: a required attribute is missing (message: file, trial, field).
+        """
         key = trial_key(key) if isinstance(key, int) else key
         g = self._h5[key]
         for attr in _REQUIRED_ATTRS:
@@ -200,8 +291,17 @@ class T15File:
         }
 
     def read_labels(self, key: str | int) -> np.ndarray | None:
-        """The trial's ``seq_class_ids`` (``seq_len`` of them, int64), without reading its features;
-        ``None`` for a test trial."""
+        """The trial's ``seq_class_ids`` without reading its features.
+
+        Args:
+            key: ``trial_NNNN`` or its index.
+
+        Returns:
+            ``[seq_len]`` int64 model-order ids (1..40), or ``None`` for a test trial.
+
+        Raises:
+            T15FormatError: labels without ``seq_len``.
+        """
         key = trial_key(key) if isinstance(key, int) else key
         g = self._h5[key]
         if "seq_class_ids" not in g:
@@ -212,6 +312,19 @@ class T15File:
         return g["seq_class_ids"][:seq_len].astype(np.int64)
 
     def read_trial(self, key: str | int) -> Trial:
+        """Read one trial (and check it when ``validate``).
+
+        Args:
+            key: ``trial_NNNN`` or its index.
+
+        Returns:
+            The :class:`Trial`: ``input_features`` ``[T, 512]`` float32 (20 ms bins), labels ``[seq_len]`` int64
+            in model order, transcription and sentence (``None`` for a test trial).
+
+        Raises:
+            KeyError: no such trial.
+            T15FormatError: a missing or malformed field (message: file, trial, field, what was expected).
+        """
         key = trial_key(key) if isinstance(key, int) else key
         if key not in self._h5:
             raise KeyError(f"{self.path}: no group {key!r} ({len(self)} trials)")
@@ -251,7 +364,15 @@ class T15File:
         return trial
 
     def check_trial(self, trial: Trial, patch_size: int = 14, patch_stride: int = 4) -> None:
-        """Raise :class:`T15FormatError` naming the first problem with ``trial``."""
+        """Raise :class:`T15FormatError` naming the first problem with ``trial``.
+
+        Args:
+            trial: a trial read from this file.
+            patch_size, patch_stride: the model's patching (for the labels-vs-frames check).
+
+        Raises:
+            T15FormatError: wrong feature shape, non-finite values, inconsistent ``n_time_steps`` or labels.
+        """
         key, x = trial.key, trial.input_features
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise self._err(key, "input_features", f"expected shape [T, {self.n_features}], got {list(x.shape)}")
@@ -273,9 +394,19 @@ class T15File:
 
 def write_trials(path: str | os.PathLike, trials, with_labels: bool = True,
                  label_pad_length: int = LABEL_PAD_LENGTH) -> int:
-    """Write an iterable of :class:`Trial` to ``path`` atomically (temp file + rename); returns the count.
+    """Write an iterable of :class:`Trial` to ``path`` atomically (``nejm_b2txt_utils.atomic_io``).
 
-    ``with_labels=False`` writes a test-style file (no labels, no sentence).
+    Args:
+        path: the output ``.hdf5`` file.
+        trials: the trials (``input_features`` ``[T, 512]``).
+        with_labels: ``False`` writes a test-style file (no labels, no sentence).
+        label_pad_length: padded length of ``seq_class_ids`` and ``transcription``.
+
+    Returns:
+        The number of trials written.
+
+    Raises:
+        ValueError: a trial has more labels than ``label_pad_length``.
     """
     path = Path(path)
     count = 0
@@ -307,7 +438,15 @@ def write_trials(path: str | os.PathLike, trials, with_labels: bool = True,
 def load_h5py_file(file_path: str | os.PathLike, corpus_lookup=None) -> dict[str, list]:
     """Per-field lists for a whole file, as the original evaluator's ``load_h5py_file`` returns.
 
-    ``corpus_lookup(session, block_num) -> str`` fills the ``corpus`` list when given.
+    Args:
+        file_path: a ``data_<split>.hdf5`` file.
+        corpus_lookup: ``(session, block_num) -> corpus`` to fill the ``corpus`` list (optional).
+
+    Returns:
+        ``{field: [value per trial]}`` (``neural_features``, ``n_time_steps``, ``seq_class_ids``, ...).
+
+    Raises:
+        FileNotFoundError, T15FormatError: as :class:`T15File`.
     """
     data: dict[str, list] = {k: [] for k in (
         "neural_features", "n_time_steps", "seq_class_ids", "seq_len", "transcriptions",
