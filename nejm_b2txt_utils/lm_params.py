@@ -161,6 +161,15 @@ PARAMS: tuple[Param, ...] = (
           low=0, low_open=True),
     Param("session_timeout_s", float, 120.0, "drop a multi-client utterance idle this long (s)", low=0,
           low_open=True),
+    Param("max_frames_per_utterance", int, 3750,
+          "longest utterance accepted, in 80 ms frames (3750 = 5 min, 10x the longest T15 trial); a chunk "
+          "beyond it is answered with an error: bounds the finalize time and the memory of one request", low=1),
+    Param("max_pending_per_client", int, 64,
+          "multi-client utterances one client may have waiting; more are answered with an error at once", low=1),
+    Param("request_input_timeout_s", float, 5.0,
+          "a multi-client request whose input has not started this long (s) is answered with an error and "
+          "dropped; requests wait unclaimed until their input arrives, so they never hold a worker", low=0,
+          low_open=True),
     Param("legacy", str, "auto",
           "serve the original single-client streams: auto = exactly one process per Redis does (a lock key)",
           choices=("auto", "on", "off")),

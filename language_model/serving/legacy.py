@@ -11,6 +11,13 @@ worker 0 does; separately started servers (``--legacy auto``) agree through a lo
 (``remote_lm_legacy_owner``, 15 s TTL, refreshed every second) that a process takes only after seeing it
 free twice, 2 s apart (so a lone server starts answering ~2 s after it connects). After the original
 client's FLUSHALL the holder re-takes the key within a second.
+
+Several clients at once (added): these streams carry one utterance at a time and every client reads every
+answer, so two evaluators on them got each other's answers or empty sentences, silently. A client may tag
+its entries with ``client_id`` (this project's client does; the original ignores the field); answers carry
+the tag of the entry they answer. While a tagged client's utterance is in progress (reset answered, no
+finalize yet, last message under ``OWNER_IDLE_S`` ago), another tagged client's message is not applied and
+gets an ``error`` naming the multi-client protocol instead.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from nejm_b2txt_utils import redis_protocol as rp
 from nejm_b2txt_utils.lm_params import LMParams
 
 log = logging.getLogger(__name__)
+OWNER_IDLE_S = 10.0  # an utterance whose client was silent this long no longer blocks another client
+CONFLICT_ERROR = ("another client's utterance is in progress on the LM server's single-client streams, which "
+                  "serve one client at a time: run concurrent evaluators with the multi-client protocol "
+                  "(evaluate_model.py --lm_protocol multi, or nejm_b2txt_utils.redis_protocol.MultiClientLMClient)")
 _REFRESH_LOCK = """
 local v = redis.call('get', KEYS[1])
 if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
@@ -80,6 +91,10 @@ class LegacyProtocol:
         self.session = open_session(service, params)
         self.seen: dict[str, int | bytes] = {}
         self._request_ms = 0
+        self._answering: str | None = None  # the stream the message being handled will be answered on
+        self._tag: dict[str, bytes] = {}  # the client_id of the message being handled, echoed in its answers
+        self._owner: bytes | None = None  # the tagged client whose utterance is in progress
+        self._owner_seen = 0.0
 
     @property
     def params(self) -> LMParams:
@@ -110,9 +125,54 @@ class LegacyProtocol:
                 entry_id, fields = got[stream][0]
                 self.seen[stream] = entry_id
                 self._request_ms = int(entry_id.split(b"-")[0])
-                self._handle(r, kind, fields)
+                self._answering = {RESET: rp.DONE_RESETTING_STREAM, FINALIZE: self.final,
+                                   UPDATE: rp.DONE_UPDATING_PARAMS_STREAM, LOGITS: self.partial}[kind]
+                fields = dict(fields)
+                client = fields.pop(b"client_id", None)
+                self._tag = {} if client is None else {"client_id": client}
+                if self._conflicts(kind, client):
+                    log.warning("rejected a %s of client %s: client %s has an utterance in progress", kind,
+                                client.decode(errors="replace"), self._owner.decode(errors="replace"))
+                    self.abandon(r, CONFLICT_ERROR, reset=False)
+                else:
+                    self._handle(r, kind, fields)
+                self._answering = None
                 return True
         return False
+
+    def _conflicts(self, kind: str, client: bytes | None) -> bool:
+        """Whether ``client``'s message would interleave with another tagged client's utterance; tracks
+        whose utterance is in progress."""
+        now = time.monotonic()
+        if self._owner is not None and now - self._owner_seen > OWNER_IDLE_S:
+            self._owner = None
+        if self._owner is not None and client is not None and client != self._owner:
+            return True
+        if kind == RESET:
+            self._owner = client
+        elif kind == FINALIZE:
+            self._owner = None
+        if self._owner is not None:
+            self._owner_seen = now
+        return False
+
+    def abandon(self, r, reason: str, reset: bool = True) -> None:
+        """Answer the message being handled (if any) with ``error`` = ``reason`` instead of applying it.
+
+        Args:
+            r: the Redis client.
+            reason: the error text.
+            reset: also drop the utterance in progress (after an interrupted message).
+        """
+        stream, self._answering = self._answering, None
+        if stream is None:
+            return
+        empty = {self.final: {"lm_response_final": "", "scoring": "", "context_str": ""},
+                 self.partial: {"lm_response_partial": ""}}.get(stream, {"done": 1})
+        self._reply(r, stream, {**empty, "error": reason})
+        if reset:
+            self.session.decoder.reset()
+            self._owner = None
 
     def _handle(self, r, kind: str, fields: dict) -> None:
         context = ""
@@ -130,7 +190,7 @@ class LegacyProtocol:
             self._reply(r, self.partial, reply)
         else:
             self._reply(r, self.final, reply)
-            r.xadd(rp.DONE_FINALIZING_STREAM, {"done": 1})
+            r.xadd(rp.DONE_FINALIZING_STREAM, {"done": 1, **self._tag})
 
     def _reply(self, r, stream: str, fields: dict) -> None:
         """XADD an answer in a later millisecond than its request. Fixed: a client's first last-seen id is
@@ -138,4 +198,4 @@ class LegacyProtocol:
         on localhost) was silently skipped and the client waited forever."""
         while rp.redis_time_ms(r) <= self._request_ms:
             time.sleep(0.0002)
-        r.xadd(stream, fields)
+        r.xadd(stream, {**fields, **self._tag})

@@ -8,9 +8,18 @@ Design (scale-out without mixing utterances):
   * the request stays pending in the group until the final answer is written, then it is acked and
     deleted with the input stream. The worker refreshes its claim while it holds the utterance;
   * a restarted worker with the same name first re-reads its own pending requests; any worker takes
-    over a request whose holder has been silent for ``claim_timeout_s`` (XAUTOCLAIM). Either replays
-    the utterance from its kept input stream, so nothing is lost; answers are keyed by chunk index;
+    over a request whose holder has been silent for ``claim_timeout_s``. Either replays the utterance
+    from its kept input stream, so nothing is lost; answers are keyed by chunk index;
   * a FLUSHALL (the original client's start-up) removes the group; it is recreated on the next read.
+
+Fairness (added; before, requests were claimed first come first served, so one client's flood starved
+the others, and a request that never sent input held a worker for ``session_timeout_s``): new requests
+are moved into the group under the consumer ``QUEUE_CONSUMER``; a worker with a free slot claims, in one
+atomic script (:data:`_FAIR_CLAIM`), the oldest request of the client served longest ago (round-robin
+over clients; the client is the ``utt_id`` up to its last ``-``) among the requests whose input has
+started. A client's requests beyond ``max_pending_per_client`` and requests without input after
+``request_input_timeout_s`` are answered with an error and dropped. A worker claims again as soon as a
+slot frees (no idle wait while work is pending).
 """
 
 from __future__ import annotations
@@ -42,6 +51,68 @@ from nejm_b2txt_utils.redis_protocol import (
 
 log = logging.getLogger(__name__)
 OUTPUT_TTL_S = 600  # an output stream nobody collects disappears after this
+QUEUE_CONSUMER = "__queue__"  # holds the requests no worker has claimed yet
+SERVED_KEY = "remote_lm_mc_served"  # client -> when it was last served (a sequence number)
+SCAN = 1000  # requests looked at per claim
+# KEYS: request stream, served hash. ARGV: group, queue consumer, me, scan, max pending per client,
+# input timeout (ms), claim timeout (ms), input stream prefix. Returns {kind, id, fields, rejected, waiting}.
+_FAIR_CLAIM = """
+local s, served = KEYS[1], KEYS[2]
+local g, q, me = ARGV[1], ARGV[2], ARGV[3]
+local scan, per_client = tonumber(ARGV[4]), tonumber(ARGV[5])
+local input_ms, stale_ms, prefix = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local rejected, waiting = {}, {}
+for _, e in ipairs(redis.call('XPENDING', s, g, 'IDLE', stale_ms, '-', '+', 10)) do
+  if e[2] ~= q and e[2] ~= me then
+    local c = redis.call('XCLAIM', s, g, me, stale_ms, e[1])
+    if c[1] then return {'takeover', c[1][1], c[1][2], rejected, waiting} end
+    redis.call('XACK', s, g, e[1])
+  end
+end
+redis.call('XREADGROUP', 'GROUP', g, q, 'COUNT', scan, 'STREAMS', s, '>')
+local per, best, best_rank, best_client, left = {}, nil, nil, nil, 0
+for _, e in ipairs(redis.call('XPENDING', s, g, '-', '+', scan, q)) do
+  local id, idle = e[1], e[3]
+  local entry = redis.call('XRANGE', s, id, id)[1]
+  if not entry then
+    redis.call('XACK', s, g, id)
+  else
+    local f, utt, client = entry[2], '', nil
+    for i = 1, #f, 2 do
+      if f[i] == 'utt_id' then utt = f[i + 1] end
+    end
+    client = string.match(utt, '^(.*)%-[^-]*$') or utt
+    per[client] = (per[client] or 0) + 1
+    local has_input = utt == '' or redis.call('EXISTS', prefix .. utt) == 1
+    if per[client] > per_client then
+      redis.call('XACK', s, g, id)
+      redis.call('XDEL', s, id)
+      table.insert(rejected, {utt, 'too_many'})
+    elseif not has_input and idle > input_ms then
+      redis.call('XACK', s, g, id)
+      redis.call('XDEL', s, id)
+      table.insert(rejected, {utt, 'no_input'})
+    else
+      left = left + 1
+      if not has_input then
+        if #waiting < 16 then table.insert(waiting, utt) end
+      else
+        local rank = tonumber(redis.call('HGET', served, client) or '0')
+        if best == nil or rank < best_rank then best, best_rank, best_client = entry, rank, client end
+      end
+    end
+  end
+end
+if best then
+  redis.call('XCLAIM', s, g, me, 0, best[1])
+  redis.call('HSET', served, best_client, redis.call('HINCRBY', served, ':seq', 1))
+  redis.call('EXPIRE', served, 86400)
+  left = left - 1
+end
+if left == 0 then redis.call('XGROUP', 'DELCONSUMER', s, g, q) end
+if best then return {'claim', best[1], best[2], rejected, waiting} end
+return {'none', '', '', rejected, waiting}
+"""
 
 
 @dataclass
@@ -69,6 +140,8 @@ class MultiClientWorker:
         max_sessions: int = 1,
         claim_timeout_s: float = 30.0,
         session_timeout_s: float = 120.0,
+        max_pending_per_client: int = 64,
+        request_input_timeout_s: float = 5.0,
     ):
         self.svc = service
         self.defaults = defaults
@@ -76,11 +149,13 @@ class MultiClientWorker:
         self.max_sessions = max_sessions
         self.claim_timeout_s = claim_timeout_s
         self.session_timeout_s = session_timeout_s
+        self.max_pending_per_client = max_pending_per_client
+        self.request_input_timeout_s = request_input_timeout_s
         self.sessions: dict[bytes, Claim] = {}
         self.requests_seen: bytes | str = "$"
+        self.waiting: list[str] = []  # queued requests whose input has not started (watched for it)
         self._recover_own = True
-        self._last_autoclaim = 0.0
-        self._last_claim = 0.0
+        self._fair_claim = None
 
     # ------------------------------------------------------------------ group bookkeeping
     def _ensure_group(self, r) -> None:
@@ -92,6 +167,7 @@ class MultiClientWorker:
 
     def on_connect(self, r) -> None:
         self._ensure_group(r)
+        self._fair_claim = r.register_script(_FAIR_CLAIM)
         last = r.xinfo_stream(MC_REQUEST_STREAM).get("last-generated-id", b"0-0")
         self.requests_seen = last if isinstance(last, bytes) else str(last).encode()
         self._recover_own = True
@@ -101,6 +177,9 @@ class MultiClientWorker:
         streams = {MC_REQUEST_STREAM: self.requests_seen}
         for s in self.sessions.values():
             streams[mc_input_stream(s.utt_id)] = s.last_input
+        if len(self.sessions) < self.max_sessions:  # wake when a queued request's input starts
+            for utt in self.waiting:
+                streams.setdefault(mc_input_stream(utt), "0-0")
         return streams
 
     def _groupread(self, r, call):
@@ -124,28 +203,40 @@ class MultiClientWorker:
                 if fields and len(self.sessions) < self.max_sessions:
                     log.info("resuming my unfinished utterance %s", fields.get(b"utt_id", b"?").decode())
                     self._open(r, entry_id, fields)
-        now = time.monotonic()
-        if len(self.sessions) < self.max_sessions and now - self._last_autoclaim > self.claim_timeout_s / 3:
-            self._last_autoclaim = now
-            min_idle = int(self.claim_timeout_s * 1000)
-            resp = self._groupread(
-                r,
-                lambda: r.xautoclaim(
-                    MC_REQUEST_STREAM, MC_GROUP, self.name, min_idle, start_id="0-0", count=1
-                ),
-            )
-            for entry_id, fields in resp[1] if len(resp) > 1 else []:
-                if fields:
-                    log.warning(
-                        "taking over utterance %s from a silent worker", fields.get(b"utt_id", b"?").decode()
-                    )
-                    self._open(r, entry_id, fields)
-        if len(self.sessions) < self.max_sessions:
-            resp = self._groupread(
-                r, lambda: r.xreadgroup(MC_GROUP, self.name, {MC_REQUEST_STREAM: ">"}, count=1)
-            )
-            for entry_id, fields in resp[0][1] if resp else []:
-                self._open(r, entry_id, fields)
+        while len(self.sessions) < self.max_sessions:
+            kind, entry_id, raw, rejected, waiting = self._groupread(r, lambda: self._fair_claim(
+                keys=[MC_REQUEST_STREAM, SERVED_KEY],
+                args=[MC_GROUP, QUEUE_CONSUMER, self.name, SCAN, self.max_pending_per_client,
+                      int(self.request_input_timeout_s * 1000), int(self.claim_timeout_s * 1000),
+                      mc_input_stream("")], client=r))
+            self._reject(r, rejected)
+            self.waiting = [w.decode(errors="replace") for w in waiting]
+            if kind == b"none":
+                return
+            fields = dict(zip(raw[::2], raw[1::2]))
+            if kind == b"takeover":
+                log.warning("taking over utterance %s from a silent worker", fields.get(b"utt_id", b"?").decode())
+            self._open(r, entry_id, fields)
+
+    def _reject(self, r, rejected: list) -> None:
+        """Answer the requests the claim script dropped (too many from one client, or no input in time)."""
+        if not rejected:
+            return
+        reasons = {b"too_many": f"more than {self.max_pending_per_client} utterances of this client are waiting "
+                                "(--max_pending_per_client); this one is rejected: send fewer at once",
+                   b"no_input": f"no input within {self.request_input_timeout_s:g} s of the request "
+                                "(--request_input_timeout_s); the request is dropped"}
+        pipe = r.pipeline(transaction=False)
+        for utt, reason in rejected:
+            if not utt:
+                continue
+            out = mc_output_stream(utt.decode(errors="replace"))
+            pipe.xadd(out, {"kind": "error", "error": reasons.get(reason, reason.decode()), "worker": self.name})
+            pipe.expire(out, OUTPUT_TTL_S)
+            pipe.delete(mc_input_stream(utt.decode(errors="replace")))
+        pipe.execute()
+        log.warning("rejected %d queued request(s): %s", len(rejected),
+                    ", ".join(sorted({reason.decode() for _, reason in rejected})))
 
     def _open(self, r, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         utt = fields.get(b"utt_id", b"").decode(errors="replace")
@@ -198,21 +289,25 @@ class MultiClientWorker:
         self._reply(r, s.utt_id, {"kind": "error" if "error" in reply else "partial", "chunk": chunk, **reply})
 
     def step(self, r, got: dict[str, list]) -> bool:
-        """Handle what the blocking read of :meth:`watch`'s streams returned; True if anything was done."""
+        """Handle what the blocking read of :meth:`watch`'s streams returned; True if anything was done.
+
+        Claims whenever a slot is free, also right after a finalize freed one (fixed: a request that
+        arrived while the worker was busy waited for the next 0.5 s poll)."""
         did = False
+        if MC_REQUEST_STREAM in got:
+            self.requests_seen = got[MC_REQUEST_STREAM][-1][0]
         watched = set(self.sessions)
-        now = time.monotonic()
-        if MC_REQUEST_STREAM in got or self._recover_own or now - self._last_claim > 0.5:
-            if MC_REQUEST_STREAM in got:
-                self.requests_seen = got[MC_REQUEST_STREAM][-1][0]
-            self._last_claim = now
-            self._claim(r)
+        for s in list(self.sessions.values()):
+            for entry_id, fields in got.get(mc_input_stream(s.utt_id)) or []:
+                self._serve(r, s, entry_id, fields)
+                did = True
+        self._claim(r)
         for key, s in list(self.sessions.items()):
-            entries = got.get(mc_input_stream(s.utt_id))
-            if key not in watched:  # claimed just now: its input was not part of the blocking read
-                resp = r.xread({mc_input_stream(s.utt_id): s.last_input}, count=1)
-                entries = resp[0][1] if resp else []
-            for entry_id, fields in entries or []:
+            if key in watched:
+                continue
+            # claimed just now: its input was not part of the blocking read
+            resp = r.xread({mc_input_stream(s.utt_id): s.last_input}, count=1)
+            for entry_id, fields in resp[0][1] if resp else []:
                 self._serve(r, s, entry_id, fields)
                 did = True
         self._housekeeping(r)

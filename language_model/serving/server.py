@@ -8,8 +8,11 @@ streams (:mod:`language_model.serving.legacy`) and the multi-client group
 Fixes and additions (each also noted where it happens):
   * Redis disconnects are retried with exponential backoff (0.5 s .. 5 s), logged once per outage;
   * ``--redis_password`` (default ``$REDIS_PASSWORD``); the server listens on nothing itself;
-  * SIGTERM/SIGINT finish the current message and stop; ``--num_workers N`` forks N workers that
-    share the loaded graph, restarts a crashed one under its name, and forwards signals;
+  * SIGTERM/SIGINT finish the current message and stop; a message still running after
+    ``STOP_GRACE_S`` (1 s) is abandoned: the original's streams get an error answer, a multi-client
+    utterance stays pending for the next worker (the original ignored SIGTERM for as long as a request ran);
+    ``--num_workers N`` forks N workers that share the loaded graph, restarts a crashed one under its
+    name, and forwards signals;
   * a bad start-up flag or LM folder is one line and exit status 2.
 """
 
@@ -35,6 +38,11 @@ from nejm_b2txt_utils.lm_params import LMParams
 
 log = logging.getLogger("language_model.serving.server")
 BLOCK_MS = 100
+STOP_GRACE_S = 1.0
+
+
+class ServerStopping(BaseException):  # not an Exception: the handlers catch those and answer
+    """Raised in the main thread when a stop signal's grace period ends while a message is being handled."""
 
 
 class Worker:
@@ -50,8 +58,10 @@ class Worker:
         self.mc = None
         if args.multi_client == "on":
             self.mc = MultiClientWorker(service, self.params, name, args.max_sessions, args.claim_timeout_s,
-                                        args.session_timeout_s)
+                                        args.session_timeout_s, args.max_pending_per_client,
+                                        args.request_input_timeout_s)
         self.stop = False
+        self.busy = False  # handling a message (a stop signal then waits STOP_GRACE_S, then abandons it)
 
     def _connect(self):
         from redis.backoff import ExponentialBackoff
@@ -77,6 +87,11 @@ class Worker:
                         self.mc.on_connect(r)
                     backoff, outage = 0.5, False
                 self._iteration(r)
+            except ServerStopping:
+                self.busy = False
+                log.warning("stop signal: abandoned the message still running after %.0f s", STOP_GRACE_S)
+                self._abandon(r)
+                break
             except redis.AuthenticationError as exc:  # a subclass of ConnectionError: retrying cannot help
                 raise SystemExit(f"redis authentication failed: {exc} (set --redis_password or $REDIS_PASSWORD)") from None
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -90,6 +105,17 @@ class Worker:
         if r is not None and self.mc:
             self.mc.shutdown(r)
         log.info("worker %s stopped", self.name)
+
+    def _abandon(self, r) -> None:
+        """After an abandoned message: answer the original client with an error (multi-client utterances
+        stay pending in the group: the worker's successor or another worker replays them)."""
+        if r is None:
+            return
+        try:
+            r.connection_pool.disconnect()  # the interrupted call may have left a reply half read
+            self.legacy.abandon(r, "the LM server is stopping (SIGTERM); the request was abandoned")
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not answer the abandoned request: %s", exc)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -111,10 +137,14 @@ class Worker:
         if not streams:
             self._sleep(BLOCK_MS / 1000)
         got = {(k.decode() if isinstance(k, bytes) else k): v for k, v in (resp or [])}
-        if serving:
-            self.legacy.step(r, got)
-        if self.mc:
-            self.mc.step(r, got)
+        self.busy = True
+        try:
+            if serving:
+                self.legacy.step(r, got)
+            if self.mc:
+                self.mc.step(r, got)
+        finally:
+            self.busy = False
 
 
 def _configure_logging(level: str, name: str) -> None:
@@ -127,15 +157,25 @@ def _run_worker(args, service: LMService, name: str) -> None:
     worker = Worker(args, service, name)
 
     def _stop(signum, _frame):
-        log.info("signal %d: stopping after the current message", signum)
+        log.info("signal %d: stopping after the current message (at most %.0f s)", signum, STOP_GRACE_S)
         worker.stop = True
+        if worker.busy:
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_S)
+
+    def _grace_over(_signum, _frame):
+        if worker.busy:  # runs between two Python bytecodes: a long C call (a lattice pass) ends first
+            raise ServerStopping
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGALRM, _grace_over)
     if args.num_workers > 1:  # share the cores; torch is imported (if at all) after this, in the worker
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.num_workers)))
     service.ensure_components(LMParams.from_namespace(args))  # no-op unless a forked worker must load its LLM
-    worker.run()
+    try:
+        worker.run()
+    finally:  # no grace timer may outlive the loop: at interpreter exit SIGALRM's default action kills
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _supervise(args, service: LMService, base: str) -> int:

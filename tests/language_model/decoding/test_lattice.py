@@ -135,3 +135,19 @@ def test_split_scores_is_the_best_alignment_of_each_sequence(toy):
     # the shortest distances of the word-determinised lattice
     totals = [-(h.lm + 0.325 * h.ac) for h in nbest]
     assert totals == sorted(totals) and math.isfinite(totals[-1])
+
+
+def test_substitution_alignment_of_long_sentences_matches_the_reference():
+    """The banded alignment (prefix/suffix trimmed, band = Hamming distance + 1) against the full-table
+    reference on long sentences that differ at both ends, in the middle, or by a shift."""
+    rng = random.Random(1)
+    vocab = "a b c d".split()
+    for _ in range(40):
+        base = [rng.choice(vocab) for _ in range(rng.randint(30, 60))]
+        other = base.copy()
+        for pos in rng.sample(range(len(base)), rng.randint(1, 4)) + [0, len(base) - 1]:
+            other[pos] = rng.choice(vocab)
+        if rng.random() < 0.3:  # a shifted variant: one word dropped, one appended
+            other = other[1:] + [rng.choice(vocab)]
+        assert substitution_positions(base, other) == reference_substitutions(base, other)
+        assert substitution_positions(other, base) == reference_substitutions(other, base)
