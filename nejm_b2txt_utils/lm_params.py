@@ -186,8 +186,8 @@ class _LMParamsMethods:
     def __post_init__(self) -> None:
         for p in PARAMS:
             object.__setattr__(self, p.name, p.check(getattr(self, p.name)))
-        if self.min_active > self.max_active:
-            raise LMParamError(f"min_active={self.min_active}: expected <= max_active ({self.max_active})")
+        if self.min_active >= self.max_active:  # Kaldi's FasterDecoder aborts the process when they are equal
+            raise LMParamError(f"min_active={self.min_active}: expected < max_active ({self.max_active})")
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> LMParams:

@@ -3,8 +3,12 @@
 Streams ``remote_lm_input`` / ``_reset`` / ``_finalize`` / ``_update_params`` in,
 ``remote_lm_output_partial`` / ``_final`` and the ``done`` acks out, ``remote_lm_args`` re-published when
 empty (after the client's FLUSHALL), last-seen ids starting at Redis time in ms, the context key at
-finalize, and the priority reset > finalize > update > logits. The replies come from
-:func:`language_model.serving.handler.handle_message`.
+finalize. The replies come from :func:`language_model.serving.handler.handle_message`.
+
+Fixed: the original handled whatever was pending in the priority reset > finalize > update > logits, so a
+client that sent reset, logits and finalize in one pipeline got the finalize of an empty utterance and its
+logits leaked into the next one. Pending entries are now handled in stream-ID order
+(:func:`arrival_order`); a client that waits for each answer sees no change.
 
 One process per Redis serves these streams, so N servers never answer twice: with ``--num_workers N``
 worker 0 does; separately started servers (``--legacy auto``) agree through a lock key
@@ -23,6 +27,7 @@ gets an ``error`` naming the multi-client protocol instead.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from language_model.serving.handler import FINALIZE, LOGITS, RESET, UPDATE, handle_message, open_session
@@ -41,6 +46,37 @@ if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
 if not v then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0
 """
+
+
+def arrival_order(pending: dict[str, bytes], last_kind: str) -> list[str]:
+    """The order in which to handle the first pending entry of each stream: stream-ID order.
+
+    A stream ID is ``<ms>-<seq>``, where ``seq`` counts that stream's entries within the millisecond, so IDs of
+    different streams can be equal. Equal IDs are ordered as a client sends them: reset, update, logits,
+    finalize; after logits (an utterance with frames), a finalize comes before a reset of the same ID (the
+    next utterance's), and while no reset is pending, every pending logits entry of the same millisecond comes
+    before the finalize (the chunks of one utterance). A client that waits for each answer never has two
+    entries pending. Left ambiguous: several utterances of several chunks each pipelined within one
+    millisecond (a later chunk can be taken for the next utterance's).
+
+    Args:
+        pending: kind (:data:`RESET`, :data:`UPDATE`, :data:`LOGITS`, :data:`FINALIZE`) -> its first pending
+            entry's stream ID (bytes ``b"<ms>-<seq>"``).
+        last_kind: the last reset, logits or finalize handled (:data:`FINALIZE` before the first).
+
+    Returns:
+        The kinds of ``pending``, first to handle first.
+    """
+    ids = {kind: tuple(int(x or 0) for x in entry_id.partition(b"-")[::2]) for kind, entry_id in pending.items()}
+    # more chunks of this utterance: logits pending, and no reset up to their millisecond
+    chunks_first = last_kind == LOGITS and LOGITS in ids and ids[LOGITS][0] < ids.get(RESET, (math.inf,))[0]
+    if last_kind == RESET:  # a fresh utterance: its own update/logits/finalize before another reset
+        rank = [UPDATE, LOGITS, FINALIZE, RESET]
+    elif last_kind == LOGITS:  # frames received: a finalize ends this utterance before the next reset
+        rank = [UPDATE, LOGITS, FINALIZE, RESET] if chunks_first else [UPDATE, FINALIZE, RESET, LOGITS]
+    else:
+        rank = [RESET, UPDATE, LOGITS, FINALIZE]
+    return sorted(pending, key=lambda k: (ids[k][0], 0 if chunks_first else ids[k][1], rank.index(k)))
 
 
 class LegacyRole:
@@ -95,6 +131,7 @@ class LegacyProtocol:
         self._tag: dict[str, bytes] = {}  # the client_id of the message being handled, echoed in its answers
         self._owner: bytes | None = None  # the tagged client whose utterance is in progress
         self._owner_seen = 0.0
+        self._last_kind = FINALIZE  # the last reset/logits/finalize handled: where the utterance stands
 
     @property
     def params(self) -> LMParams:
@@ -117,10 +154,12 @@ class LegacyProtocol:
         return dict(self.seen)
 
     def step(self, r, got: dict[str, list]) -> bool:
-        """Handle the highest-priority entry only (reset > finalize > update > logits); the others stay
-        unread for the next iteration. Returns True if an entry was handled."""
-        for stream, kind in ((rp.RESET_STREAM, RESET), (rp.FINALIZE_STREAM, FINALIZE),
-                             (rp.UPDATE_PARAMS_STREAM, UPDATE), (self.input, LOGITS)):
+        """Handle the entry that came first (:func:`arrival_order`); the others stay unread for the next
+        iteration. Returns True if an entry was handled."""
+        streams = {RESET: rp.RESET_STREAM, FINALIZE: rp.FINALIZE_STREAM, UPDATE: rp.UPDATE_PARAMS_STREAM,
+                   LOGITS: self.input}
+        pending = {kind: got[s][0][0] for kind, s in streams.items() if got.get(s)}
+        for stream, kind in [(streams[k], k) for k in arrival_order(pending, self._last_kind)]:
             if got.get(stream):
                 entry_id, fields = got[stream][0]
                 self.seen[stream] = entry_id
@@ -136,6 +175,7 @@ class LegacyProtocol:
                     self.abandon(r, CONFLICT_ERROR, reset=False)
                 else:
                     self._handle(r, kind, fields)
+                    self._last_kind = self._last_kind if kind == UPDATE else kind
                 self._answering = None
                 return True
         return False
