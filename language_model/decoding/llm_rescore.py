@@ -123,6 +123,9 @@ class CausalLMScorer:
             max_batch: sentences per forward pass (0: all at once).
             method: ``tree`` (shared prefixes computed once) or ``batch`` (the original's padded batch).
 
+        Returns:
+            The scorer.
+
         Raises:
             LLMUnavailableError: the model is not available offline.
         """
