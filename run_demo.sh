@@ -5,6 +5,7 @@
 # one PER/WER table; writes the submission CSV and Figure 2 under runs/demo/. Stops everything it started.
 #   ./run_demo.sh            (~20 min on 2 cores the first time; a re-run reuses finished steps)
 #   ./run_demo.sh --quick    (tiny data, short training: < 5 min)
+#   ./run_demo.sh --recipe nnn   (the adversarial TripleGRUDecoder instead of the baseline GRU; runs/demo_nnn)
 #   ./run_demo.sh --help     (all options)
 set -euo pipefail
 cd "$(dirname "$0")"

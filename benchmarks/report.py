@@ -4,11 +4,11 @@
     python benchmarks/report.py --demo_dir runs/demo # take the end-to-end numbers from a finished demo run
 
 Measured: training steps/s (baseline, small and nnn-small configs, with nnn/small ratios), streaming
-latency per 80 ms frame, LM decode latency (streaming chunk, finalize, rescoring, causal LM), TLG build time and memory, the end-to-end wall
-time of the main job with the peak RSS of each of its processes, eager vs PyTorch/XLA (CPU) training of a
-tiny TripleGRUDecoder (``envs/b2txt_xla``; skipped with a warning when ./setup_xla.sh has not been run).
-Every benchmark runs as its own process in the environment it belongs to (``envs/b2txt25``,
-``envs/b2txt25_lm`` or ``envs/b2txt_xla``); its JSON is kept in
+latency per 80 ms frame, LM decode latency (streaming chunk, finalize, rescoring, causal LM), TLG build
+time and memory, the end-to-end wall time of the main job with the peak RSS of each of its processes,
+eager vs PyTorch/XLA (CPU) training of a tiny TripleGRUDecoder (``envs/b2txt_xla``; skipped with a warning
+when ./setup_xla.sh has not been run). Every benchmark runs as its own process in the environment it
+belongs to (``envs/b2txt25``, ``envs/b2txt25_lm`` or ``envs/b2txt_xla``); its JSON is kept in
 ``<out>/parts/<name>.json`` as soon as it finishes, so an interrupted report resumes where it stopped
 (``--force`` measures again). Output: ``<out>/report.json`` and ``<out>/report.md``.
 """

@@ -1,7 +1,8 @@
 """The main job end to end on embedded defaults (README command #1, via ``./run_demo.sh``).
 
 synthetic ``small`` data -> n-gram LM (on text disjoint from val) + wordfreq 1-gram -> baseline GRU
-(small CPU config) -> bundled redis-server on a free loopback port + LM server with SmolLM2 rescoring
+(small CPU config; ``--recipe nnn``: the adversarial TripleGRUDecoder of model_training_nnn) -> bundled
+redis-server on a free loopback port + LM server with SmolLM2 rescoring
 -> val evaluation -> one table of PER/WER (greedy; n-gram; n-gram + LLM; per corpus), the submission CSV
 and Figure 2 of this run. Every child process is stopped on exit, failure, Ctrl-C or SIGTERM. A re-run
 reuses every finished step (data, LMs, the trained model, decoded trials).
@@ -33,6 +34,11 @@ LM_FLAGS = ["--nbest", "100", "--acoustic_scale", str(ACOUSTIC_SCALE), "--blank_
             "--gpu_number", "-1"]
 
 
+#: --recipe -> (training script, config) relative to the repository root.
+RECIPES = {"baseline": ("model_training/train_model.py", "model_training/rnn_args_small.yaml"),
+           "nnn": ("model_training_nnn/train_model.py", "model_training_nnn/rnn_args_nnn_small.yaml")}
+
+
 class _AlreadyDone(Exception):
     """The LM evaluation of this run exists: no services need starting."""
 
@@ -48,7 +54,10 @@ def env_python(name: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(REPO / "runs" / "demo"), help="run folder (default: runs/demo)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/demo, runs/demo_nnn for --recipe nnn)")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="baseline",
+                   help="baseline: the GRU decoder; nnn: the adversarial TripleGRUDecoder (model_training_nnn, "
+                        "its small config), evaluated through the same evaluator and LM server")
     p.add_argument("--quick", action="store_true",
                    help="the same pipeline, smaller: tiny data, a short training run (< 5 minutes)")
     p.add_argument("--seed", type=int, default=0, help="synthetic data seed")
@@ -59,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def plan(args: argparse.Namespace) -> dict:
-    out = Path(args.out).resolve()
+    out = Path(args.out or REPO / "runs" / ("demo" if args.recipe == "baseline" else f"demo_{args.recipe}")).resolve()
     preset = "tiny" if args.quick else "small"
     # --quick exercises every stage, not accuracy: a 1x128 GRU for 150 small batches (~1 minute on 2 cores);
     # the small config's decay follows num_training_batches.
@@ -84,8 +93,8 @@ def build_steps(args: argparse.Namespace, p: dict) -> list[Step]:
              done=p["lm3"] / "TLG.fst"),
         Step("lm_1gram", [py_lm, str(REPO / "language_model" / "build_lm.py"), "--unigram_wordfreq",
                           "--out", str(p["lm1"])], done=p["lm1"] / "TLG.fst"),
-        Step("train", [py, str(REPO / "model_training" / "train_model.py"), "--config",
-                       str(REPO / "model_training" / "rnn_args_small.yaml"), f"output_dir={model}",
+        Step("train", [py, str(REPO / RECIPES[args.recipe][0]), "--config", str(REPO / RECIPES[args.recipe][1]),
+                       f"output_dir={model}",
                        f"dataset.dataset_dir={hdf5}", "dataset.sessions=auto",
                        "dataset.dataset_probability_val=auto", "device=cpu",
                        f"resume={'true' if (model / 'checkpoint' / 'last_checkpoint').exists() else 'false'}",

@@ -37,8 +37,11 @@ def test_quick_report_measures_every_benchmark_and_resumes(tmp_path):
 
     report = json.loads((out / "report.json").read_text())
     train = report["train_throughput"]["results"]
-    assert [r["config"] for r in train] == ["small"]
+    assert [r["config"] for r in train] == ["small", "nnn_small"]  # the adversarial model next to its peer
     assert train[0]["steps_per_s"] > 0 and train[0]["timed_steps"] == 3 and train[0]["peak_rss_mb"] > 50
+    assert train[1]["params"] > train[0]["params"] / 2 and train[1]["gru"].startswith("noise 2x512")
+    ratios = report["train_throughput"]["ratios"]
+    assert ratios["nnn_small_over_small_steps_per_s"] == round(train[1]["steps_per_s"] / train[0]["steps_per_s"], 3)
     stream = report["stream_latency"]["results"][0]
     assert stream["frames"] == 30 and 0 < stream["ms_per_frame_p50"] <= stream["ms_per_frame_p95"]
     tlg = report["tlg_build"]

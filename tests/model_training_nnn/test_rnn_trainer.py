@@ -175,3 +175,15 @@ def test_an_nnn_checkpoint_through_the_redis_lm_protocol(trained_nnn, tiny_data,
             lm.close()
     assert code == 0 and lm.payloads == expected  # the clean head's logits, LM order, one message per trial
     assert read_csv(tmp_path) == [f"i heard {len(e) // 164} frames" for e in expected]
+
+
+def test_run_demo_recipe_nnn_trains_the_nnn_model_into_its_own_folder():
+    from end_to_end import run_demo
+
+    args = run_demo.parse_args(["--recipe", "nnn", "--quick"])
+    p = run_demo.plan(args)
+    assert p["out"] == REPO / "runs" / "demo_nnn"
+    train = next(s for s in run_demo.build_steps(args, p) if s.name == "train")
+    assert train.cmd[1:4] == [str(REPO / "model_training_nnn" / "train_model.py"), "--config", str(NNN_SMALL)]
+    baseline = run_demo.plan(run_demo.parse_args(["--quick"]))
+    assert baseline["out"] == REPO / "runs" / "demo"
