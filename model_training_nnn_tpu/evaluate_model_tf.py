@@ -4,7 +4,7 @@ Same flags and outputs as ``model_training/evaluate_model.py`` (``--lm redis|non
 of ``nejm_b2txt_utils.redis_protocol``, the submission CSV, the PER/WER table, resumable partial results),
 because it *is* that script's code path: only the model loader differs. ``<model_path>/checkpoint/
 best_checkpoint`` may be a TF checkpoint (``checkpoint_tf``) or a PyTorch one (converted on load);
-``args.yaml`` says the model (``model_kind``). Per-trial inference is ``model_training.inference.infer_trial``
+``args.yaml`` says the model (``model.architecture``). Per-trial inference is ``model_training.inference.infer_trial``
 (the baseline's 'valid' smoothing) calling the Keras model through :class:`KerasForTorchEval`.
 """
 

@@ -1,4 +1,5 @@
-"""Building the Keras model a config describes (``model_kind``: ``gru`` = baseline, ``triple`` = nnn)."""
+"""Building the Keras model a config describes: ``model.architecture`` (``gru`` = the baseline GRUDecoder,
+``triple_gru`` = the nnn TripleGRUDecoder), the key ``model_training/checkpoint.py`` reads too."""
 
 from __future__ import annotations
 
@@ -6,25 +7,28 @@ from omegaconf import DictConfig
 
 from nejm_b2txt_utils.cli_errors import ConfigError
 
+KINDS = {"gru": "gru", "triple_gru": "triple"}
+
 
 def model_kind(args: DictConfig) -> str:
-    """``args.model_kind`` when set, else ``triple`` when the config has an ``adversarial`` section, else ``gru``.
+    """``'gru'`` or ``'triple'`` from ``model.architecture`` (absent = ``gru``).
 
     Raises:
-        ConfigError: an unknown ``model_kind``.
+        ConfigError: an unknown architecture.
     """
-    kind = args.get("model_kind") or ("triple" if args.get("adversarial") is not None else "gru")
-    if kind not in ("gru", "triple"):
-        raise ConfigError(f"model_kind: expected 'gru' or 'triple', got {kind!r}")
-    return kind
+    arch = str(args.model.get("architecture", "gru"))
+    if arch not in KINDS:
+        raise ConfigError(f"model.architecture: expected one of {sorted(KINDS)}, got {arch!r}")
+    return KINDS[arch]
 
 
 def build_model_tf(args: DictConfig):
     """The Keras port of the configured model (variables created lazily: call ``build_for``).
 
     Args:
-        args: a training config (``model.*``, ``dataset.sessions``, ``dataset.n_classes``; triple: ``model.n_noise_layers``,
-            ``n_clean_layers``, ``n_noisy_layers``, ``noise_units``, ``noisy_units``, ``adversarial.grl_skip_when_zero``).
+        args: a training config (``model.*``, ``dataset.sessions``, ``dataset.n_classes``; triple_gru:
+            ``model.n_noise_layers``, ``n_clean_layers``, ``n_noisy_layers``, ``noise_units``, ``noisy_units``,
+            ``adversarial.grl_skip_when_zero``).
 
     Returns:
         A ``GRUDecoder`` or ``TripleGRUDecoder`` (Keras).

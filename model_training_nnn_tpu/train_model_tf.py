@@ -4,7 +4,7 @@ The config is ``model_training/rnn_args.yaml`` (the baseline recipe; ``--config`
 same keys) with ``key=value`` overrides, read by ``model_training/config.py``. The strategy is found by
 ``strategy.create_tpu_strategy`` (TPU VM / Colab / TPU_NAME, else GPUs, else CPU; one log line says which
 and how many replicas); ``TF_CONFIG`` with several workers selects ``MultiWorkerMirroredStrategy``.
-``model_kind=triple`` (or an ``adversarial`` section) trains the TripleGRUDecoder.
+``--config model_training_nnn/rnn_args_nnn.yaml`` (``model.architecture: triple_gru``) trains the TripleGRUDecoder.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ PER (ties: lower loss), ``resume=true`` from ``last_checkpoint``.
 TF-only keys (all optional): ``tpu_address`` (null = detect), ``require_tpu`` (false), ``tf_precision``
 (``auto``: bf16 when ``use_amp`` and on TPU/GPU, else fp32; or ``bf16`` / ``fp32``), ``jit_compile`` (XLA on
 CPU/GPU with the default strategy; TPUs always compile), ``static_max_time_steps`` (null = the longest trial,
-rounded up to 8), ``ctc_labels`` (``auto``: dense on TPU, sparse elsewhere).
-The model is ``model_kind`` (``gru``, default, or ``triple``; see :func:`build_model_tf`).
+rounded up to 8), ``ctc_labels`` (``auto``: dense on TPU or with ``jit_compile``, sparse elsewhere).
+The model is ``model.architecture`` (``gru``, default, or ``triple_gru``; ``models.build_model_tf``), e.g.
+``--config model_training_nnn/rnn_args_nnn_small.yaml``.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ class TFTrainer:
         prec = str(args.get("tf_precision", "auto"))
         prec = ("bf16" if accel and args.get("use_amp", True) else "fp32") if prec == "auto" else prec
         self.policy = configure_mixed_precision(prec)
-        labels = str(args.get("ctc_labels", "auto"))
-        self.dense_labels = self.on_tpu if labels == "auto" else labels == "dense"
         jit = args.get("jit_compile", False)
         self.jit = bool(jit) and not self.on_tpu and self.replicas == 1
+        labels = str(args.get("ctc_labels", "auto"))  # XLA (TPU, jit_compile) has no sparse CTC kernel
+        self.dense_labels = (self.on_tpu or self.jit) if labels == "auto" else labels == "dense"
         self.transform_args = OmegaConf.to_container(args.dataset.data_transforms, resolve=True)
         self.patch_size, self.patch_stride = int(args.model.patch_size), int(args.model.patch_stride)
         self.n_batches = int(args.num_training_batches)
@@ -103,10 +104,14 @@ class TFTrainer:
         self.logger.info(f"Fixed batch shape per replica: {self.shape}")
         with self.strategy.scope():
             self.model = build_model_tf(args)
-            self.model.build_for(self.shape.batch, self.shape.time)
+            self.model.build_for(self.shape.batch)  # a short input: eager GRUs are slow
             self.variables = [v for v in self.model.trainable_variables if self._trainable(v.path)]
             self.optimizers = create_optimizers(self.variables, args)
             self.grl_lambda = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="grl_lambda")
+        adv = args.get("adversarial") or {}
+        if any(float(adv.get(k, 1.0)) != 1.0 for k in ("lr_scale_noise", "lr_scale_noisy")):
+            self.logger.warning("adversarial.lr_scale_noise/lr_scale_noisy are not implemented in the TF port: "
+                                "every sub-model uses lr_max")
         n_params = sum(int(np.prod(v.shape)) for v in self.model.weights)
         self.logger.info(f"Model ({self.kind}) has {n_params:,} parameters")
         if self.resume_path is not None:
@@ -134,8 +139,8 @@ class TFTrainer:
                                  "train", seed)
         lens = self._adjusted(n)
         labels, label_lens = batch["seq_class_ids"], batch["phone_seq_lens"]
-        if self.kind == "triple":
-            adv = self.args.get("adversarial", {}) or {}
+        adv = self.args.get("adversarial", {}) or {}
+        if self.kind == "triple" and adv.get("enabled", True):
             clean, noisy, noise = self.model(x, batch["day_indices"], grl_lambda=self.grl_lambda, mode="full",
                                              training=True)
             l_clean = ctc_per_trial(clean, labels, label_lens, lens, self.dense_labels)
@@ -145,7 +150,8 @@ class TFTrainer:
             objective = l_clean + float(adv.get("noisy_loss_weight", 0.2)) * l_noisy + \
                 float(adv.get("noise_l2_weight", 0.0)) * l2
             return objective, l_clean, {"noisy_loss": l_noisy}
-        logits = self.model(x, batch["day_indices"], training=True)
+        kw = {"mode": "inference"} if self.kind == "triple" else {}  # adversarial.enabled false: clean path only
+        logits = self.model(x, batch["day_indices"], training=True, **kw)
         per_trial = ctc_per_trial(logits, labels, label_lens, lens, self.dense_labels)
         return per_trial, per_trial, {}
 

@@ -55,11 +55,11 @@ def test_torch_to_tf_same_logits_and_back(kind):
 
 def test_tf_trained_weights_move_to_torch():
     """Random (non-identity) Keras weights, including day layers, round-trip to PyTorch with equal logits."""
-    km = GRUDecoder(n_layers=1, **KW).build_for()
+    km = GRUDecoder(n_layers=2, **KW).build_for()
     rng = np.random.default_rng(3)
     for v in km.weights:
         v.assign(rng.standard_normal(v.shape).astype(np.float32) * 0.3)
-    tm = TorchGRU(n_layers=1, **KW).eval()
+    tm = TorchGRU(n_layers=2, **KW).eval()
     tm.load_state_dict(to_torch(tf_to_torch(km)))
     x, d = _inputs(5)
     with torch.no_grad():
