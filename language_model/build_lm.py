@@ -31,11 +31,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from language_model.graph.lexicon import cmu_words, lexicon_for_words
-from language_model.graph.tlg import build_lm_dir
+from language_model.graph.tlg import SPECIAL_WORDS, build_lm_dir, check_lexicon
 from language_model.ngram.arpa import write_arpa, write_arpa_katz, write_arpa_kn
-from language_model.ngram.corpus import iter_lines, normalized_sentences
+from language_model.ngram.corpus import (
+    DecodeStats,
+    check_encoding,
+    iter_lines,
+    normalized_sentences,
+    open_corpus,
+)
 from language_model.ngram.unigram import DEFAULT_EOS_PROB, wordfreq_unigram, wordfreq_vocabulary
 from nejm_b2txt_utils.atomic_io import atomic_write_json
+from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input
 
 log = logging.getLogger("build_lm")
 
@@ -46,8 +53,8 @@ DEFAULT_UNIGRAM_DIR = (
 VOCAB_MODES = ("cmu+corpus", "corpus", "cmu")
 
 
-class BuildError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
+class BuildError(ConfigError):
+    """Bad input (corpus, vocabulary file, lexicon): printed as one line, exit status 2."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     voc.add_argument(
         "--no_number_words", action="store_true", help="delete numbers as the original (no words)"
     )
+    voc.add_argument("--encoding", default="utf-8",
+                     help="text encoding of the corpus files (default utf-8; e.g. latin-1, cp1252): lines that "
+                          "are not valid in it are skipped with a warning that counts them")  # fmt: skip
     uni = p.add_argument_group("wordfreq 1-gram")
     uni.add_argument("--top_words", type=int, default=0,
                      help="add the N most frequent wordfreq words outside the CMU dictionary (G2P)")  # fmt: skip
@@ -116,6 +126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for path in [*(args.corpus or []), *([args.vocab_file] if args.vocab_file else [])]:
         if str(path) != "-" and (not Path(path).exists() or Path(path).is_dir()):
             p.error(f"file not found: {path}")
+    try:
+        args.encoding = check_encoding(args.encoding)
+    except ValueError as exc:
+        p.error(f"--encoding: {exc}")
     return args
 
 
@@ -140,6 +154,8 @@ def input_hash(args: argparse.Namespace) -> str | None:
         return None
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                if k not in ("out", "force", "corpus", "vocab_file")}  # fmt: skip
+    if options.get("encoding") == "utf-8":
+        del options["encoding"]  # the default: folders built before the option existed stay up to date
     options["build_version"] = BUILD_VERSION
     options["corpus"] = [_file_digest(Path(c)) for c in args.corpus or []]
     options["vocab_file"] = _file_digest(args.vocab_file) if args.vocab_file else None
@@ -179,28 +195,76 @@ def peak_rss_mb() -> float:
 
 
 def read_word_list(path: Path) -> list[str]:
-    """A ``--vocab_file``: the first field of every non-empty line, lower-cased.
+    """A ``--vocab_file``: the first field of every non-empty line, lower-cased, checked.
 
     Args:
-        path: the file.
+        path: the file (UTF-8).
 
     Returns:
         The words.
+
+    Raises:
+        BuildError: a line is not UTF-8, a word is a reserved symbol (``<s>``, ``#0``...), or there is no word;
+            the message names the file and line.
     """
-    with open(path, encoding="utf-8") as f:
-        return [line.split()[0].lower() for line in f if line.strip()]
+    words = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BuildError(f"{path}:{n}: not valid utf-8 text ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            word = line.split()[0].lower()
+            if word in SPECIAL_WORDS or word.startswith("#"):
+                raise BuildError(f"{path}:{n}: {word!r} is a reserved symbol, not a word")
+            words.append(word)
+    if not words:
+        raise BuildError(f"{path}: no words (expected one word per line)")
+    return words
 
 
-def choose_vocabulary(args: argparse.Namespace, word_counts: Counter) -> list[str]:
+def check_inputs(args: argparse.Namespace) -> list[str] | None:
+    """Check the inputs before any expensive step: the corpus files can be opened and read (a ``.gz`` is
+    gzip, a file is not empty) and the vocabulary file is a valid word list.
+
+    Args:
+        args: the flags.
+
+    Returns:
+        The ``--vocab_file`` words, or ``None`` without one.
+
+    Raises:
+        BuildError: naming the file and what is wrong.
+    """
+    for path in args.corpus or []:
+        if str(path) == "-":
+            continue
+        if Path(path).stat().st_size == 0:
+            raise BuildError(f"{path}: the corpus file is empty")
+        try:
+            with open_corpus(path) as f:
+                f.read(1)
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise BuildError(f"{path}: cannot read the corpus ({' '.join(str(exc).split())})") from None
+    return read_word_list(args.vocab_file) if args.vocab_file else None
+
+
+def choose_vocabulary(args: argparse.Namespace, word_counts: Counter,
+                      vocab_words: list[str] | None = None) -> list[str]:
     """The words the LM may output (before dropping words without a pronunciation).
 
     Args:
         args: the flags (``--vocab``, ``--vocab_size``, ``--vocab_file``).
         word_counts: corpus word counts.
+        vocab_words: the ``--vocab_file`` words already read (:func:`check_inputs`).
 
     Returns:
         The sorted vocabulary.
     """
+    if vocab_words is not None:
+        return vocab_words
     if args.vocab_file:
         return read_word_list(args.vocab_file)
     vocab: set[str] = set()
@@ -220,13 +284,14 @@ def _stream_lines(path: Path, vocab: set[str] | None) -> Iterator[str]:
 
 
 def build_from_corpus(
-    args: argparse.Namespace, work: Path
+    args: argparse.Namespace, work: Path, vocab_words: list[str] | None = None
 ) -> tuple[dict, dict[str, list[str]], Path, Path | None]:
     """Normalise, choose the vocabulary, estimate the ARPA(s) in ``work``.
 
     Args:
         args: the flags.
         work: a scratch folder.
+        vocab_words: the checked ``--vocab_file`` words (:func:`check_inputs`), if any.
 
     Returns:
         ``(stats, lexicon, arpa path, unpruned arpa path or None)``.
@@ -237,8 +302,10 @@ def build_from_corpus(
     normalized = work / "corpus.txt"
     word_counts: Counter = Counter()
     n_sentences = 0
+    decoding = DecodeStats()
     with open(normalized, "w", encoding="utf-8") as f:
-        sentences = normalized_sentences(iter_lines(args.corpus), number_words=not args.no_number_words)
+        lines = iter_lines(args.corpus, encoding=args.encoding, stats=decoding)
+        sentences = normalized_sentences(lines, number_words=not args.no_number_words)
         for sentence in tqdm(sentences, desc="normalising", unit=" sent", mininterval=2.0):
             f.write(sentence + "\n")
             word_counts.update(sentence.split())
@@ -252,9 +319,13 @@ def build_from_corpus(
         len(word_counts),
     )
 
-    lexicon = lexicon_for_words(choose_vocabulary(args, word_counts))
+    lexicon = lexicon_for_words(choose_vocabulary(args, word_counts, vocab_words))
     if not lexicon:
         raise BuildError("vocabulary is empty: no word has a pronunciation")
+    try:
+        lexicon = check_lexicon(lexicon)  # what build_lm_dir checks, before the estimation rather than after
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
     vocab = set(lexicon)
     oov = sum(c for w, c in word_counts.items() if w not in vocab)
     del word_counts
@@ -275,6 +346,7 @@ def build_from_corpus(
         unpruned = arpa  # nothing was pruned: the "unpruned" G is G
     stats = {
         "sentences": n_sentences,
+        "undecodable_lines": decoding.undecodable_lines,
         "oov_tokens": oov,
         "vocabulary": len(lexicon),
         "ngrams": lm.num_ngrams(),
@@ -311,6 +383,7 @@ def run(args: argparse.Namespace) -> Path:
         BuildError, ValueError, OSError: a user-facing build problem.
     """
     out = args.out.absolute()
+    vocab_words = check_inputs(args) if args.corpus else None
     digest = input_hash(args)
     if not args.force and up_to_date(out, digest):
         log.info("%s is up to date (same inputs and options); use --force to rebuild", out)
@@ -323,20 +396,26 @@ def run(args: argparse.Namespace) -> Path:
         if args.unigram_wordfreq:
             stats, lexicon, arpa = build_unigram(args, work)
         else:
-            stats, lexicon, arpa, unpruned = build_from_corpus(args, work)
+            stats, lexicon, arpa, unpruned = build_from_corpus(args, work, vocab_words)
         t_arpa = time.perf_counter() - t0
+        info: dict = {}
+
+        def write_build_info(folder: Path) -> None:
+            """build_info.json goes into the finished folder before it is renamed into place: an interrupted
+            build leaves the previous folder (or none), never a new one without its build_info.json."""
+            info.update({
+                "input_hash": digest,
+                "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                **stats,
+                "arpa_seconds": round(t_arpa, 2),
+                "total_seconds": round(time.perf_counter() - t0, 2),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                "tlg_bytes": (folder / "TLG.fst").stat().st_size,
+            })  # fmt: skip
+            atomic_write_json(folder / "build_info.json", info)
+
         build_lm_dir(lexicon, arpa, out, sil_prob=args.sil_prob, unpruned_arpa_path=unpruned,
-                     keep_intermediate=args.keep_intermediate)  # fmt: skip
-    info = {
-        "input_hash": digest,
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        **stats,
-        "arpa_seconds": round(t_arpa, 2),
-        "total_seconds": round(time.perf_counter() - t0, 2),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "tlg_bytes": (out / "TLG.fst").stat().st_size,
-    }
-    atomic_write_json(out / "build_info.json", info)
+                     keep_intermediate=args.keep_intermediate, before_publish=write_build_info)  # fmt: skip
     log.info(
         "built %s in %.1f s (peak RSS %.0f MB): %s", out, info["total_seconds"], info["peak_rss_mb"], stats
     )
@@ -350,14 +429,16 @@ def main(argv: list[str] | None = None) -> int:
         argv: the flags (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 on a build error (one line on stderr).
+        0 on success, 2 on bad input (``error: ...``, one line on stderr), 1 on another build error.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     log.info("options: %s", {k: str(v) for k, v in vars(args).items()})
     try:
         run(args)
-    except (BuildError, ValueError, OSError) as exc:
+    except BuildError as exc:
+        return print_bad_input(exc)
+    except (ValueError, OSError) as exc:
         log.debug("failure", exc_info=True)
         print(f"build_lm.py: error: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from language_model.graph.fst_io import read_fst
@@ -258,7 +258,18 @@ def arpa_to_g(arpa_path: str | os.PathLike, words_txt: str | os.PathLike, g_path
 
 
 # --------------------------------------------------------------------------- composition
-def _check_lexicon(lexicon: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+def check_lexicon(lexicon: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Check a lexicon before building L (build_lm.py calls it before the n-gram estimation, too).
+
+    Args:
+        lexicon: word -> stress-free ARPAbet phones.
+
+    Returns:
+        The words with a pronunciation (words without one are left out with a warning).
+
+    Raises:
+        ValueError: a reserved or malformed word, a phone outside the 39 phonemes + SIL, or no word left.
+    """
     clean: dict[str, list[str]] = {}
     for word, phones in lexicon.items():
         if not word or any(c.isspace() for c in word) or word in SPECIAL_WORDS or word.startswith("#"):
@@ -342,6 +353,7 @@ def build_lm_dir(
     *,
     unpruned_arpa_path: str | os.PathLike | None = None,
     keep_intermediate: bool = False,
+    before_publish: Callable[[Path], None] | None = None,
 ) -> Path:
     """Build the original's LM folder from a lexicon (word -> stress-free phones) and an ARPA.
 
@@ -357,6 +369,8 @@ def build_lm_dir(
         sil_prob: optional-silence probability in [0, 1).
         unpruned_arpa_path: the unpruned ARPA for ``--rescore`` (optional).
         keep_intermediate: also write T, L and LG.
+        before_publish: called with the finished temporary folder just before it is renamed into place (to
+            add files that must appear together with the graph).
 
     Returns:
         ``out_dir`` as an absolute ``Path``.
@@ -375,7 +389,7 @@ def build_lm_dir(
         raise FileNotFoundError(f"ARPA file not found: {arpa_path}")
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    clean = _check_lexicon(lexicon)
+    clean = check_lexicon(lexicon)
     t_start = time.perf_counter()
 
     disambig_lex, max_disambig = add_lex_disambig(sorted(clean.items()))
@@ -424,6 +438,8 @@ def build_lm_dir(
         del lg
         tlg.write(str(tmp_dir / "TLG.fst"))
         shutil.copyfile(arpa_path, tmp_dir / "lm.arpa")
+        if before_publish is not None:  # e.g. build_lm.py's build_info.json: part of the folder when it appears
+            before_publish(tmp_dir)
         _replace_dir(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

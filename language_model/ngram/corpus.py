@@ -16,14 +16,19 @@ Differences, on purpose: numbers are verbalised (``1995`` -> ``nineteen ninety f
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
+import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from nejm_b2txt_utils.text import normalize_text
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- sentences
 _ABBREVIATIONS = frozenset(
@@ -84,34 +89,83 @@ def normalize_lm_sentence(sentence: str, number_words: bool = True) -> str:
 
 
 # --------------------------------------------------------------------------- streaming
-def open_corpus(path: str | Path) -> io.TextIOBase:
-    """A text stream for a corpus file (``.gz`` transparently; ``-`` is stdin; undecodable bytes replaced).
+def check_encoding(encoding: str) -> str:
+    """The codec name if ``encoding`` can be read line by line from bytes (ASCII-compatible).
+
+    Args:
+        encoding: a Python codec name (``utf-8``, ``latin-1``, ``cp1252``...).
+
+    Returns:
+        The codec's canonical name.
+
+    Raises:
+        ValueError: unknown, or not ASCII-compatible (UTF-16/32: lines cannot be split on ``\\n`` bytes).
+    """
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+    if "\n a".encode(name, errors="replace") != b"\n a":
+        raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; convert the corpus to UTF-8 first")
+    return name
+
+
+def open_corpus(path: str | Path) -> io.BufferedIOBase:
+    """A binary stream for a corpus file (``.gz`` transparently; ``-`` is stdin).
 
     Args:
         path: the file.
 
     Returns:
-        An open text stream.
+        An open binary stream (lines are decoded by :func:`iter_lines`).
     """
     if str(path) == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        return sys.stdin.buffer
     if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
-def iter_lines(paths: Iterable[str | Path]) -> Iterator[str]:
+@dataclass
+class DecodeStats:
+    """Lines :func:`iter_lines` skipped because they were not valid text in the encoding."""
+
+    undecodable_lines: int = 0
+
+
+def iter_lines(paths: Iterable[str | Path], encoding: str = "utf-8",
+               stats: DecodeStats | None = None) -> Iterator[str]:
     """Lines of every corpus file in turn, read lazily (never a whole file in memory).
 
+    A line that is not valid ``encoding`` is skipped, never decoded with replacement characters (a Latin-1
+    ``caf\\xe9`` read as UTF-8 became the word ``caf``); each file with such lines logs one warning with their
+    count and the first line number.
+
     Args:
-        paths: the files.
+        paths: the files (``-`` = stdin).
+        encoding: the files' text encoding (ASCII-compatible, see :func:`check_encoding`).
+        stats: if given, counts the skipped lines.
 
     Returns:
-        An iterator of lines (with their newlines).
+        An iterator of decoded lines (with their newlines).
+
+    Raises:
+        OSError: a file cannot be read (e.g. a ``.gz`` that is not gzip).
     """
     for path in paths:
+        bad = first_bad = 0
         with open_corpus(path) as f:
-            yield from f
+            for n, raw in enumerate(f, 1):
+                try:
+                    yield raw.decode(encoding)
+                except UnicodeDecodeError:
+                    bad += 1
+                    first_bad = first_bad or n
+        if bad:
+            log.warning("%s: %d line(s) are not valid %s and were skipped (first: line %d); give --encoding if "
+                        "the file uses another one", path, bad, encoding, first_bad)
+            if stats is not None:
+                stats.undecodable_lines += bad
 
 
 def normalized_sentences(

@@ -163,7 +163,7 @@ def test_bad_arguments_give_one_line_errors(tmp_path, argv, message, capsys):
 
 def test_empty_corpus_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("!!! ... ###\nx y z\n\n")  # nothing survives normalisation
-    assert build_lm.main(["--corpus", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o")]) == 1
+    assert build_lm.main(["--corpus", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o")]) == 2  # bad input
     err = capsys.readouterr().err
     assert "no usable sentence" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
