@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.num_workers == 1:
             service.ensure_components(params)
         else:  # the parent checks and prepares; each worker loads its own causal LM after the fork
-            if params.rescore:
-                service.ensure_components(replace(params, do_opt=0))
+            # every grammar the workers need, loaded (and checked: a damaged file is this one-line error, exit 2)
+            # before the fork, shared copy-on-write
+            service.ensure_components(replace(params, do_opt=0))
             if params.do_opt:
                 _prepare_llm_without_torch(args)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:

@@ -69,7 +69,8 @@ def _start(lm, *extra) -> int:
 
 @pytest.mark.parametrize("how", ["half", "last_byte", "empty", "text", "huge_state_count"])
 @pytest.mark.parametrize(("name", "extra"), [("TLG.fst", ()), ("G_no_prune.fst", ("--rescore",)),
-                                             ("G.fst", ("--rescore",))])
+                                             ("G.fst", ("--rescore",)),
+                                             ("G_no_prune.fst", ("--rescore", "--num_workers", "2"))])
 def test_damaged_fst_is_a_one_line_start_up_error(good_lm, tmp_path, capsys, name, extra, how):
     lm, path = _damaged(good_lm, tmp_path, name, how)
     assert _start(lm, *extra) == 2
