@@ -18,8 +18,12 @@ pytest.importorskip("kaldifst")
 pytest.importorskip("kaldi_decoder")
 pytest.importorskip("kaldilm")
 
-from language_model.graph.toy_lm import build_toy_lm  # noqa: E402
+from language_model.graph.toy_lm import build_toy_lm, synthetic_logits  # noqa: E402
 from language_model.serving import server  # noqa: E402
+from language_model.serving.handler import FINALIZE, LOGITS, UPDATE, handle_message, open_session  # noqa: E402
+from language_model.serving.service import LMService  # noqa: E402
+from nejm_b2txt_utils.lm_params import LMParams  # noqa: E402
+from nejm_b2txt_utils.redis_protocol import encode_logits  # noqa: E402
 from tests.language_model._lm_testing import STANDALONE  # noqa: E402
 
 FST_ERROR = "not a readable OpenFST file, truncated or corrupt?"
@@ -97,3 +101,16 @@ def test_half_a_tlg_as_users_start_the_server(good_lm, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == f"error: {path}: {FST_ERROR} (VectorFst::Read failed)"
+
+
+def test_rescore_switched_on_over_a_damaged_grammar_is_refused(good_lm, tmp_path):
+    """An update that turns on --rescore over a truncated G_no_prune.fst gets the loader's error; the session
+    keeps its parameters and decodes (the original started fine and then failed every finalize)."""
+    lm, path = _damaged(good_lm, tmp_path, "G_no_prune.fst", "half")
+    params = LMParams(acoustic_scale=0.325, blank_penalty=90.0, gpu_number=-1)
+    service = LMService(str(lm), params=params)
+    session = open_session(service, params)
+    reply = handle_message(service, session, UPDATE, {b"rescore": b"1"})
+    assert reply["error"] == f"{path}: {FST_ERROR} (VectorFst::Read failed)" and session.params.rescore == 0
+    handle_message(service, session, LOGITS, {b"logits": encode_logits(synthetic_logits("open the door"))})
+    assert handle_message(service, session, FINALIZE, {})["lm_response_final"] == "open the door"
