@@ -151,6 +151,10 @@ PARAMS: tuple[Param, ...] = (
           "causal-LM scoring: tree = the n-best's shared token prefixes computed once (one pass, same scores); "
           "batch = the original's padded batch", choices=("tree", "batch")),
     Param("llm_threads", int, 0, "torch CPU threads for the causal LM (0: torch's default)", low=0, high=1024),
+    Param("exact_ngram", int, 1,
+          "1: finalize replaces each sentence's n-gram score by the ARPA's exact one (G.fst with failure "
+          "semantics); 0: the search's best path through the backoff epsilons (the original; it can beat the "
+          "ARPA where backoff weights exceed 1)", low=0, high=1),
     Param("redis_port", int, 6379, "Redis port", low=1, high=65535),
     Param("redis_db", int, 0, "Redis database number", low=0),
     Param("num_workers", int, 1, "worker processes (they share the loaded graph copy-on-write)", low=1,

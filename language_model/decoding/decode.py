@@ -4,6 +4,7 @@ Each stage takes and returns a best-first list of :class:`~nejm_b2txt_utils.hypo
 whose ``total`` is the score that stage ranks by::
 
     nbest = nbest_decoding(decoder)                          # lattice -> distinct word sequences
+    nbest = exact_ngram_scores(grammar, nbest, params)       # exact_ngram=1 (added): the ARPA's own scores
     nbest = rescore_with_ngram(rescorer, nbest, params)      # rescore=1: unpruned G_no_prune.fst
     nbest = augment(nbest, params)                           # nbest > 1: single-word swaps
     best, nbest = rescore_with_causal_lm(scorer, nbest, params, context)   # do_opt=1
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from language_model.decoding.augment import augment_nbest
 from language_model.decoding.llm_rescore import CausalLMScorer, rescore_nbest
-from language_model.decoding.ngram_rescore import NgramRescorer
+from language_model.decoding.ngram_rescore import GrammarFst, NgramRescorer, exact_rescore
 from language_model.decoding.wfst import CtcWfstDecoder
 from nejm_b2txt_utils.hypothesis import Hypothesis
 from nejm_b2txt_utils.lm_params import LMParams
@@ -45,18 +46,34 @@ def nbest_decoding(decoder: CtcWfstDecoder) -> list[Hypothesis]:
     return decoder.finalize()
 
 
-def rescore_with_ngram(rescorer: NgramRescorer, nbest: list[Hypothesis], params: LMParams) -> list[Hypothesis]:
-    """``rescore=1``: the unpruned grammar's n-gram scores (:class:`NgramRescorer`).
+def exact_ngram_scores(grammar: GrammarFst, nbest: list[Hypothesis], params: LMParams) -> list[Hypothesis]:
+    """``exact_ngram=1`` without ``rescore``: each sentence's n-gram score becomes the ARPA's own
+    (:func:`~language_model.decoding.ngram_rescore.exact_rescore`; the search's backoff epsilons can score a
+    sentence better than its ARPA probability).
 
     Args:
-        rescorer: ``G.fst`` and ``G_no_prune.fst`` of the LM folder.
+        grammar: the LM folder's ``G.fst``.
         nbest: hypotheses with word ids.
         params: reads ``acoustic_scale``.
 
     Returns:
         Rescored hypotheses, best first.
     """
-    return rescorer.rescore(nbest, params.acoustic_scale)
+    return exact_rescore(grammar, nbest, params.acoustic_scale)
+
+
+def rescore_with_ngram(rescorer: NgramRescorer, nbest: list[Hypothesis], params: LMParams) -> list[Hypothesis]:
+    """``rescore=1``: the unpruned grammar's n-gram scores (:class:`NgramRescorer`), exact with ``exact_ngram``.
+
+    Args:
+        rescorer: ``G.fst`` and ``G_no_prune.fst`` of the LM folder.
+        nbest: hypotheses with word ids.
+        params: reads ``acoustic_scale``, ``exact_ngram``.
+
+    Returns:
+        Rescored hypotheses, best first.
+    """
+    return rescorer.rescore(nbest, params.acoustic_scale, exact=bool(params.exact_ngram))
 
 
 def augment(nbest: list[Hypothesis], params: LMParams) -> list[Hypothesis]:
@@ -99,7 +116,11 @@ class FinalResult:
     n_decoded: int = 0  # distinct decoder hypotheses before augmentation
 
     def fields(self) -> dict[str, str]:
-        """The ``remote_lm_output_final`` entry (always all three fields)."""
+        """The ``remote_lm_output_final`` entry (always all three fields).
+
+        Returns:
+            ``{"lm_response_final", "scoring", "context_str"}``.
+        """
         return {
             "lm_response_final": self.sentence,
             "scoring": format_scoring(self.candidates),
@@ -108,7 +129,8 @@ class FinalResult:
 
 
 def finalize_utterance(decoder: CtcWfstDecoder, params: LMParams, rescorer: NgramRescorer | None = None,
-                       scorer: CausalLMScorer | None = None, context: str = "") -> FinalResult:
+                       scorer: CausalLMScorer | None = None, context: str = "",
+                       grammar: GrammarFst | None = None) -> FinalResult:
     """Run the stages as the original server's finalize.
 
     Args:
@@ -117,6 +139,7 @@ def finalize_utterance(decoder: CtcWfstDecoder, params: LMParams, rescorer: Ngra
         rescorer: needed when ``params.rescore``.
         scorer: needed when ``params.do_opt``.
         context: the context string for the causal LM (echoed in ``context_str``).
+        grammar: ``G.fst`` for ``exact_ngram`` (without it, or with ``rescore``, that stage is skipped).
 
     Returns:
         The :class:`FinalResult`; candidates whose sentence contains ``;`` are left out (the framing cannot
@@ -135,6 +158,8 @@ def finalize_utterance(decoder: CtcWfstDecoder, params: LMParams, rescorer: Ngra
         if rescorer is None:
             raise RuntimeError("rescore is on but G_no_prune.fst was not loaded")
         nbest = rescore_with_ngram(rescorer, nbest, params)
+    elif params.exact_ngram and grammar is not None:
+        nbest = exact_ngram_scores(grammar, nbest, params)
     best, n_decoded = nbest[0].sentence, len(nbest)
     if params.nbest > 1:
         nbest = augment(nbest, params)

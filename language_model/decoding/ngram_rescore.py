@@ -29,6 +29,15 @@ class GrammarFst:
     """Best-path cost of word sequences through a ``G.fst`` (word acceptor with epsilon/``#0`` backoff)."""
 
     def __init__(self, path: str | os.PathLike, backoff_label: int | None = None):
+        """Load a grammar FST.
+
+        Args:
+            path: ``G.fst`` or ``G_no_prune.fst``.
+            backoff_label: the id of ``#0`` (its arcs are taken as epsilons), if any.
+
+        Raises:
+            FileNotFoundError: no such file.
+        """
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"grammar FST not found: {self.path}")
@@ -89,10 +98,89 @@ class GrammarFst:
         return min((c + self._state(s)[2] for s, c in self._closure(frontier).items()), default=math.inf)
 
 
+    def _backoff(self, s: int) -> tuple[int, float] | None:
+        eps = self._state(s)[1]
+        return eps[0] if eps else None
+
+    def exact_cost(self, word_ids) -> float:
+        """The ARPA's own cost of a word sequence: at each state the explicit n-gram if there is one, else the
+        backoff arc and retry (failure semantics), as an ARPA reader (KenLM, SRILM) scores it.
+
+        :meth:`cost` instead takes the cheapest path with backoff arcs as epsilons, which is what the search
+        and Kaldi's composition compute: where a backoff weight exceeds 1 (negative backoff cost) or a
+        lower-order estimate beats the discounted explicit one, that path is cheaper than the ARPA allows.
+        ``exact_cost(w) >= cost(w)`` always.
+
+        Args:
+            word_ids: ids in ``words.txt``.
+
+        Returns:
+            ``-ln P`` (nats) including ``</s>``; ``inf`` if a word is not in the grammar.
+        """
+        s, total = self.fst.start, 0.0
+        for w in word_ids:
+            while True:
+                arcs = self._state(s)[0].get(w)
+                if arcs:
+                    s, wt = min(arcs, key=lambda a: a[1])
+                    total += wt
+                    break
+                bo = self._backoff(s)
+                if bo is None:
+                    return math.inf
+                s, total = bo[0], total + bo[1]
+        while True:
+            final = self._state(s)[2]
+            if math.isfinite(final):
+                return total + final
+            bo = self._backoff(s)
+            if bo is None:
+                return math.inf
+            s, total = bo[0], total + bo[1]
+
+
+def exact_rescore(grammar: GrammarFst, nbest: list[Hypothesis], acoustic_scale: float,
+                  target: GrammarFst | None = None) -> list[Hypothesis]:
+    """Swap each hypothesis' search-time n-gram score (best path through the backoff epsilons) for the
+    ARPA's exact one: ``lm_new = lm + grammar.cost(words) - target.exact_cost(words)``.
+
+    This is an exact rescoring pass rather than a different G: an exact G needs failure (phi) arcs, which the
+    Kaldi decoder cannot follow, and capping backoff weights would change the model. The search stays
+    optimistic (never pessimistic), so the pass can only lower scores, and no word sequence leaves
+    finalize scored better than its ARPA probability.
+
+    Args:
+        grammar: the ``G.fst`` the decoding graph was built from.
+        nbest: hypotheses with word ids.
+        acoustic_scale: weight of ``ac`` in the new totals.
+        target: the grammar whose exact score is wanted (``G_no_prune.fst`` for ``rescore``); default ``grammar``.
+
+    Returns:
+        New hypotheses (``lm`` changed where both grammars accept the words), best first.
+    """
+    target = target or grammar
+    out = []
+    for h in nbest:
+        old, new = grammar.cost(h.words), target.exact_cost(h.words)
+        lm = h.lm + old - new if math.isfinite(old) and math.isfinite(new) else h.lm
+        out.append(Hypothesis(h.sentence, h.ac, lm, total=acoustic_scale * h.ac + lm, words=h.words))
+    out.sort(key=lambda h: -h.total)
+    return out
+
+
 class NgramRescorer:
     """Pruned and unpruned grammars of one LM folder (``G.fst`` and ``G_no_prune.fst``)."""
 
     def __init__(self, lm_path: str | os.PathLike, words: list[str]):
+        """Load both grammars of an LM folder.
+
+        Args:
+            lm_path: the LM folder.
+            words: ``words.txt`` by id (for the ``#0`` backoff label).
+
+        Raises:
+            FileNotFoundError: ``G.fst`` or ``G_no_prune.fst`` is missing (the message says how to build it).
+        """
         lm_path = Path(lm_path)
         missing = [n for n in ("G.fst", "G_no_prune.fst") if not (lm_path / n).is_file()]
         if missing:
@@ -104,17 +192,21 @@ class NgramRescorer:
         self.old = GrammarFst(lm_path / "G.fst", backoff)
         self.new = GrammarFst(lm_path / "G_no_prune.fst", backoff)
 
-    def rescore(self, nbest: list[Hypothesis], acoustic_scale: float) -> list[Hypothesis]:
+    def rescore(self, nbest: list[Hypothesis], acoustic_scale: float, exact: bool = False) -> list[Hypothesis]:
         """Swap each hypothesis' pruned n-gram score for the unpruned one.
 
         Args:
             nbest: hypotheses with word ids (``words``).
             acoustic_scale: weight of ``ac`` in the new totals.
+            exact: the unpruned grammar's exact ARPA score (:func:`exact_rescore`) instead of its best path
+                through the backoff epsilons (the original's composition).
 
         Returns:
             New hypotheses (``lm`` changed where both grammars accept the words, ``total`` recomputed), best
             first.
         """
+        if exact:
+            return exact_rescore(self.old, nbest, acoustic_scale, self.new)
         out = []
         for h in nbest:
             old, new = self.old.cost(h.words), self.new.cost(h.words)

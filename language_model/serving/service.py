@@ -15,7 +15,7 @@ import time
 
 from language_model.decoding.decode import FinalResult, finalize_utterance
 from language_model.decoding.llm_rescore import DEFAULT_OPT_MODEL, CausalLMScorer
-from language_model.decoding.ngram_rescore import NgramRescorer
+from language_model.decoding.ngram_rescore import GrammarFst, NgramRescorer
 from language_model.decoding.wfst import CtcWfstDecoder, LMResources
 from nejm_b2txt_utils.devices import select_device
 from nejm_b2txt_utils.lm_params import LMParams
@@ -48,6 +48,7 @@ class LMService:
         self.startup = params or LMParams()
         self.scorer: CausalLMScorer | None = None
         self.rescorer: NgramRescorer | None = None
+        self.grammar: GrammarFst | None = None
 
     def ensure_components(self, params: LMParams) -> None:
         """Load what ``params`` needs (causal LM for ``do_opt``, grammars for ``rescore``).
@@ -58,6 +59,10 @@ class LMService:
         """
         if params.rescore and self.rescorer is None:
             self.rescorer = NgramRescorer(self.lm_path, self.resources.words)
+        g_path = self.resources.lm_path / "G.fst"
+        if params.exact_ngram and self.grammar is None and g_path.is_file():  # without G.fst: search scores
+            words = self.resources.words
+            self.grammar = GrammarFst(g_path, words.index("#0") if "#0" in words else None)
         if params.do_opt and self.scorer is None:
             t0 = time.perf_counter()
             device = str(select_device(self.startup.gpu_number))
@@ -79,4 +84,4 @@ class LMService:
         Raises:
             RuntimeError: a stage is on but its component is not loaded.
         """
-        return finalize_utterance(decoder, params, self.rescorer, self.scorer, context)
+        return finalize_utterance(decoder, params, self.rescorer, self.scorer, context, self.grammar)
