@@ -49,6 +49,15 @@ class LMTimeoutError(TimeoutError):
     """The LM server did not answer within the client's timeout."""
 
 
+#: Start of the ``error`` of an answer to a message that a stopping server abandoned (SIGTERM).
+SERVER_STOPPING = "the LM server is stopping"
+
+
+class LMServerStoppingError(LMTimeoutError):
+    """The server abandoned the request because it is stopping; retried like a timeout (a restarted server
+    answers the retry)."""
+
+
 def encode_logits(logits: np.ndarray) -> bytes:
     """``[T, 41]`` LM-order logits -> the C-order float32 bytes of the ``logits`` field."""
     arr = np.asarray(logits, dtype=np.float32)
@@ -246,8 +255,11 @@ class RemoteLMClient:
             remaining = max(0.001, deadline - time.monotonic())
             entry_id, fields = read_next(self.r, stream, self.last_seen[stream], remaining, self.block_ms, what)
             self.last_seen[stream] = entry_id
-            if fields.get(b"client_id", mine) == mine:  # untagged: an original server's answer
-                return fields
+            if fields.get(b"client_id", mine) != mine:  # untagged: an original server's answer
+                continue
+            if fields.get(b"error", b"").startswith(SERVER_STOPPING.encode()):
+                raise LMServerStoppingError(f"{what}: {fields[b'error'].decode()}")
+            return fields
 
     def reset(self) -> None:
         """Start a new utterance on the server.

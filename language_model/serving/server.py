@@ -113,7 +113,7 @@ class Worker:
             return
         try:
             r.connection_pool.disconnect()  # the interrupted call may have left a reply half read
-            self.legacy.abandon(r, "the LM server is stopping (SIGTERM); the request was abandoned")
+            self.legacy.abandon(r, f"{rp.SERVER_STOPPING} (SIGTERM); the request was abandoned")
         except (redis.RedisError, OSError) as exc:
             log.warning("could not answer the abandoned request: %s", exc)
 

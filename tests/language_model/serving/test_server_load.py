@@ -212,3 +212,14 @@ def test_a_password_on_the_command_line_warns(lm_dir, tmp_path):
         finally:
             srv.stop()
         assert "--redis_password shows the secret to every local user (ps); set REDIS_PASSWORD" in srv.log()
+
+
+def test_an_answer_abandoned_by_a_stopping_server_is_retried_like_a_timeout(redis_srv):
+    r = redis_srv.client()
+    client = rp.RemoteLMClient(r, timeout_s=5)
+    r.xadd(rp.DONE_RESETTING_STREAM, {"done": 1, "client_id": "another-client"})  # skipped: not ours
+    r.xadd(rp.DONE_RESETTING_STREAM, {"done": 1, "client_id": client.client_id,
+                                      "error": f"{rp.SERVER_STOPPING} (SIGTERM); the request was abandoned"})
+    with pytest.raises(rp.LMServerStoppingError, match="stopping"):
+        client._wait(rp.DONE_RESETTING_STREAM, "reset")
+    assert issubclass(rp.LMServerStoppingError, rp.LMTimeoutError)  # RemoteLMClient.decode retries those
