@@ -62,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     known, rest = pre.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         return _run(rest)  # argparse prints this docstring and exits, before torch_xla loads
-    import torch_xla  # the XLA entry point: only now (it patches torch.nn.GRU process-wide)
+    try:
+        import torch_xla  # the XLA entry point: only now (it patches torch.nn.GRU process-wide)
+    except ImportError:
+        print("error: torch_xla is not installed in this Python: run ./setup_xla.sh and use "
+              "envs/b2txt_xla/bin/python", file=sys.stderr)
+        return 2
 
     if not known.multi_core:
         return _run(rest)
