@@ -121,7 +121,10 @@ def decode_one(args, model, model_args, device, day: int, f: T15File, key: str, 
     """Inference + greedy decode of one trial; returns its result record (``pred_sentence`` = the greedy
     phonemes until :func:`with_lm` fills in the LM's answer) and its LM-order logits."""
     trial = f.read_trial(key)
-    logits = infer_trial(model, trial.input_features, day, device, model_args.dataset.data_transforms)
+    features, subset = trial.input_features, model_args.dataset.get("feature_subset")
+    if subset:  # Fix: the original evaluator ignored feature_subset, so such a model could not be evaluated
+        features = features[:, list(subset)]
+    logits = infer_trial(model, features, day, device, model_args.dataset.data_transforms)
     greedy = model_ids_to_phonemes(ctc_greedy_decode(logits))  # collapse, then drop blanks (Fix: order)
     true = model_ids_to_phonemes(trial.seq_class_ids) if trial.seq_class_ids is not None else None
     lm_logits = model_to_lm_order(logits)
