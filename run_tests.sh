@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite, from a clean clone: installs both environments if needed (./setup.sh,
-# ./setup_lm.sh), lints with ruff, then runs pytest in each environment:
-#   envs/b2txt25     tests/ except tests/language_model (data, training, evaluation, analyses, end to end)
+# The whole test suite, from a clean clone: installs the four environments if needed (./setup.sh,
+# ./setup_lm.sh, ./setup_xla.sh, ./setup_tensorflow_tpu.sh), lints with ruff, then runs pytest in each:
+#   envs/b2txt25     tests/ except the three below (data, training incl. the eager nnn model, evaluation,
+#                    analyses, end to end)
 #   envs/b2txt25_lm  tests/language_model (WFST decoding, LM building, the Redis LM server)
-# Extra arguments go to both pytest runs, e.g. ./run_tests.sh -k hdf5 -x
+#   envs/b2txt_xla   tests/model_training_nnn_xla (PyTorch/XLA on the CPU, PJRT_DEVICE=CPU)
+#   envs/b2txt_tf    tests/model_training_nnn_tpu (the TensorFlow port)
+# Extra arguments go to every pytest run, e.g. ./run_tests.sh -k hdf5 -x
 set -uo pipefail
 cd "$(dirname "$0")"
 ./setup.sh || exit 1
 ./setup_lm.sh || exit 1
+./setup_xla.sh || exit 1
+./setup_tensorflow_tpu.sh || exit 1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 reports="$(mktemp -d)"
 trap 'rm -rf "$reports"' EXIT
@@ -16,14 +21,26 @@ echo "== ruff"
 envs/b2txt25/bin/ruff check . || exit 1
 
 status=0
+note_rc() {  # keep the first failure; "no tests collected" (5) is fine only when a filter was passed
+  local rc=$1; shift
+  if [ "$rc" -eq 5 ] && [ $# -gt 0 ]; then rc=0; fi
+  [ "$rc" -eq 0 ] || [ "$status" -ne 0 ] || status=$rc
+}
 echo "== pytest (b2txt25)"
-envs/b2txt25/bin/python -m pytest tests --ignore=tests/language_model --junitxml="$reports/main.xml" "$@"
-rc=$?; [ $rc -eq 0 ] || status=$rc
+envs/b2txt25/bin/python -m pytest tests --ignore=tests/language_model --ignore=tests/model_training_nnn_xla \
+    --ignore=tests/model_training_nnn_tpu --junitxml="$reports/main.xml" "$@"
+note_rc $? "$@"
 echo "== pytest (b2txt25_lm)"
 envs/b2txt25_lm/bin/python -m pytest tests/language_model --junitxml="$reports/lm.xml" "$@"
-rc=$?; [ $rc -eq 0 ] || status=$rc
+note_rc $? "$@"
+echo "== pytest (b2txt_xla)"
+PJRT_DEVICE=CPU envs/b2txt_xla/bin/python -m pytest tests/model_training_nnn_xla --junitxml="$reports/xla.xml" "$@"
+note_rc $? "$@"
+echo "== pytest (b2txt_tf)"
+envs/b2txt_tf/bin/python -m pytest tests/model_training_nnn_tpu --junitxml="$reports/tf.xml" "$@"
+note_rc $? "$@"
 
-# One closing line over both runs.
+# One closing line over all runs.
 envs/b2txt25/bin/python - "$reports" <<'PY'
 import sys, glob, xml.etree.ElementTree as ET
 t = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
