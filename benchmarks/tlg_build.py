@@ -88,9 +88,9 @@ def run_build(argv: list[str], out: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"build_lm.py {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
     info = json.loads((out / "build_info.json").read_text())
-    import kaldifst
+    from language_model.graph.fst_io import read_fst
 
-    tlg = kaldifst.StdVectorFst.read(str(out / "TLG.fst"))
+    tlg = read_fst(out / "TLG.fst")
     return {
         "wall_seconds": round(wall, 1),
         "build_seconds": info["total_seconds"],
