@@ -7,6 +7,7 @@ file holds: never a traceback, never a server that starts and then fails every f
 
 from __future__ import annotations
 
+import logging
 import shutil
 import struct
 import subprocess
@@ -59,11 +60,17 @@ def _damaged(good, tmp_path, name: str, how: str):
 
 @pytest.fixture(autouse=True)
 def _never_serve(monkeypatch):
-    """A folder that loads would start serving (forever): fail instead."""
+    """A folder that loads would start serving (forever): fail instead. server.main reconfigures the root
+    logger onto this test's captured stream; later tests must not log into it once it is closed."""
     def serve(*_args):
         raise AssertionError("the server loaded the damaged folder and started serving")
     monkeypatch.setattr(server, "_run_worker", serve)
     monkeypatch.setattr(server, "_supervise", serve)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _start(lm, *extra) -> int:
