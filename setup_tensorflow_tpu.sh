@@ -5,7 +5,7 @@
 #   ./setup_tensorflow_tpu.sh --cpu    force the CPU build (tensorflow-cpu), even on a TPU VM
 #   ./setup_tensorflow_tpu.sh --conda  use a conda env named b2txt_tf instead, when conda is installed
 # A TPU VM is recognised by its /dev/accel* or /dev/vfio devices, or a TPU_NAME / COLAB_TPU_ADDR /
-# KAGGLE_TPU variable. A re-run with unchanged requirements takes ~1 s.
+# TPU_WORKER_ID variable. A re-run with unchanged requirements takes ~1 s.
 set -euo pipefail
 cd "$(dirname "$0")"
 build=auto
@@ -20,7 +20,7 @@ for arg in "$@"; do
 done
 if [ "$build" = auto ]; then
   build=cpu
-  if compgen -G "/dev/accel*" >/dev/null || [ -e /dev/vfio ] || [ -n "${TPU_NAME:-}${COLAB_TPU_ADDR:-}${KAGGLE_TPU:-}" ]; then
+  if compgen -G "/dev/accel*" >/dev/null || [ -e /dev/vfio ] || [ -n "${TPU_NAME:-}${COLAB_TPU_ADDR:-}${TPU_WORKER_ID:-}" ]; then
     build=tpu
   fi
 fi
