@@ -248,9 +248,10 @@ def huge_logits(frames: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(parts)[:frames]
 
 
-def huge(lm_dir: Path, work: Path, frame_counts: list[int], timeout_s: float) -> dict:
-    out: dict = {"utterances": []}
-    with Scenario(lm_dir, work, "huge", workers=1) as sc:
+def huge(lm_dir: Path, work: Path, frame_counts: list[int], timeout_s: float, max_frames: int = 0) -> dict:
+    out: dict = {"utterances": [], "max_frames_per_utterance": max_frames or "server default"}
+    extra = ["--max_frames_per_utterance", str(max_frames)] if max_frames else []
+    with Scenario(lm_dir, work, "huge", *extra, workers=1) as sc:
         for frames in frame_counts:
             x = huge_logits(frames)
             client = rp.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id=f"huge{frames}")
@@ -375,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real_trials", type=int, default=5, help="trials of the real client under a flood")
     p.add_argument("--frames", type=int, nargs="+", default=[1000, 3000, 6000],
                    help="huge-utterance sizes in frames (80 ms each)")
+    p.add_argument("--huge_max_frames", type=int, default=0,
+                   help="--max_frames_per_utterance of the huge-utterance server, to time finalize beyond the "
+                        "default cap (0: the server's default; a server without the flag needs 0)")
     p.add_argument("--sigterm_frames", type=int, default=3000, help="utterance size of the SIGTERM measurement")
     p.add_argument("--over_long_frames", type=int, default=60000,
                    help="one utterance far above any real trial (60000 frames = 80 min, 9.4 MB)")
@@ -410,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                 result[f"flood_{kind}"] = flood(lm_dir, work, kind, args.flood, args.real_trials, args.timeout_s)
                 log.info("flood %s: %s", kind, result[f"flood_{kind}"])
         if "huge" not in args.skip:
-            result["huge"] = huge(lm_dir, work, args.frames, args.timeout_s)
+            result["huge"] = huge(lm_dir, work, args.frames, args.timeout_s, args.huge_max_frames)
             result["sigterm_during_finalize"] = sigterm_during_finalize(lm_dir, work, args.sigterm_frames,
                                                                         args.timeout_s)
             log.info("sigterm: %s", result["sigterm_during_finalize"])
