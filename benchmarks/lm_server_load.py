@@ -109,6 +109,13 @@ class Scenario:
         self.sampler: RssSampler | None = None
 
     def __enter__(self) -> Scenario:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # a failed start leaves no redis-server or LM server behind
+            raise
+
+    def _start(self) -> Scenario:
         self.redis.start()
         cmd = [sys.executable, str(STANDALONE), "--lm_path", str(self.lm_dir), "--redis_ip", "127.0.0.1",
                "--redis_port", str(self.redis.port), "--acoustic_scale", "0.325", "--blank_penalty", "90",
