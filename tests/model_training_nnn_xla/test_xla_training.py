@@ -85,3 +85,14 @@ def test_cli_bad_xla_key_is_one_line(toy_data, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
     assert len(lines) == 1 and "xla.precision" in lines[0], proc.stderr[-2000:]
+
+
+def test_only_xla_entry_points_import_torch_xla():
+    """torch_xla patches torch.nn.GRU process-wide: importing the eager packages (and the XLA CLI module,
+    which imports torch_xla only when it runs) must leave it unloaded, even where it is installed."""
+    code = ("import sys, model_training.rnn_trainer, model_training.evaluate_model, model_training_nnn.rnn_trainer, "
+            "model_training_nnn.train_model, model_training_nnn.train_model_xla, model_training_nnn.xla_toy_data; "
+            "print(sorted(m for m in sys.modules if m.startswith('torch_xla')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
