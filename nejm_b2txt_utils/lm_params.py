@@ -145,6 +145,10 @@ PARAMS: tuple[Param, ...] = (
           "the finalize lattice pass searches with min(beam, lattice_beam + this): kaldi-decoder's lattice "
           "decoder has no max_active, which bounded the original's effective beam (see decoding/wfst.py)",
           low=0, low_open=True),
+    Param("beam_acoustic_scale", float, 0.0,
+          "the acoustic scale the search beams (beam and the lattice pass's beam) are given at: they are "
+          "multiplied by acoustic_scale / this, so they keep their acoustic width when the scale is tuned "
+          "(0: beams in cost units at any scale, the original)", low=0),
     Param("gpu_number", int, 0, "CUDA device for the causal LM; -1 or no CUDA: CPU", low=-1),
     Param("llm_batch_size", int, 0, "causal-LM batch size (0: the whole n-best at once)", low=0),
     Param("llm_scoring", str, "tree",

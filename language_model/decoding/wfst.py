@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 #: The parameters the search reads; a change of any of them needs a new search (:meth:`CtcWfstDecoder.set_options`).
 SEARCH_FIELDS = ("beam", "max_active", "min_active", "lattice_beam", "acoustic_scale", "ctc_blank_skip_threshold",
-                 "blank_penalty", "nbest", "lattice_pass_margin")
+                 "blank_penalty", "nbest", "lattice_pass_margin", "beam_acoustic_scale")
 
 
 class UtteranceTooLongError(ValueError):
@@ -145,7 +145,7 @@ class CtcWfstDecoder:
 
         o = self.opts
         fopts = kaldi_decoder.FasterDecoderOptions(
-            beam=o.beam, max_active=o.max_active, min_active=o.min_active
+            beam=o.beam * self.beam_factor, max_active=o.max_active, min_active=o.min_active
         )
         self._faster = kaldi_decoder.FasterDecoder(self.res.tlg, fopts)
         self._faster.init_decoding()
@@ -163,7 +163,21 @@ class CtcWfstDecoder:
 
     @property
     def lattice_pass_beam(self) -> float:
-        return min(self.opts.beam, self.opts.lattice_beam + self.opts.lattice_pass_margin)
+        o = self.opts
+        return min(o.beam, o.lattice_beam + o.lattice_pass_margin) * self.beam_factor
+
+    @property
+    def beam_factor(self) -> float:
+        """Multiplier of the beams: ``acoustic_scale / beam_acoustic_scale`` (1 when that is 0, the original).
+
+        The search's costs are ``acoustic_scale * acoustic + lm``, so a fixed beam covers fewer acoustic
+        alternatives the larger the scale (beam 17 at scale 3 is 5.7 acoustic nats, at 0.325 it is 52). With
+        ``beam_acoustic_scale`` set, the beams are read as given at that scale and keep their acoustic width at
+        any ``acoustic_scale``. ``lattice_beam`` (the n-best's window over total scores) is not scaled: a
+        10x wider lattice window makes lattice determinization explode.
+        """
+        o = self.opts
+        return o.acoustic_scale / o.beam_acoustic_scale if o.beam_acoustic_scale > 0 else 1.0
 
     @property
     def num_frames(self) -> int:
