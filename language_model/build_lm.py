@@ -84,6 +84,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     lm.add_argument(
         "--keep_unpruned", action="store_true", help="also write lm_no_prune.arpa / G_no_prune.fst"
     )
+    mix = p.add_argument_group("mixing (corpus mode)")
+    mix.add_argument("--mix_wordfreq", action="store_true",
+                     help="interpolate the n-gram with the wordfreq 1-gram over the same vocabulary (one ARPA, "
+                          "language_model/ngram/mix.py), so words the corpus never saw keep a realistic probability")
+    mix.add_argument("--mix_weight", type=float, default=0.0,
+                     help="weight of the corpus n-gram in the mixture, in (0, 1) (default 0: chosen on the "
+                          "held-out sentences by perplexity)")
+    mix.add_argument("--mix_dev", type=Path,
+                     help="held-out sentences for the mixture weight (default: every 10th corpus sentence, "
+                          "left out of the n-gram's estimation)")
     voc = p.add_argument_group("vocabulary and text")
     voc.add_argument("--vocab", choices=VOCAB_MODES, default="cmu+corpus",
                      help="CMU dictionary words and/or corpus words (default cmu+corpus)")  # fmt: skip
@@ -121,9 +131,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--min_count values must be >= 0, got {args.min_count}")
     if args.prune < 0:
         p.error(f"--prune must be >= 0, got {args.prune}")
+    if args.mix_weight and not 0.0 < args.mix_weight < 1.0:
+        p.error(f"--mix_weight must be in (0, 1) (or 0: chosen on held-out sentences), got {args.mix_weight}")
+    if (args.mix_weight or args.mix_dev) and not args.mix_wordfreq:
+        p.error("--mix_weight/--mix_dev need --mix_wordfreq")
     if not 0.0 <= args.sil_prob < 1.0:
         p.error(f"--sil_prob must be in [0, 1), got {args.sil_prob}")
-    for path in [*(args.corpus or []), *([args.vocab_file] if args.vocab_file else [])]:
+    for path in [*(args.corpus or []), *([args.vocab_file] if args.vocab_file else []),
+                 *([args.mix_dev] if args.mix_dev else [])]:
         if str(path) != "-" and (not Path(path).exists() or Path(path).is_dir()):
             p.error(f"file not found: {path}")
     try:
@@ -153,7 +168,12 @@ def input_hash(args: argparse.Namespace) -> str | None:
     if args.corpus and "-" in args.corpus:
         return None
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-               if k not in ("out", "force", "corpus", "vocab_file")}  # fmt: skip
+               if k not in ("out", "force", "corpus", "vocab_file", "mix_dev")}  # fmt: skip
+    for key, default in (("mix_wordfreq", False), ("mix_weight", 0.0)):
+        if options.get(key) == default:
+            del options[key]  # folders built before mixing existed stay up to date
+    if args.mix_dev:
+        options["mix_dev"] = _file_digest(args.mix_dev)
     if options.get("encoding") == "utf-8":
         del options["encoding"]  # the default: folders built before the option existed stay up to date
     options["build_version"] = BUILD_VERSION
@@ -276,11 +296,59 @@ def choose_vocabulary(args: argparse.Namespace, word_counts: Counter,
     return sorted(vocab)
 
 
-def _stream_lines(path: Path, vocab: set[str] | None) -> Iterator[str]:
+def _stream_lines(path: Path, vocab: set[str] | None, held_out_every: int = 0) -> Iterator[str]:
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for i, line in enumerate(f):
+            if held_out_every and i % held_out_every == held_out_every - 1:
+                continue
             if vocab is None or all(w in vocab for w in line.split()):
                 yield line
+
+
+#: Without ``--mix_dev``, every this-many-th corpus sentence is held out for the mixture weight.
+HELD_OUT_EVERY = 10
+
+
+def mix_with_wordfreq(args: argparse.Namespace, lm, lexicon: dict, normalized: Path, arpa: Path,
+                      unpruned: Path | None) -> dict:
+    """Replace the estimated ARPA(s) by their mixture with the wordfreq 1-gram (``--mix_wordfreq``).
+
+    Args:
+        args: the flags (``--mix_weight``, ``--mix_dev``, ``--eos_prob``).
+        lm: the estimated n-gram (:class:`~language_model.ngram.arpa.BackoffLM`).
+        lexicon: the vocabulary's lexicon.
+        normalized: the normalised corpus (its held-out lines are the default dev set).
+        arpa, unpruned: the ARPA files to overwrite with the mixture.
+
+    Returns:
+        ``{"mix_weight": ..., "mix_dev_sentences": ..., "mix_dev_perplexity": {...}}`` for build_info.json.
+
+    Raises:
+        BuildError: no held-out sentence to choose the weight on.
+    """
+    from language_model.ngram.arpa import read_arpa
+    from language_model.ngram.mix import best_mix_weight, interpolate
+
+    uni = wordfreq_unigram(lexicon, eos_prob=args.eos_prob)
+    stats: dict = {}
+    weight = args.mix_weight
+    if not weight:
+        if args.mix_dev:
+            dev = list(normalized_sentences(iter_lines([args.mix_dev], encoding=args.encoding),
+                                            number_words=not args.no_number_words))
+        else:
+            with open(normalized, encoding="utf-8") as f:
+                dev = [ln.strip() for i, ln in enumerate(f) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
+        if not dev:
+            raise BuildError("--mix_wordfreq: no held-out sentence to choose the weight on (give --mix_weight)")
+        weight, ppl = best_mix_weight(lm, uni, dev)
+        stats.update(mix_dev_sentences=len(dev), mix_dev_perplexity={str(k): round(v, 2) for k, v in ppl.items()})
+    stats["mix_weight"] = weight
+    write_arpa(interpolate(lm, uni, weight), arpa)
+    if unpruned is not None and unpruned != arpa:
+        write_arpa(interpolate(read_arpa(unpruned), uni, weight), unpruned)
+    log.info("mixed the n-gram with the wordfreq 1-gram: weight %.3g", weight)
+    return stats
 
 
 def build_from_corpus(
@@ -332,8 +400,9 @@ def build_from_corpus(
     arpa = work / "lm.arpa"
     unpruned = work / "lm_no_prune.arpa" if args.keep_unpruned and args.prune > 0 else None
     train = write_arpa_kn if args.smoothing == "kn" else write_arpa_katz
+    held_out = HELD_OUT_EVERY if args.mix_wordfreq and not args.mix_weight and not args.mix_dev else 0
     lm = train(
-        _stream_lines(normalized, vocab if args.no_unk else None),
+        _stream_lines(normalized, vocab if args.no_unk else None, held_out),
         args.order,
         arpa,
         vocab=vocab,
@@ -351,6 +420,8 @@ def build_from_corpus(
         "vocabulary": len(lexicon),
         "ngrams": lm.num_ngrams(),
     }
+    if args.mix_wordfreq:
+        stats.update(mix_with_wordfreq(args, lm, lexicon, normalized, arpa, unpruned))
     return stats, lexicon, arpa, unpruned
 
 
