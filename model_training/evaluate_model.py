@@ -67,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--num_workers N decodes N at once, and several evaluators can share it")
     p.add_argument("--lm_in_flight", type=int, default=8,
                    help="multi: trials sent ahead of their answers (default: %(default)s)")
+    p.add_argument("--lm_params", default=None,
+                   help="LM parameter file (language_model/tune_weights.py output): its run-time values are sent "
+                        "to the LM server before decoding (single-client protocol); start the server with "
+                        "--params_file FILE for the start-up ones")
     p.add_argument("--lm_retries", type=int, default=3,
                    help="redo a trial's LM requests this many times after a timeout or lost connection "
                         "(a restarted LM server or redis-server), each waiting --redis_timeout (default: 3)")
@@ -147,6 +151,29 @@ def with_lm(rec: dict, partial: str, candidates: dict) -> dict:
             "lm_candidates": candidates}
 
 
+def send_lm_params(client, path: str) -> None:
+    """Send the run-time values of an LM parameter file to the server (``remote_lm_update_params``).
+
+    Raises:
+        ConfigError: a bad file, or the multi-client protocol (it takes per-utterance parameters instead).
+    """
+    from nejm_b2txt_utils.lm_params import UPDATABLE_PARAMS, LMParamError, load_params_file
+
+    try:
+        values = load_params_file(path)
+    except LMParamError as exc:
+        raise ConfigError(str(exc)) from None
+    if not hasattr(client, "update_params"):
+        raise ConfigError("--lm_params needs --lm_protocol single")
+    runtime = {k: v for k, v in values.items() if k in UPDATABLE_PARAMS}
+    startup = sorted(set(values) - set(runtime))
+    client.update_params(**runtime)
+    log.info("LM parameters from %s: %s", path, runtime)
+    if startup:
+        log.info("start-up LM parameters %s in %s take effect only when the LM server starts with --params_file",
+                 startup, path)
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Raise ConfigError for flag values no run can use (before any model or data is loaded)."""
     if not args.redis_timeout > 0:
@@ -185,6 +212,8 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     if len(store):
         log.info("Resuming: %d of %d trials already decoded (%s)", len(store), n_total, store.path)
     client = connect_lm(args) if args.lm == "redis" else None
+    if client is not None and args.lm_params:
+        send_lm_params(client, args.lm_params)
     order: list[str] = []
     t0 = time.time()
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, make_dataclass, replace
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Param", "PARAMS", "BY_NAME", "UPDATABLE_PARAMS", "LMParams", "LMParamError", "add_arguments",
@@ -274,6 +276,37 @@ def check_update_names(names) -> None:
     unknown = sorted(n for n in names if n not in UPDATABLE_PARAMS)
     if unknown:
         raise LMParamError(f"update_params: unknown field(s) {unknown}; expected any of {list(UPDATABLE_PARAMS)}")
+
+
+def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parameter values from a JSON file (``language_model/tune_weights.py`` output, whose ``params`` object is
+    used, or a plain ``{name: value}`` object), checked against the table.
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``{name: value}`` (converted to the rows' types).
+
+    Raises:
+        LMParamError: unreadable file, not an object, unknown names or values out of range (one line).
+    """
+    import json
+
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LMParamError(f"params file {path}: {exc}") from None
+    values = obj.get("params", obj) if isinstance(obj, dict) else None
+    if not isinstance(values, dict):
+        raise LMParamError(f"params file {path}: expected a JSON object of LM parameters")
+    unknown = sorted(set(values) - set(BY_NAME))
+    if unknown:
+        raise LMParamError(f"params file {path}: unknown parameter(s) {unknown}")
+    try:
+        return {k: BY_NAME[k].check(v) for k, v in values.items()}
+    except LMParamError as exc:
+        raise LMParamError(f"params file {path}: {exc}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

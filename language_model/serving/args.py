@@ -14,7 +14,7 @@ import os
 import sys
 
 from language_model.decoding.llm_rescore import DEFAULT_OPT_MODEL, EMBEDDED_MODEL
-from nejm_b2txt_utils.lm_params import LMParamError, LMParams, add_arguments
+from nejm_b2txt_utils.lm_params import LMParamError, LMParams, add_arguments, load_params_file
 from nejm_b2txt_utils.redis_protocol import FINAL_OUTPUT_STREAM, INPUT_STREAM, PARTIAL_OUTPUT_STREAM
 
 EXIT_BAD_FLAG = 2
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="consumer name in the multi-client group (default: <host>-w<index>; a restarted worker with the "
       "same name resumes its unfinished utterances at once)")
     a("--log_level", type=str, default="INFO", help="logging level")
+    a("--params_file", type=str, default=None,
+      help="JSON parameter file (language_model/tune_weights.py writes one): its values replace the defaults; "
+      "flags given on the command line still win")
     return p
 
 
@@ -75,6 +78,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         SystemExit: status 2 with one line naming the flag, its value and the valid range.
     """
     parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--params_file")
+    known, _ = pre.parse_known_args(argv)
+    if known.params_file:  # the file's values become the defaults; flags given on the command line win
+        try:
+            parser.set_defaults(**load_params_file(known.params_file))
+        except LMParamError as exc:
+            parser.error(str(exc))
     args = parser.parse_args(argv)
     try:
         params = LMParams.from_namespace(args)
