@@ -33,8 +33,16 @@ class KerasForTorchEval:
     """
 
     def __init__(self, keras_model, kind: str):
+        import tensorflow as tf
+
         self.model, self.kind = keras_model, kind
         self.patch_size, self.n_classes = keras_model.patch_size, keras_model.n_classes
+        kwargs = {"mode": "inference"} if kind == "triple" else {}
+        # One trace for every trial length (eager Keras GRUs are slow; a new T must not retrace).
+        self._forward = tf.function(
+            lambda x, d: tf.cast(keras_model(x, d, training=False, **kwargs), tf.float32),
+            input_signature=[tf.TensorSpec([None, None, keras_model.neural_dim], tf.float32),
+                             tf.TensorSpec([None], tf.int32)])
 
     def eval(self) -> KerasForTorchEval:
         return self
@@ -42,11 +50,9 @@ class KerasForTorchEval:
     def __call__(self, x: torch.Tensor, day_idx: torch.Tensor, states=None, return_state: bool = False):
         import tensorflow as tf
 
-        xt = tf.constant(x.detach().float().cpu().numpy())
+        xt = tf.constant(x.detach().float().cpu().numpy())  # (B, T, D)
         dt = tf.constant(day_idx.detach().cpu().numpy().astype(np.int32))
-        kwargs = {"mode": "inference"} if self.kind == "triple" else {}
-        logits = self.model(xt, dt, training=False, **kwargs)
-        out = torch.from_numpy(np.asarray(tf.cast(logits, tf.float32).numpy()))
+        out = torch.from_numpy(np.asarray(self._forward(xt, dt).numpy()))  # (B, P, C)
         return (out, None) if return_state else out
 
 

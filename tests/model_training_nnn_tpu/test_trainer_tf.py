@@ -38,7 +38,8 @@ def test_one_training_step(tiny_data, tmp_path, precision, kind):
     extra = {"tf_precision": precision, "num_training_batches": 3}
     if kind == "triple":
         extra.update({"model.architecture": "triple_gru", "model.n_input_features": 16, "dataset.feature_subset": SUBSET,
-                      "model.patch_size": 14, "model.patch_stride": 4})
+                      "model.patch_size": 14, "model.patch_stride": 4, "model.n_noise_layers": 1,
+                      "model.n_clean_layers": 1, "model.n_noisy_layers": 1})  # one layer each: less to trace
     trainer = TFTrainer(tiny_tf_config(tiny_data, tmp_path / "run", **extra), strategy=tf.distribute.get_strategy())
     try:
         assert trainer.policy == ("mixed_bfloat16" if precision == "bf16" else "float32")
