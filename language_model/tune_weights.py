@@ -86,8 +86,13 @@ def _decode(job: tuple[int, dict, object]) -> tuple[int, str]:
     return key, svc.finalize(dec, params).sentence
 
 
+#: The documented invocation's weights (the original's README), the reference a tuned file is compared with.
+DOCUMENTED = {"acoustic_scale": 0.325, "blank_penalty": 90.0, "beam": 17.0, "lattice_beam": 8.0,
+              "lattice_pass_margin": 5.0, "beam_acoustic_scale": 0.0}
+
+
 def tune(results_pkl: Path, lm_path: str, trials: str, grid: dict[str, list], base: dict, workers: int,
-         text_norm: str = "b2txt") -> dict:
+         text_norm: str = "b2txt", report_trials: str | None = None) -> dict:
     """Decode the dev trials with every combination and return the best.
 
     Args:
@@ -98,9 +103,12 @@ def tune(results_pkl: Path, lm_path: str, trials: str, grid: dict[str, list], ba
         base: fixed parameter values (table names).
         workers: processes.
         text_norm: WER normalisation (``nejm_b2txt_utils.text.TEXT_NORMS``).
+        report_trials: other trials (disjoint from ``trials``) decoded with the best and with the documented
+            weights (:data:`DOCUMENTED`) for a held-out comparison.
 
     Returns:
-        ``{"params": best values, "dev_wer": ..., "dev_trials": ..., "results": [per combination]}``.
+        ``{"params": best values, "dev_wer": ..., "dev_trials": ..., "results": [per combination]}``, plus
+        ``"report": {"trials", "n_trials", "wer_documented", "wer_tuned"}`` with ``report_trials``.
     """
     from tqdm import tqdm
 
@@ -117,6 +125,9 @@ def tune(results_pkl: Path, lm_path: str, trials: str, grid: dict[str, list], ba
     for c in combos:
         LMParams(**{**base, **c})  # a bad value fails here, before any work
     jobs = [((ci, ti), {**base, **c}, data["logits"][i]) for ci, c in enumerate(combos) for ti, i in enumerate(idx)]
+    ridx = parse_trials(report_trials, len(data["logits"])) if report_trials else []
+    if set(ridx) & set(idx):
+        raise ConfigError(f"--report_trials {report_trials} overlaps the dev trials {trials}")
     hyps: dict[tuple[int, int], str] = {}
     t0 = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -124,15 +135,26 @@ def tune(results_pkl: Path, lm_path: str, trials: str, grid: dict[str, list], ba
         for key, sent in tqdm(pool.imap_unordered(_decode, jobs, chunksize=1), total=len(jobs), desc="decoding",
                               unit=" trial", mininterval=2.0):
             hyps[key] = sent
-    results = []
-    for ci, c in enumerate(combos):
-        wer = word_error_rate(refs, [hyps[(ci, ti)] for ti in range(len(idx))], text_norm=text_norm)
-        results.append({**c, "wer": round(float(wer.rate), 5)})
-    best = min(range(len(combos)), key=lambda k: (results[k]["wer"], k))
-    log.info("%d combinations x %d trials in %.0f s; best %s", len(combos), len(idx), time.perf_counter() - t0,
-             results[best])
-    return {"params": {**base, **combos[best]}, "dev_wer": results[best]["wer"], "dev_trials": trials,
-            "n_dev_trials": len(idx), "results": results}
+        results = []
+        for ci, c in enumerate(combos):
+            wer = word_error_rate(refs, [hyps[(ci, ti)] for ti in range(len(idx))], text_norm=text_norm)
+            results.append({**c, "wer": round(float(wer.rate), 5)})
+        best = min(range(len(combos)), key=lambda k: (results[k]["wer"], k))
+        log.info("%d combinations x %d trials in %.0f s; best %s", len(combos), len(idx), time.perf_counter() - t0,
+                 results[best])
+        out = {"params": {**base, **combos[best]}, "dev_wer": results[best]["wer"], "dev_trials": trials,
+               "n_dev_trials": len(idx), "results": results}
+        if ridx:
+            rrefs = [data["sentence_label"][i] for i in ridx]
+            report = {"trials": report_trials, "n_trials": len(ridx)}
+            for name, values in (("documented", {**base, **DOCUMENTED}), ("tuned", out["params"])):
+                rjobs = [((0, k), values, data["logits"][i]) for k, i in enumerate(ridx)]
+                got = dict(tqdm(pool.imap_unordered(_decode, rjobs, chunksize=1), total=len(rjobs),
+                                desc=f"report ({name})", unit=" trial", mininterval=2.0))
+                wer = word_error_rate(rrefs, [got[(0, k)] for k in range(len(ridx))], text_norm=text_norm)
+                report[f"wer_{name}"] = round(float(wer.rate), 5)
+            out["report"] = report
+    return out
 
 
 @exit_2_on_bad_input()
@@ -143,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", default="even",
                    help="the dev trials: a:b (slice), even, odd or all (default even; report on the others)")
     p.add_argument("--out", type=Path, required=True, help="params file to write (JSON)")
+    p.add_argument("--report_trials", default=None,
+                   help="other trials (e.g. odd) decoded with the documented and the tuned weights for a held-out "
+                        "comparison, written under 'report'")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     p.add_argument("--text_norm", default="b2txt", help="WER text normalisation (b2txt or original)")
     for name, values in TUNED.items():
@@ -165,13 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.alpha is not None:
         base["alpha"] = args.alpha
     try:
-        out = tune(args.results_pkl, args.lm_path, args.trials, grid, base, args.workers, args.text_norm)
+        out = tune(args.results_pkl, args.lm_path, args.trials, grid, base, args.workers, args.text_norm,
+                   args.report_trials)
     except LMParamError as exc:
         raise ConfigError(str(exc)) from None
     out["params"].pop("gpu_number", None)
     atomic_write_json(args.out, {**out, "lm_path": str(args.lm_path), "results_pkl": str(args.results_pkl)})
     print(f"best on {out['n_dev_trials']} dev trials ({args.trials}): WER {100 * out['dev_wer']:.1f} % with "
           + " ".join(f"{k}={v}" for k, v in out["params"].items()) + f" -> {args.out}")
+    if "report" in out:
+        r = out["report"]
+        print(f"held-out {r['n_trials']} trials ({r['trials']}): WER {100 * r['wer_documented']:.1f} % with the "
+              f"documented weights, {100 * r['wer_tuned']:.1f} % with the tuned ones")
     return 0
 
 

@@ -35,7 +35,7 @@ def test_grid_picks_the_lowest_dev_wer_and_writes_a_params_file(setup, capsys):
     out = d / "params.json"
     assert tune_weights.main(["--results_pkl", str(pkl), "--lm_path", str(lm), "--trials", "0:4", "--out", str(out),
                               "--workers", "2", "--acoustic_scale", "0.01", "1.0", "--blank_penalty", "1", "90",
-                              "--alpha", "0.4"]) == 0
+                              "--alpha", "0.4", "--report_trials", "4:"]) == 0
     info = json.loads(out.read_text())
     wers = [r["wer"] for r in info["results"]]
     assert len(wers) == 4 and info["dev_wer"] == min(wers) and info["n_dev_trials"] == 4
@@ -43,7 +43,8 @@ def test_grid_picks_the_lowest_dev_wer_and_writes_a_params_file(setup, capsys):
     by = {(r["acoustic_scale"], r["blank_penalty"]): r["wer"] for r in info["results"]}
     assert min(by[(0.01, 1.0)], by[(0.01, 90.0)]) > info["dev_wer"]
     assert info["params"]["acoustic_scale"] == 1.0 and info["params"]["alpha"] == 0.4
-    assert "WER" in capsys.readouterr().out
+    assert info["report"]["n_trials"] == 2 and 0 <= info["report"]["wer_tuned"] <= 1
+    assert "held-out 2 trials" in capsys.readouterr().out
     # the server's flags take the file's values as defaults; a flag on the command line still wins
     args = parse_args(["--lm_path", str(lm), "--params_file", str(out)])
     assert args.acoustic_scale == 1.0 and args.alpha == 0.4 and args.beam_acoustic_scale == 0.325
@@ -56,6 +57,9 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path, capsys):
     assert tune_weights.main(["--results_pkl", str(pkl), "--lm_path", str(lm), "--trials", "9:12", "--out",
                               str(tmp_path / "p.json")]) == 2
     assert "selects no trial" in capsys.readouterr().err
+    assert tune_weights.main(["--results_pkl", str(pkl), "--lm_path", str(lm), "--trials", "0:4", "--report_trials",
+                              "3:", "--out", str(tmp_path / "p.json")]) == 2
+    assert "overlaps" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"params": {"acoustic_scale": -1}}))
     with pytest.raises(LMParamError, match="acoustic_scale"):
