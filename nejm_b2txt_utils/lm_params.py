@@ -119,10 +119,13 @@ PARAMS: tuple[Param, ...] = (
     Param("max_active", int, 7000, "max active tokens of the streaming search", low=2, runtime=True),
     Param("min_active", int, 200, "min active tokens of the streaming search (<= max_active)", low=0,
           runtime=True),
-    Param("beam", float, 17.0, "search beam (cost units, nats x acoustic_scale)", low=0, low_open=True,
+    # beams are float32 in the C++ decoder: beyond ~3.4e38 they became inf and segfaulted it (found by hand)
+    Param("beam", float, 17.0, "search beam (cost units, nats x acoustic_scale)", low=0, high=1000, low_open=True,
           runtime=True),
-    Param("lattice_beam", float, 8.0, "lattice / n-best pruning beam (cost units)", low=0, low_open=True,
-          runtime=True),
+    Param("lattice_beam", float, 8.0,
+          "lattice / n-best pruning beam (cost units); at most 20: the n-best extraction grows exponentially with "
+          "it (20-word toy graph, one clean sentence: 20 -> 0.2 s, 30 -> 1.2 s, 35 -> 13 s, 40 -> over 30 s)",
+          low=0, high=20, low_open=True, runtime=True),
     Param("acoustic_scale", float, 0.3, "acoustic scale applied to the log-probabilities", low=0, low_open=True,
           runtime=True),
     Param("ctc_blank_skip_threshold", float, 1.0,
@@ -146,7 +149,7 @@ PARAMS: tuple[Param, ...] = (
     Param("lattice_pass_margin", float, 5.0,
           "the finalize lattice pass searches with min(beam, lattice_beam + this): kaldi-decoder's lattice "
           "decoder has no max_active, which bounded the original's effective beam (see decoding/wfst.py)",
-          low=0, low_open=True),
+          low=0, high=1000, low_open=True),
     Param("beam_acoustic_scale", float, 0.0,
           "the acoustic scale the search beams (beam and the lattice pass's beam) are given at: they are "
           "multiplied by acoustic_scale / this, so they keep their acoustic width when the scale is tuned "

@@ -33,7 +33,8 @@ def test_the_original_fourteen_with_their_defaults():
     ("nbest", 2.5, "nbest=2.5: expected a whole number"),
     ("acoustic_scale", math.inf, r"acoustic_scale=inf: expected a finite number in \(0, inf\)"),
     ("beam", math.nan, "beam=nan"),
-    ("beam", 0.0, r"beam=0.0: expected a finite number in \(0, inf\)"),
+    ("beam", 0.0, r"beam=0.0: expected a finite number in \(0, 1000\]"),
+    ("lattice_beam", 1e39, r"lattice_beam=1e\+39: expected a finite number in \(0, 20\]"),  # inf as float32: segfault
     ("alpha", 1.5, r"alpha=1.5: expected a finite number in \[0, 1\]"),
     ("do_opt", 2, r"do_opt=2: expected a whole number in \[0, 1\]"),
     ("legacy", "maybe", "legacy='maybe': expected one of auto, on, off"),

@@ -28,8 +28,8 @@ COMMON = ["inf", "-inf", "nan", "abc", "", "1e400", b"\xff\xfe"]
 INVALID = {
     "max_active": ["1e12", "3000000000", "1", "-1", "2.5"],
     "min_active": ["3000000000", "-1", "8000", "0.5"],  # 8000 > max_active (7000)
-    "beam": ["0", "-1"],
-    "lattice_beam": ["0", "-3"],
+    "beam": ["0", "-1", "1001", "1e39"],
+    "lattice_beam": ["0", "-3", "20.5", "1e39", "1e308"],  # 1e39: inf as float32, segfaulted the C++ decoder
     "acoustic_scale": ["0", "-0.3"],
     "ctc_blank_skip_threshold": ["0", "1.5", "-1"],
     "length_penalty": [],
