@@ -1,0 +1,230 @@
+"""Benchmark: our CTC + n-gram decoder vs flashlight-text's ``LexiconDecoder`` (KenLM inside) on the same logits,
+lexicon and ARPA; prints one JSON object.
+
+Inputs: a ``results.pkl`` with LM-order logits and sentence labels (``evaluate_model.py --results_pkl``, e.g. the
+demo's ``runs/demo/eval_greedy/results.pkl``) and an LM folder (``lm.arpa``, ``lexicon.txt``). The trials are
+split in two halves: each decoder's weights are tuned on the first half (a grid, lowest WER) and the tuned
+decoder is scored on the second: WER overall and per corpus, ms per utterance p50/p95, peak RSS and start-up
+(load until the first utterance can be decoded), each decoder in its own fresh process.
+
+The peer lives only in ``envs/bench_peer`` (``requirements/bench_peer.txt``), never in the product environments;
+``--setup`` creates it. Peer conventions: the 41 LM-order classes are its tokens (blank 0, SIL 1), every spelling
+ends in SIL (the optional silence of our L), and ``ln(blank_penalty)`` is taken off the blank column as ours does.
+The peer breaks score ties by memory order, so its output can vary between identical runs; ours is deterministic.
+
+    envs/b2txt25_lm/bin/python benchmarks/decoder_vs_peer.py --setup
+    envs/b2txt25_lm/bin/python benchmarks/decoder_vs_peer.py --results_pkl runs/demo/eval_greedy/results.pkl \\
+        --lm_path runs/demo/lm/3gram_lm_sil
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+PEER_ENV = REPO / "envs" / "bench_peer"
+PEER_REQS = REPO / "requirements" / "bench_peer.txt"
+
+OURS_GRID = {"acoustic_scale": [0.325, 1.0, 2.0, 3.0], "blank_penalty": [1.0, 9.0, 90.0]}
+OURS_FIXED = {"beam": 17.0, "lattice_beam": 8.0, "lattice_pass_margin": 5.0, "nbest": 1, "gpu_number": -1}
+PEER_GRID = {"lm_weight": [0.5, 1.0, 2.0], "word_score": [-10.0, -3.0, 0.0], "blank_penalty": [1.0, 9.0]}
+PEER_FIXED = {"beam_size": 100, "beam_threshold": 25.0}
+
+
+def setup_peer_env() -> Path:
+    """Create ``envs/bench_peer`` with the peer (once)."""
+    py = PEER_ENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_ENV)], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(PEER_REQS)], check=True)
+    return py
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --------------------------------------------------------------------------- workers (one process each)
+def ours_worker(job: dict) -> dict:
+    """Decode ``job['trials']`` with each parameter set in ``job['param_sets']`` (our decoder, nbest 1)."""
+    from language_model.serving.service import LMService
+    from nejm_b2txt_utils.lm_params import LMParams
+
+    t0 = time.perf_counter()
+    svc = LMService(job["lm_path"], params=LMParams(gpu_number=-1))
+    svc.ensure_components(LMParams(gpu_number=-1))
+    startup = time.perf_counter() - t0
+    out = {"startup_s": startup, "hyps": [], "ms": []}
+    for values in job["param_sets"]:
+        params = LMParams(**values)
+        hyps, ms = [], []
+        for x in job["logits"]:
+            t = time.perf_counter()
+            dec = svc.new_decoder(params)
+            dec.accept_logits(x)
+            hyps.append(svc.finalize(dec, params).sentence)
+            ms.append(1000 * (time.perf_counter() - t))
+        out["hyps"].append(hyps)
+        out["ms"].append(ms)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def peer_worker(job: dict) -> dict:
+    """The same with flashlight-text's LexiconDecoder over KenLM (runs in envs/bench_peer)."""
+    from flashlight.lib.text.decoder import (
+        CriterionType,
+        KenLM,
+        LexiconDecoder,
+        LexiconDecoderOptions,
+        SmearingMode,
+        Trie,
+    )
+    from flashlight.lib.text.dictionary import Dictionary, create_word_dict
+
+    from nejm_b2txt_utils.phonemes import LM_ORDER
+
+    t0 = time.perf_counter()
+    tokens = Dictionary()
+    for t in ["<blk>", *LM_ORDER[1:]]:
+        tokens.add_entry(t)
+    lexicon: dict[str, list[list[str]]] = {}
+    with open(Path(job["lm_path"]) / "lexicon.txt", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2:
+                lexicon.setdefault(parts[0], []).append([*parts[1:], "SIL"])
+    words = create_word_dict(lexicon)
+    lm = KenLM(str(Path(job["lm_path"]) / "lm.arpa"), words)
+    sil, blank = tokens.get_index("SIL"), 0
+    unk = words.get_index("<unk>")
+    trie = Trie(tokens.index_size(), sil)
+    start = lm.start(False)
+    for w, spellings in lexicon.items():
+        wi = words.get_index(w)
+        _, score = lm.score(start, wi)
+        for sp in spellings:
+            trie.insert([tokens.get_index(t) for t in sp], wi, score)
+    trie.smear(SmearingMode.MAX)
+    startup = time.perf_counter() - t0
+    out = {"startup_s": startup, "hyps": [], "ms": []}
+    for values in job["param_sets"]:
+        opts = LexiconDecoderOptions(beam_size=int(values["beam_size"]), beam_size_token=tokens.index_size(),
+                                     beam_threshold=values["beam_threshold"], lm_weight=values["lm_weight"],
+                                     word_score=values["word_score"], unk_score=-math.inf, sil_score=0.0,
+                                     log_add=False, criterion_type=CriterionType.CTC)
+        decoder = LexiconDecoder(opts, trie, lm, sil, blank, unk, [], False)
+        hyps, ms = [], []
+        for x in job["logits"]:
+            t = time.perf_counter()
+            e = np.asarray(x, dtype=np.float32)
+            e = e - np.logaddexp.reduce(e, axis=1, keepdims=True)  # log-softmax
+            e[:, 0] -= math.log(values["blank_penalty"])
+            e = np.ascontiguousarray(e)
+            best = decoder.decode(e.ctypes.data, e.shape[0], e.shape[1])[0]
+            hyps.append(" ".join(words.get_entry(i) for i in best.words if i >= 0))
+            ms.append(1000 * (time.perf_counter() - t))
+        out["hyps"].append(hyps)
+        out["ms"].append(ms)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_worker(kind: str, job: dict, python: str) -> dict:
+    """Run a worker in a fresh process (its own start-up and peak RSS)."""
+    with tempfile.TemporaryDirectory(prefix="peer-bench-") as tmp:
+        src, dst = Path(tmp) / "job.pkl", Path(tmp) / "out.json"
+        with open(src, "wb") as f:
+            pickle.dump(job, f)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([python, __file__, "--worker", kind, str(src), str(dst)], capture_output=True,
+                              text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
+        return json.loads(dst.read_text())
+
+
+# --------------------------------------------------------------------------- the comparison
+def wer_by_corpus(refs: list[str], hyps: list[str], corpora: list[str]) -> dict:
+    from nejm_b2txt_utils.metrics import word_error_rate
+
+    out = {"all": round(float(word_error_rate(refs, hyps).rate), 4)}
+    for c in sorted(set(corpora)):
+        k = [i for i, x in enumerate(corpora) if x == c]
+        out[c] = round(float(word_error_rate([refs[i] for i in k], [hyps[i] for i in k]).rate), 4)
+    return out
+
+
+def compare(results_pkl: Path, lm_path: str, peer_python: str) -> dict:
+    with open(results_pkl, "rb") as f:
+        data = pickle.load(f)
+    n = len(data["logits"])
+    half = n // 2
+    tune_idx, test_idx = list(range(half)), list(range(half, n))
+    refs = data["sentence_label"]
+    corpora = data.get("corpus") or ["unknown"] * n
+    result: dict = {"results_pkl": str(results_pkl), "lm_path": lm_path, "trials_tuned": f"0:{half}",
+                    "trials_scored": f"{half}:{n}", "load_average_at_start": os.getloadavg()[0]}
+    for kind, grid, fixed, python in (("ours", OURS_GRID, OURS_FIXED, sys.executable),
+                                      ("peer", PEER_GRID, PEER_FIXED, peer_python)):
+        sets = [{**fixed, **dict(zip(grid, v))} for v in itertools.product(*grid.values())]
+        tuned = run_worker(kind, {"lm_path": lm_path, "param_sets": sets,
+                                  "logits": [data["logits"][i] for i in tune_idx]}, python)
+        wers = [wer_by_corpus([refs[i] for i in tune_idx], h, [corpora[i] for i in tune_idx])["all"]
+                for h in tuned["hyps"]]
+        best = min(range(len(sets)), key=lambda k: (wers[k], k))
+        scored = run_worker(kind, {"lm_path": lm_path, "param_sets": [sets[best]],
+                                   "logits": [data["logits"][i] for i in test_idx]}, python)
+        ms = np.asarray(scored["ms"][0])
+        result[kind] = {"weights": {k: sets[best][k] for k in grid}, "tune_wer": wers[best],
+                        "wer": wer_by_corpus([refs[i] for i in test_idx], scored["hyps"][0],
+                                             [corpora[i] for i in test_idx]),
+                        "ms_per_utt_p50": round(float(np.percentile(ms, 50)), 1),
+                        "ms_per_utt_p95": round(float(np.percentile(ms, 95)), 1),
+                        "peak_rss_mb": round(scored["peak_rss_mb"], 1), "startup_s": round(scored["startup_s"], 2)}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results_pkl", type=Path, default=REPO / "runs" / "demo" / "eval_greedy" / "results.pkl")
+    p.add_argument("--lm_path", default=str(REPO / "runs" / "demo" / "lm" / "3gram_lm_sil"))
+    p.add_argument("--setup", action="store_true", help=f"create {PEER_ENV} with {PEER_REQS.name} and exit")
+    p.add_argument("--worker", nargs=3, metavar=("KIND", "JOB", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        kind, src, dst = args.worker
+        with open(src, "rb") as f:
+            job = pickle.load(f)
+        out = (ours_worker if kind == "ours" else peer_worker)(job)
+        Path(dst).write_text(json.dumps(out))
+        return 0
+    if args.setup:
+        print(setup_peer_env())
+        return 0
+    peer_python = PEER_ENV / "bin" / "python"
+    for path, what in ((args.results_pkl, "--results_pkl"), (Path(args.lm_path) / "lm.arpa", "--lm_path"),
+                       (peer_python, "the peer environment (run --setup first)")):
+        if not Path(path).exists():
+            print(f"error: {what}: {path} not found", file=sys.stderr)
+            return 2
+    print(json.dumps(compare(args.results_pkl, args.lm_path, str(peer_python)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
