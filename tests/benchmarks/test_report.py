@@ -30,7 +30,7 @@ def test_quick_report_measures_every_benchmark_and_resumes(tmp_path):
     data = tmp_path / "data"
     generate("tiny", data, seed=0, progress=False)
     out = tmp_path / "report"
-    args = ["--quick", "--data_dir", str(data), "--out", str(out), "--skip", "demo", "lm_server_load", "xla_steps",
+    args = ["--quick", "--data_dir", str(data), "--out", str(out), "--skip", "demo", "lm_server_load", "xla_steps", "tf_vs_torch",
             "--train_overrides", "dataset.days_per_batch=2"]  # tiny has 3 sessions, the small config draws 4
     first = run_report(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
