@@ -55,6 +55,10 @@ def setup_peer_env() -> Path:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss it does not inherit the parent's high-water mark)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -88,13 +92,13 @@ def peer_worker(job: dict) -> dict:
     """The same with flashlight-text's LexiconDecoder over KenLM (runs in envs/bench_peer)."""
     from flashlight.lib.text.decoder import (
         CriterionType,
-        KenLM,
         LexiconDecoder,
         LexiconDecoderOptions,
         SmearingMode,
         Trie,
     )
-    from flashlight.lib.text.dictionary import Dictionary, create_word_dict
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import Dictionary
 
     from nejm_b2txt_utils.phonemes import LM_ORDER
 
@@ -108,8 +112,13 @@ def peer_worker(job: dict) -> dict:
             parts = line.split()
             if len(parts) >= 2:
                 lexicon.setdefault(parts[0], []).append([*parts[1:], "SIL"])
-    words = create_word_dict(lexicon)
-    lm = KenLM(str(Path(job["lm_path"]) / "lm.arpa"), words)
+    words = Dictionary()
+    for w in [*lexicon, "<unk>"]:
+        words.add_entry(w)
+    with tempfile.TemporaryDirectory(prefix="peer-arpa-") as tmp:  # KenLM wants tabs between the ARPA fields
+        arpa = Path(tmp) / "lm.arpa"
+        arpa.write_text(tab_separated_arpa(Path(job["lm_path"]) / "lm.arpa"), encoding="utf-8")
+        lm = KenLM(str(arpa), words)
     sil, blank = tokens.get_index("SIL"), 0
     unk = words.get_index("<unk>")
     trie = Trie(tokens.index_size(), sil)
@@ -142,6 +151,22 @@ def peer_worker(job: dict) -> dict:
         out["ms"].append(ms)
     out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def tab_separated_arpa(path: Path) -> str:
+    """The ARPA text with tabs between probability, words and backoff (KenLM rejects spaces there)."""
+    out, order = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("\\") and stripped.endswith("-grams:"):
+            order = int(stripped[1:].split("-")[0])
+        elif stripped.startswith("\\"):
+            order = 0
+        elif order and stripped:
+            parts = stripped.split()
+            line = "\t".join([parts[0], " ".join(parts[1:1 + order]), *parts[1 + order:]])
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def run_worker(kind: str, job: dict, python: str) -> dict:
