@@ -63,7 +63,11 @@ class Param:
     choices: tuple[str, ...] | None = None
 
     def range_text(self) -> str:
-        """The valid range as the error messages print it, e.g. ``(0, inf)`` or ``[0, 1]``."""
+        """The valid range as the error messages print it.
+
+        Returns:
+            e.g. ``a finite number in (0, inf)``, ``a whole number in [2, 2147483647]`` or ``one of auto, on, off``.
+        """
         if self.choices:
             return "one of " + ", ".join(self.choices)
         low, high = self._bounds()

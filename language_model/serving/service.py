@@ -53,6 +53,9 @@ class LMService:
     def ensure_components(self, params: LMParams) -> None:
         """Load what ``params`` needs (causal LM for ``do_opt``, grammars for ``rescore``).
 
+        Args:
+            params: the parameters about to be used.
+
         Raises:
             FileNotFoundError: ``rescore`` without ``G.fst``/``G_no_prune.fst``.
             LLMUnavailableError: ``do_opt`` with a model that is not available offline.
@@ -75,11 +78,26 @@ class LMService:
             log.info("causal LM %s loaded on %s in %.1f s", self.opt_model, device, time.perf_counter() - t0)
 
     def new_decoder(self, params: LMParams) -> CtcWfstDecoder:
-        """A decoder over the shared graph with ``params``' search settings."""
+        """A decoder over the shared graph with ``params``' search settings.
+
+        Args:
+            params: the utterance's parameters.
+
+        Returns:
+            A fresh :class:`CtcWfstDecoder`.
+        """
         return CtcWfstDecoder(self.resources, params)
 
     def finalize(self, decoder: CtcWfstDecoder, params: LMParams, context: str = "") -> FinalResult:
         """Finish ``decoder``'s utterance with the stages ``params`` switches on.
+
+        Args:
+            decoder: the utterance's decoder.
+            params: the utterance's parameters.
+            context: text the causal LM sees first (echoed in ``context_str``).
+
+        Returns:
+            The :class:`FinalResult`.
 
         Raises:
             RuntimeError: a stage is on but its component is not loaded.
