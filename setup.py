@@ -10,7 +10,9 @@ setup(
     version="0.1.0",
     description="Brain-to-text: intracortical speech decoding (Card et al., NEJM 2024), pip-installable",
     packages=find_packages(include=["nejm_b2txt_utils", "nejm_b2txt_utils.*", "model_training",
-                                    "model_training.*", "language_model", "language_model.*",
+                                    "model_training.*", "model_training_nnn", "model_training_nnn.*",
+                                    "model_training_nnn_tpu", "model_training_nnn_tpu.*",
+                                    "language_model", "language_model.*",
                                     "analyses", "analyses.*"]),
     python_requires=">=3.10",
 )
