@@ -36,6 +36,17 @@ torch.save({"state": model.state_dict(), "x": x, "days": days, "inference": infe
 """
 
 
+@pytest.fixture(autouse=True)
+def fresh_scan_traces():
+    """torch_xla 2.9's scan (its GRU) caches traces by input shapes and dtypes, not by the autocast state:
+    an fp32 trace reused under autocast fails XLA's verifier ("mixed precision is disallowed"). A training
+    run uses one precision throughout; tests that switch precision start from an empty cache."""
+    from torch_xla.experimental import scan
+
+    scan._SCAN_COMPUTATION_CACHE.clear()
+    yield
+
+
 @pytest.fixture(scope="module")
 def eager(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("eager") / "ref.pt"
