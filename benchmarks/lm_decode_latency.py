@@ -13,7 +13,10 @@ finalize with causal-LM rescoring (``--llm``, default the embedded SmolLM2-135M 
 the original's padded batch, ``ngram_llm``: the prefix-tree pass, same run), and the
 n-best sizes before/after augmentation; plus a Redis round trip through the real server for the 1-gram.
 
-    python benchmarks/lm_decode_latency.py [--work DIR] [--corpus FILE] [--n_sentences 30] [--llm none]
+``llm_rescoring_1gram``: the causal-LM rescoring alone on the 1-gram's (augmented) n-bests, the original's
+padded batch and the prefix tree interleaved per sentence, with the largest score difference between them.
+
+    python benchmarks/lm_decode_latency.py [--work DIR] [--corpus FILE] [--n_sentences 30] [--llm none] [--llm_only]
 """
 
 from __future__ import annotations
@@ -143,6 +146,42 @@ def bench_lm(name: str, lm_dir: Path, sentences: list[str], args, rescore: bool)
     return out
 
 
+def bench_llm_scoring(lm_dir: Path, sentences: list[str], args) -> dict:
+    """Causal-LM rescoring alone on the 1-gram's augmented n-bests: the original's padded batch vs the prefix
+    tree, interleaved per sentence (same load for both), plus how far their scores and winners differ."""
+    from language_model.decoding.llm_rescore import rescore_nbest
+
+    lexicon = read_lexicon(lm_dir / "lexicon.txt")
+    params = LMParams(**PARAMS, gpu_number=-1, do_opt=1)
+    svc = LMService(str(lm_dir), args.llm, params=params)
+    svc.ensure_components(params)
+    scorer = svc.scorer
+    times: dict[str, list[float]] = {"batch": [], "tree": []}
+    diffs, same, sizes = [], [], []
+    for i, s in enumerate(sentences):
+        dec = svc.new_decoder(params)
+        dec.accept_logits(synthetic_logits(s, seed=i, peak=args.peak, lexicon=lexicon))
+        nbest = svc.finalize(dec, LMParams(**PARAMS, gpu_number=-1)).candidates
+        sizes.append(len(nbest))
+        best = {}
+        for method in ("batch", "tree") if i % 2 == 0 else ("tree", "batch"):
+            scorer.method = method
+            t = time.perf_counter()
+            best[method], rows = rescore_nbest(scorer, nbest, params.acoustic_scale, params.alpha)
+            times[method].append(time.perf_counter() - t)
+            best[method + "_llm"] = np.array([r.llm for r in rows])
+        diffs.append(float(np.max(np.abs(best["batch_llm"] - best["tree_llm"]))) if len(nbest) else 0.0)
+        same.append(best["batch"] == best["tree"])
+        log.info("sentence %d: %d candidates, batch %.0f ms, tree %.0f ms, same best %s", i, len(nbest),
+                 1000 * times["batch"][-1], 1000 * times["tree"][-1], same[-1])
+    out = {m: pct(v) for m, v in times.items()}
+    out["speedup_p50"] = round(out["batch"]["p50_ms"] / max(out["tree"]["p50_ms"], 1e-9), 2)
+    out["max_abs_score_diff_nats"] = round(max(diffs), 5)
+    out["same_best_sentence"] = round(float(np.mean(same)), 3)
+    out["nbest_size"] = {"mean": round(float(np.mean(sizes)), 1), "max": int(max(sizes))}
+    return out
+
+
 def redis_round_trip(lm_dir: Path, sentences: list[str], args) -> dict:
     from nejm_b2txt_utils import redis_protocol as rp
     from nejm_b2txt_utils.redis_server import RedisServer
@@ -183,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch_threads", type=int, default=0,
                    help="torch CPU threads for the causal LM (0: torch's default; 1 is far faster on a busy machine)")
     p.add_argument("--skip_3gram", action="store_true")
+    p.add_argument("--llm_only", action="store_true",
+                   help="only the causal-LM rescoring rows: padded batch vs prefix tree on the 1-gram's n-bests")
     args = p.parse_args(argv)
     check_flags(args, {"n_sentences": 1, "chunk_frames": 1, "torch_threads": 0})
     if args.torch_threads > 0:
@@ -209,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         lex1 = read_lexicon(work / "unigram" / "lexicon.txt")
         sentences = test_sentences(corpus, lex1, args.n_sentences, seed=1)
         result["n_sentences"] = len(sentences)
+        if args.llm != "none":
+            result["llm_rescoring_1gram"] = bench_llm_scoring(work / "unigram", sentences, args)
+        if args.llm_only:
+            print(json.dumps(result, indent=2))
+            return 0
         result["1gram"] = bench_lm("1gram", work / "unigram", sentences, args, rescore=False)
         result["1gram"]["redis_round_trip_no_llm"] = redis_round_trip(work / "unigram", sentences[:10], args)
         if not args.skip_3gram:
