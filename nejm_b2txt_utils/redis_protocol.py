@@ -59,7 +59,17 @@ class LMServerStoppingError(LMTimeoutError):
 
 
 def encode_logits(logits: np.ndarray) -> bytes:
-    """``[T, 41]`` LM-order logits -> the C-order float32 bytes of the ``logits`` field."""
+    """``[T, 41]`` LM-order logits -> the C-order float32 bytes of the ``logits`` field.
+
+    Args:
+        logits: ``[T, 41]`` array (any float dtype; T frames of 80 ms).
+
+    Returns:
+        ``T * 41 * 4`` bytes.
+
+    Raises:
+        LMProtocolError: not ``[T, 41]``.
+    """
     arr = np.asarray(logits, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[1] != N_CLASSES:
         raise LMProtocolError(f"logits: expected shape [T, {N_CLASSES}], got {list(arr.shape)}")
@@ -67,8 +77,18 @@ def encode_logits(logits: np.ndarray) -> bytes:
 
 
 def decode_logits(payload: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_logits`; rejects a byte length that is not a multiple of 41 float32s
-    and non-finite values (the original would crash or decode garbage)."""
+    """Inverse of :func:`encode_logits`.
+
+    Args:
+        payload: the ``logits`` field.
+
+    Returns:
+        ``[T, 41]`` float32 (a read-only view of ``payload``).
+
+    Raises:
+        LMProtocolError: a byte length that is not a multiple of 41 float32s, or NaN/Inf values (the original
+            would crash or decode garbage).
+    """
     if len(payload) % (4 * N_CLASSES) != 0:
         raise LMProtocolError(
             f"logits: {len(payload)} bytes is not a multiple of {4 * N_CLASSES} (float32 x {N_CLASSES} classes)")
@@ -102,7 +122,18 @@ def format_scoring(candidates: list[Hypothesis]) -> str:
 
 def parse_scoring(scoring: str) -> dict[str, list]:
     """Client-side parsing as the original's ``finalize_remote_lm``: sort by total (descending),
-    drop later duplicates; an empty field gives one empty sentence with zero scores."""
+    drop later duplicates; an empty field gives one empty sentence with zero scores.
+
+    Args:
+        scoring: the ``scoring`` field.
+
+    Returns:
+        ``{"candidate_sentences", "candidate_acoustic_scores", "candidate_ngram_scores",
+        "candidate_llm_scores", "candidate_total_scores"}``, parallel lists, best total first.
+
+    Raises:
+        LMProtocolError: a score that is not a number.
+    """
     fields = scoring.split(";") if scoring else []
     sentences = fields[0::5]
     try:
@@ -150,13 +181,29 @@ def parsed_hypotheses(parsed: dict[str, list]) -> list[Hypothesis]:
 
 
 def redis_time_ms(r) -> int:
-    """Redis server time in ms, the original's initial last-seen stream id."""
+    """Redis server time in ms, the original's initial last-seen stream id.
+
+    Args:
+        r: a redis-py client.
+
+    Returns:
+        Milliseconds since the epoch (Redis clock).
+    """
     sec, usec = r.time()
     return int(math.floor(sec * 1000 + usec / 1000))
 
 
 def connect(host: str = "localhost", port: int = 6379, db: int = 0, password: str | None = None, **kw):
-    """A redis-py client; the password defaults to ``$REDIS_PASSWORD`` when set."""
+    """A redis-py client; the password defaults to ``$REDIS_PASSWORD`` when set.
+
+    Args:
+        host, port, db: the server.
+        password: ``AUTH`` password (default: ``$REDIS_PASSWORD``).
+        kw: passed to ``redis.Redis`` (timeouts, retry).
+
+    Returns:
+        A ``redis.Redis`` (not yet connected).
+    """
     import redis
 
     if password is None:
@@ -288,7 +335,13 @@ class RemoteLMClient:
             raise LMProtocolError(f"LM server rejected the parameter update: {fields[b'error'].decode()}")
 
     def send_logits(self, logits: np.ndarray) -> str:
-        """Send one chunk of ``[T, 41]`` LM-order logits; returns the partial sentence.
+        """Send one chunk of LM-order logits.
+
+        Args:
+            logits: ``[T, 41]`` LM-order logits (T frames of 80 ms).
+
+        Returns:
+            The partial sentence.
 
         Raises:
             LMProtocolError: wrong shape, or the server rejected the chunk.
@@ -301,7 +354,10 @@ class RemoteLMClient:
         return fields.get(b"lm_response_partial", b"").decode()
 
     def finalize(self) -> dict[str, list]:
-        """Finish the utterance; returns the parsed candidates (:func:`parse_scoring`).
+        """Finish the utterance.
+
+        Returns:
+            The parsed candidates (:func:`parse_scoring`).
 
         Raises:
             LMProtocolError: the server answered with an error.
@@ -348,7 +404,17 @@ class RemoteLMClient:
         raise AssertionError("unreachable")
 
     def decode_trial(self, logits_lm_order: np.ndarray) -> dict[str, list]:
-        """:meth:`decode` without the partial: the parsed candidates of one trial."""
+        """:meth:`decode` without the partial.
+
+        Args:
+            logits_lm_order: ``[T, 41]`` logits in LM order.
+
+        Returns:
+            The parsed candidates of the trial.
+
+        Raises:
+            LMTimeoutError, LMProtocolError: as :meth:`decode`.
+        """
         return self.decode(logits_lm_order)[1]
 
     def decode_many(self, items: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, str, dict[str, list]]]:
@@ -382,10 +448,26 @@ LEGACY_OWNER_KEY = "remote_lm_legacy_owner"
 
 
 def mc_input_stream(utt_id: str) -> str:
+    """The input stream of a multi-client utterance.
+
+    Args:
+        utt_id: the utterance id.
+
+    Returns:
+        ``remote_lm_mc_input:<utt_id>``.
+    """
     return f"remote_lm_mc_input:{utt_id}"
 
 
 def mc_output_stream(utt_id: str) -> str:
+    """The output stream of a multi-client utterance.
+
+    Args:
+        utt_id: the utterance id.
+
+    Returns:
+        ``remote_lm_mc_output:<utt_id>``.
+    """
     return f"remote_lm_mc_output:{utt_id}"
 
 
@@ -403,6 +485,12 @@ class MultiClientLMClient:
     Redis and a pool of LM workers without their utterances mixing. Never calls FLUSHALL."""
 
     def __init__(self, r, timeout_s: float = 60.0, block_ms: int = 1000, client_id: str | None = None):
+        """Args:
+            r: a redis-py client (this client never FLUSHALLs).
+            timeout_s: the longest wait for one answer (s).
+            block_ms: the longest single blocking XREAD (ms).
+            client_id: prefix of this client's utterance ids (default: random).
+        """
         import uuid
 
         self.r = r
@@ -413,6 +501,13 @@ class MultiClientLMClient:
 
     def start_utterance(self, params: dict | None = None, context: str | None = None) -> _Utterance:
         """Announce an utterance (with per-utterance parameter overrides and context).
+
+        Args:
+            params: run-time parameter overrides for this utterance.
+            context: context text for the causal-LM rescoring (default: the context key at finalize).
+
+        Returns:
+            The utterance handle.
 
         Raises:
             LMProtocolError: an unknown parameter name.
@@ -427,7 +522,20 @@ class MultiClientLMClient:
         return _Utterance(utt_id, request_id)
 
     def send_chunk(self, utt: _Utterance, logits: np.ndarray, wait: bool = True) -> str | None:
-        """Send one chunk; with ``wait`` return its partial sentence (else None and keep streaming)."""
+        """Send one chunk of an utterance.
+
+        Args:
+            utt: the utterance.
+            logits: ``[T, 41]`` LM-order logits.
+            wait: wait for this chunk's partial result.
+
+        Returns:
+            The partial sentence with ``wait``, else ``None`` (keep streaming).
+
+        Raises:
+            LMProtocolError: wrong shape, or the worker rejected the chunk.
+            LMTimeoutError: no answer within ``timeout_s``.
+        """
         self.r.xadd(mc_input_stream(utt.utt_id), {"logits": encode_logits(logits)})
         chunk = utt.chunks_sent
         utt.chunks_sent += 1
@@ -438,8 +546,17 @@ class MultiClientLMClient:
         return utt.partials[chunk]
 
     def finish(self, utt: _Utterance) -> dict[str, list]:
-        """Send the finalize entry and wait for the final result (parsed like :func:`parse_scoring`,
-        plus ``lm_response_final`` and ``partials``). The utterance's streams are removed."""
+        """Send the finalize entry and wait for the final result. The utterance's streams are removed.
+
+        Args:
+            utt: the utterance.
+
+        Returns:
+            Parsed like :func:`parse_scoring`, plus ``lm_response_final`` and ``partials`` (one per chunk).
+
+        Raises:
+            LMProtocolError, LMTimeoutError: as :meth:`collect`.
+        """
         self.r.xadd(mc_input_stream(utt.utt_id), {"finalize": 1})
         return self.collect(utt)
 
@@ -490,7 +607,11 @@ class MultiClientLMClient:
             self.r.delete(mc_output_stream(utt.utt_id))
 
     def abandon(self, utt: _Utterance) -> None:
-        """Withdraw an utterance (e.g. after a timeout): its request and streams are deleted."""
+        """Withdraw an utterance (e.g. after a timeout): its request and streams are deleted.
+
+        Args:
+            utt: the utterance.
+        """
         self.r.xdel(MC_REQUEST_STREAM, utt.request_id)
         self.r.delete(mc_input_stream(utt.utt_id), mc_output_stream(utt.utt_id))
 
@@ -543,7 +664,20 @@ class MultiClientLMClient:
 
     def decode_trial(self, logits_lm_order: np.ndarray, chunk_frames: int = 0, params: dict | None = None,
                      context: str | None = None) -> dict[str, list]:
-        """One trial: announce, stream the chunks without waiting (order is kept by the stream), finish."""
+        """One trial: announce, stream the chunks without waiting (order is kept by the stream), finish.
+
+        Args:
+            logits_lm_order: ``[T, 41]`` logits in LM order.
+            chunk_frames: frames per chunk (0: one chunk).
+            params: per-utterance parameter overrides.
+            context: context text for the causal-LM rescoring.
+
+        Returns:
+            As :meth:`finish`.
+
+        Raises:
+            LMProtocolError, LMTimeoutError: as :meth:`finish` (the utterance is withdrawn on a timeout).
+        """
         arr = np.asarray(logits_lm_order, dtype=np.float32)
         step = chunk_frames if chunk_frames > 0 else max(1, arr.shape[0])
         utt = self.start_utterance(params, context)

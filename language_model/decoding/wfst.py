@@ -56,7 +56,14 @@ class UtteranceTooLongError(ValueError):
 
 
 def search_settings(params: LMParams) -> tuple:
-    """The values of :data:`SEARCH_FIELDS` in ``params`` (equal tuples: the same search)."""
+    """The values of :data:`SEARCH_FIELDS` in ``params`` (equal tuples: the same search).
+
+    Args:
+        params: the parameters.
+
+    Returns:
+        The search-relevant values, in :data:`SEARCH_FIELDS` order.
+    """
     return tuple(getattr(params, k) for k in SEARCH_FIELDS)
 
 
@@ -141,6 +148,7 @@ class CtcWfstDecoder:
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
+        """Start a new utterance: a fresh streaming search, no frames kept."""
         import kaldi_decoder
 
         o = self.opts
@@ -157,12 +165,21 @@ class CtcWfstDecoder:
         self.finalized = False
 
     def set_options(self, options: LMParams) -> None:
-        """New settings; takes effect from the next utterance (the current one is reset if it has frames)."""
+        """New settings; takes effect from the next utterance (the current one is reset).
+
+        Args:
+            options: the new parameters.
+        """
         self.opts = options
         self.reset()
 
     @property
     def lattice_pass_beam(self) -> float:
+        """The beam of the finalize lattice pass.
+
+        Returns:
+            ``min(beam, lattice_beam + lattice_pass_margin)`` (cost units).
+        """
         o = self.opts
         return min(o.beam, o.lattice_beam + o.lattice_pass_margin) * self.beam_factor
 
@@ -181,7 +198,11 @@ class CtcWfstDecoder:
 
     @property
     def num_frames(self) -> int:
-        """Frames received in this utterance (before blank skipping)."""
+        """Frames received in this utterance (before blank skipping).
+
+        Returns:
+            The count of 80 ms frames.
+        """
         return self._n_received
 
     # ------------------------------------------------------------------ decoding
@@ -239,7 +260,11 @@ class CtcWfstDecoder:
         return self.partial()
 
     def partial(self) -> str:
-        """Best path over the frames so far, without final probabilities (spec §4.4)."""
+        """Best path over the frames so far, without final probabilities (spec §4.4).
+
+        Returns:
+            The partial sentence (``""`` before any frame).
+        """
         import kaldifst
 
         if self._n_fed == 0:

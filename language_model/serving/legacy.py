@@ -85,6 +85,10 @@ class LegacyRole:
     TTL_MS, REFRESH_S, CHECK_S = 15000, 1.0, 2.0
 
     def __init__(self, mode: str, ident: str):
+        """Args:
+            mode: ``--legacy``: ``on``, ``off`` or ``auto`` (agree through the lock key).
+            ident: this process's name in the lock key.
+        """
         self.mode, self.ident = mode, ident
         self.owner = mode == "on"
         self._last = 0.0
@@ -92,7 +96,14 @@ class LegacyRole:
         self._free_since_ms = 0
 
     def check(self, r) -> tuple[bool, int | None]:
-        """(serving now, Redis time in ms from which to read the streams if serving just started)."""
+        """Refresh or take the lock (in ``auto`` mode, at most every 1 s / 2 s).
+
+        Args:
+            r: the Redis client.
+
+        Returns:
+            ``(serving now, Redis time in ms from which to read the streams if serving just started, else None)``.
+        """
         if self.mode != "auto":
             return self.owner, None
         now = time.monotonic()
@@ -122,6 +133,11 @@ class LegacyProtocol:
 
     def __init__(self, service: LMService, params: LMParams, input_stream: str, partial_stream: str,
                  final_stream: str):
+        """Args:
+            service: the process's loaded resources.
+            params: the start-up parameters.
+            input_stream, partial_stream, final_stream: the stream names (``--input_stream`` etc.).
+        """
         self.svc = service
         self.input, self.partial, self.final = input_stream, partial_stream, final_stream
         self.session = open_session(service, params)
@@ -135,27 +151,52 @@ class LegacyProtocol:
 
     @property
     def params(self) -> LMParams:
-        """The parameters in force (start-up flags plus accepted updates)."""
+        """The parameters in force (start-up flags plus accepted updates).
+
+        Returns:
+            The session's :class:`LMParams`.
+        """
         return self.session.params
 
     def on_connect(self, r, since_ms: int | None = None) -> None:
-        """Last-seen ids = Redis time in ms, as the original after every (re)connect."""
+        """Last-seen ids = Redis time in ms, as the original after every (re)connect.
+
+        Args:
+            r: the Redis client.
+            since_ms: use this time instead of Redis's now (serving just started).
+        """
         now = rp.redis_time_ms(r) if since_ms is None else since_ms
         for s in (self.input, rp.RESET_STREAM, rp.FINALIZE_STREAM, rp.UPDATE_PARAMS_STREAM):
             self.seen[s] = now
 
     def publish_args(self, r) -> None:
-        """Publish ``remote_lm_args`` when the stream is empty (after the client's FLUSHALL)."""
+        """Publish ``remote_lm_args`` when the stream is empty (after the client's FLUSHALL).
+
+        Args:
+            r: the Redis client.
+        """
         if r.xlen(rp.ARGS_STREAM) == 0:
             r.xadd(rp.ARGS_STREAM, self.params.redis_args(self.svc.lm_path))
 
     def watch(self) -> dict:
-        """Streams (and last-seen ids) for the worker's blocking read."""
+        """Streams (and last-seen ids) for the worker's blocking read.
+
+        Returns:
+            ``{stream: last id}``.
+        """
         return dict(self.seen)
 
     def step(self, r, got: dict[str, list]) -> bool:
         """Handle the entry that came first (:func:`arrival_order`); the others stay unread for the next
-        iteration. Returns True if an entry was handled."""
+        iteration.
+
+        Args:
+            r: the Redis client.
+            got: stream -> entries of the worker's blocking read.
+
+        Returns:
+            True if an entry was handled.
+        """
         streams = {RESET: rp.RESET_STREAM, FINALIZE: rp.FINALIZE_STREAM, UPDATE: rp.UPDATE_PARAMS_STREAM,
                    LOGITS: self.input}
         pending = {kind: got[s][0][0] for kind, s in streams.items() if got.get(s)}

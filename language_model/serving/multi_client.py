@@ -143,6 +143,16 @@ class MultiClientWorker:
         max_pending_per_client: int = 64,
         request_input_timeout_s: float = 5.0,
     ):
+        """Args:
+            service: the process's loaded resources.
+            defaults: the start-up parameters (a request's overrides apply on top).
+            worker_name: the consumer name in the group.
+            max_sessions: utterances held at a time.
+            claim_timeout_s: a silent holder's utterances are taken over after this (s).
+            session_timeout_s: an utterance idle this long is dropped (s).
+            max_pending_per_client: requests one client may have waiting.
+            request_input_timeout_s: a request whose input has not started this long is dropped (s).
+        """
         self.svc = service
         self.defaults = defaults
         self.name = worker_name
@@ -166,6 +176,11 @@ class MultiClientWorker:
                 raise
 
     def on_connect(self, r) -> None:
+        """Create the consumer group if needed and reload the claim script (after every (re)connect).
+
+        Args:
+            r: the Redis client.
+        """
         self._ensure_group(r)
         self._fair_claim = r.register_script(_FAIR_CLAIM)
         last = r.xinfo_stream(MC_REQUEST_STREAM).get("last-generated-id", b"0-0")
@@ -173,7 +188,11 @@ class MultiClientWorker:
         self._recover_own = True
 
     def watch(self) -> dict:
-        """Streams whose new entries should wake the worker's blocking read."""
+        """Streams whose new entries should wake the worker's blocking read.
+
+        Returns:
+            ``{stream: last id}``.
+        """
         streams = {MC_REQUEST_STREAM: self.requests_seen}
         for s in self.sessions.values():
             streams[mc_input_stream(s.utt_id)] = s.last_input
@@ -289,10 +308,18 @@ class MultiClientWorker:
         self._reply(r, s.utt_id, {"kind": "error" if "error" in reply else "partial", "chunk": chunk, **reply})
 
     def step(self, r, got: dict[str, list]) -> bool:
-        """Handle what the blocking read of :meth:`watch`'s streams returned; True if anything was done.
+        """Handle what the blocking read of :meth:`watch`'s streams returned.
 
         Claims whenever a slot is free, also right after a finalize freed one (fixed: a request that
-        arrived while the worker was busy waited for the next 0.5 s poll)."""
+        arrived while the worker was busy waited for the next 0.5 s poll).
+
+        Args:
+            r: the Redis client.
+            got: stream -> entries.
+
+        Returns:
+            True if anything was done.
+        """
         did = False
         if MC_REQUEST_STREAM in got:
             self.requests_seen = got[MC_REQUEST_STREAM][-1][0]
@@ -330,7 +357,11 @@ class MultiClientWorker:
                 )
 
     def shutdown(self, r) -> None:
-        """Leave the group if nothing is pending for us (unfinished utterances stay claimable)."""
+        """Leave the group if nothing is pending for us (unfinished utterances stay claimable).
+
+        Args:
+            r: the Redis client.
+        """
         try:
             info = r.xpending_range(MC_REQUEST_STREAM, MC_GROUP, "-", "+", 1, consumername=self.name)
             if not info:

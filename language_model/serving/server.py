@@ -49,6 +49,11 @@ class Worker:
     """One server process: connection handling, the legacy protocol and/or the multi-client group."""
 
     def __init__(self, args, service: LMService, name: str):
+        """Args:
+            args: the parsed flags.
+            service: the process's loaded resources.
+            name: the worker's name (consumer name in the multi-client group).
+        """
         self.args = args
         self.params = LMParams.from_namespace(args)
         self.name = name
@@ -76,6 +81,7 @@ class Worker:
         return r
 
     def run(self) -> None:
+        """Serve until :attr:`stop` (set by SIGTERM/SIGINT); Redis outages are retried with backoff."""
         r, backoff, outage = None, 0.5, False
         while not self.stop:
             try:
