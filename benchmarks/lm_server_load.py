@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from language_model.graph.toy_lm import build_toy_lm, synthetic_logits  # noqa: E402
+from nejm_b2txt_utils import redis_multi_client as rmc  # noqa: E402
 from nejm_b2txt_utils import redis_protocol as rp  # noqa: E402
 from nejm_b2txt_utils.redis_server import RedisServer  # noqa: E402
 
@@ -131,7 +132,7 @@ class Scenario:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"LM server exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                if r.exists(rp.MC_REQUEST_STREAM) and len(r.xinfo_consumers(rp.MC_REQUEST_STREAM, rp.MC_GROUP)) \
+                if r.exists(rmc.MC_REQUEST_STREAM) and len(r.xinfo_consumers(rmc.MC_REQUEST_STREAM, rmc.MC_GROUP)) \
                         >= self.workers and r.xlen(rp.ARGS_STREAM) > 0:
                     return self
             except Exception:  # noqa: BLE001 - the group may not exist yet
@@ -172,7 +173,7 @@ class Scenario:
 
 def real_client_trials(sc: Scenario, n: int, timeout_s: float, stop_on_timeout: bool = True) -> dict:
     """A real multi-client client decoding ``n`` trials one after the other."""
-    client = rp.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id="real")
+    client = rmc.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id="real")
     times, correct, errors = [], 0, []
     for i in range(n):
         sentence = SENTENCES[i % len(SENTENCES)]
@@ -196,7 +197,7 @@ def throughput(lm_dir: Path, work: Path, workers: int, clients: int, trials: int
         lock = threading.Lock()
 
         def run(k: int) -> None:
-            c = rp.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id=f"c{k}")
+            c = rmc.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id=f"c{k}")
             for j in range(trials):
                 sentence = SENTENCES[(k + j) % len(SENTENCES)]
                 t = time.perf_counter()
@@ -230,16 +231,16 @@ def flood(lm_dir: Path, work: Path, kind: str, n_flood: int, real_trials: int, t
         pipe = r.pipeline(transaction=False)
         for i in range(n_flood):  # queued as fast as Redis takes them
             utt = f"flood-{i}"
-            pipe.xadd(rp.MC_REQUEST_STREAM, {"utt_id": utt})
+            pipe.xadd(rmc.MC_REQUEST_STREAM, {"utt_id": utt})
             if kind == "tiny":
-                pipe.xadd(rp.mc_input_stream(utt), {"logits": tiny})
-                pipe.xadd(rp.mc_input_stream(utt), {"finalize": 1})
+                pipe.xadd(rmc.mc_input_stream(utt), {"logits": tiny})
+                pipe.xadd(rmc.mc_input_stream(utt), {"finalize": 1})
             if i % 200 == 199:
                 pipe.execute()
         pipe.execute()
         queued_s = time.perf_counter() - t0
         real = real_client_trials(sc, real_trials, timeout_s)
-        done = sum(1 for i in range(n_flood) if r.exists(rp.mc_output_stream(f"flood-{i}")))
+        done = sum(1 for i in range(n_flood) if r.exists(rmc.mc_output_stream(f"flood-{i}")))
         return {"flood": kind, "flood_requests": n_flood, "queued_s": round(queued_s, 2), "real_client": real,
                 "flood_answered_meanwhile": done, "wall_s": round(time.perf_counter() - t0, 2),
                 "server_peak_rss_mb": sc.peak_rss_mb()}
@@ -261,7 +262,7 @@ def huge(lm_dir: Path, work: Path, frame_counts: list[int], timeout_s: float, ma
     with Scenario(lm_dir, work, "huge", *extra, workers=1) as sc:
         for frames in frame_counts:
             x = huge_logits(frames)
-            client = rp.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id=f"huge{frames}")
+            client = rmc.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id=f"huge{frames}")
             entry: dict = {"frames": frames, "mb": round(x.nbytes / 2**20, 1)}
             utt = client.start_utterance()
             t0 = time.perf_counter()
@@ -293,13 +294,13 @@ def huge(lm_dir: Path, work: Path, frame_counts: list[int], timeout_s: float, ma
 def sigterm_during_finalize(lm_dir: Path, work: Path, frames: int, timeout_s: float) -> dict:
     """SIGTERM 0.5 s into the finalize of a ``frames``-long utterance: seconds until the server exited."""
     with Scenario(lm_dir, work, "sigterm", workers=1) as sc:
-        client = rp.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id="sigterm")
+        client = rmc.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id="sigterm")
         utt = client.start_utterance()
         try:
             client.send_chunk(utt, huge_logits(frames, seed=1))
         except (rp.LMTimeoutError, rp.LMProtocolError) as exc:
             return {"frames": frames, "error": f"{type(exc).__name__}: {str(exc)[:160]}"}
-        client.r.xadd(rp.mc_input_stream(utt.utt_id), {"finalize": 1})
+        client.r.xadd(rmc.mc_input_stream(utt.utt_id), {"finalize": 1})
         time.sleep(0.5)
         return {"frames": frames, **sc.terminate(timeout_s)}
 
@@ -307,7 +308,7 @@ def sigterm_during_finalize(lm_dir: Path, work: Path, frames: int, timeout_s: fl
 def over_long(lm_dir: Path, work: Path, frames: int, timeout_s: float) -> dict:
     """One ``frames``-long chunk (far above any real trial): how the server answers it, and a real client after."""
     with Scenario(lm_dir, work, "over_long", workers=1) as sc:
-        client = rp.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id="long")
+        client = rmc.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id="long")
         x = huge_logits(frames, seed=2)
         entry: dict = {"frames": frames, "mb": round(x.nbytes / 2**20, 1)}
         t0 = time.perf_counter()
@@ -333,7 +334,7 @@ def evaluator(lm_dir: Path, work: Path, workers: int, trials: int, frames: int, 
         for _, x in items:
             legacy.decode_trial(x)
         out["single_client_streams_trials_per_s"] = round(trials / (time.perf_counter() - t0), 3)
-        mc = rp.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id="evaluator")
+        mc = rmc.MultiClientLMClient(sc.client(), timeout_s=timeout_s, client_id="evaluator")
         if hasattr(mc, "decode_many"):
             t0 = time.perf_counter()
             n = sum(1 for _ in mc.decode_many(iter(items), in_flight=2 * workers))

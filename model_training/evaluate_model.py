@@ -108,7 +108,8 @@ def count_trials(data_dir: Path, sessions: list[str], eval_type: str) -> int:
 def connect_lm(args: argparse.Namespace):
     import redis
 
-    from nejm_b2txt_utils.redis_protocol import MultiClientLMClient, RemoteLMClient, connect
+    from nejm_b2txt_utils.redis_multi_client import MultiClientLMClient
+    from nejm_b2txt_utils.redis_protocol import RemoteLMClient, connect
 
     try:
         r = connect(args.redis_ip, args.redis_port, socket_connect_timeout=min(args.redis_timeout, 10.0))

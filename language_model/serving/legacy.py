@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 OWNER_IDLE_S = 10.0  # an utterance whose client was silent this long no longer blocks another client
 CONFLICT_ERROR = ("another client's utterance is in progress on the LM server's single-client streams, which "
                   "serve one client at a time: run concurrent evaluators with the multi-client protocol "
-                  "(evaluate_model.py --lm_protocol multi, or nejm_b2txt_utils.redis_protocol.MultiClientLMClient)")
+                  "(evaluate_model.py --lm_protocol multi, or nejm_b2txt_utils.redis_multi_client.MultiClientLMClient)")
 _REFRESH_LOCK = """
 local v = redis.call('get', KEYS[1])
 if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end

@@ -40,14 +40,8 @@ from language_model.serving.handler import (
 )
 from language_model.serving.service import LMService
 from nejm_b2txt_utils.lm_params import LMParams
-from nejm_b2txt_utils.redis_protocol import (
-    CONTEXT_KEY,
-    MC_GROUP,
-    MC_REQUEST_STREAM,
-    LMProtocolError,
-    mc_input_stream,
-    mc_output_stream,
-)
+from nejm_b2txt_utils.redis_multi_client import MC_GROUP, MC_REQUEST_STREAM, mc_input_stream, mc_output_stream
+from nejm_b2txt_utils.redis_protocol import CONTEXT_KEY, LMProtocolError
 
 log = logging.getLogger(__name__)
 OUTPUT_TTL_S = 600  # an output stream nobody collects disappears after this

@@ -9,6 +9,7 @@ import pytest
 from model_training import evaluate_model
 from model_training.checkpoint import load_trained_model
 from model_training.inference import infer_trial
+from nejm_b2txt_utils import redis_multi_client as rmc
 from nejm_b2txt_utils import redis_protocol as rp
 from nejm_b2txt_utils.phonemes import model_to_lm_order
 from nejm_b2txt_utils.redis_server import RedisServer
@@ -21,7 +22,7 @@ class FakeMultiClientWorker:
 
     def __init__(self, server):
         self.r = server.client()
-        self.r.xgroup_create(rp.MC_REQUEST_STREAM, rp.MC_GROUP, id="0", mkstream=True)
+        self.r.xgroup_create(rmc.MC_REQUEST_STREAM, rmc.MC_GROUP, id="0", mkstream=True)
         self.payloads: dict[str, bytes] = {}
         self.most_waiting = 0
         self.stop = threading.Event()
@@ -30,25 +31,25 @@ class FakeMultiClientWorker:
 
     def loop(self):
         while not self.stop.is_set():
-            resp = self.r.xreadgroup(rp.MC_GROUP, "fake", {rp.MC_REQUEST_STREAM: ">"}, count=1, block=20)
+            resp = self.r.xreadgroup(rmc.MC_GROUP, "fake", {rmc.MC_REQUEST_STREAM: ">"}, count=1, block=20)
             for entry_id, fields in resp[0][1] if resp else []:
                 utt = fields[b"utt_id"].decode()
                 deadline = time.monotonic() + 10
-                while not self.most_waiting and self.r.xlen(rp.MC_REQUEST_STREAM) < 3 and time.monotonic() < deadline:
+                while not self.most_waiting and self.r.xlen(rmc.MC_REQUEST_STREAM) < 3 and time.monotonic() < deadline:
                     time.sleep(0.01)  # before the first answer, let the evaluator send ahead
-                self.most_waiting = max(self.most_waiting, self.r.xlen(rp.MC_REQUEST_STREAM))
+                self.most_waiting = max(self.most_waiting, self.r.xlen(rmc.MC_REQUEST_STREAM))
                 entries = []
                 while not any(b"finalize" in f for _, f in entries):
-                    entries = self.r.xrange(rp.mc_input_stream(utt))
+                    entries = self.r.xrange(rmc.mc_input_stream(utt))
                 self.payloads[utt] = entries[0][1][b"logits"]
                 n = len(rp.decode_logits(entries[0][1][b"logits"]))
                 scoring = rp.format_scoring([rp.Candidate("worse guess", -9.0, -2.0, 0.0, -9.0),
                                              rp.Candidate(f"i heard {n} frames", -1.0, -2.0, 0.0, -2.3)])
-                out = rp.mc_output_stream(utt)
+                out = rmc.mc_output_stream(utt)
                 self.r.xadd(out, {"kind": "partial", "chunk": 0, "lm_response_partial": "partial"})
                 self.r.xadd(out, {"kind": "final", "lm_response_final": "x", "scoring": scoring, "context_str": ""})
-                self.r.xack(rp.MC_REQUEST_STREAM, rp.MC_GROUP, entry_id)
-                self.r.xdel(rp.MC_REQUEST_STREAM, entry_id)
+                self.r.xack(rmc.MC_REQUEST_STREAM, rmc.MC_GROUP, entry_id)
+                self.r.xdel(rmc.MC_REQUEST_STREAM, entry_id)
 
     def close(self):
         self.stop.set()

@@ -21,6 +21,7 @@ pytest.importorskip("kaldi_decoder")
 pytest.importorskip("kaldilm")
 
 from language_model.graph.toy_lm import build_toy_lm, synthetic_logits  # noqa: E402
+from nejm_b2txt_utils import redis_multi_client as rmc  # noqa: E402
 from nejm_b2txt_utils import redis_protocol as rp  # noqa: E402
 from nejm_b2txt_utils.lm_params import UPDATABLE_PARAMS  # noqa: E402
 from nejm_b2txt_utils.redis_server import RedisServer  # noqa: E402
@@ -123,7 +124,7 @@ def test_random_messages_never_stop_the_server(served):
             r.set(rp.CONTEXT_KEY, _random_value(rng, "context"))
             continue
         if roll < 0.12:  # the multi-client request and input streams (fire and forget)
-            stream = rng.choice([rp.MC_REQUEST_STREAM, rp.mc_input_stream(rng.choice(["a", "b", "x y"]))])
+            stream = rng.choice([rmc.MC_REQUEST_STREAM, rmc.mc_input_stream(rng.choice(["a", "b", "x y"]))])
             r.xadd(stream, _random_fields(rng, stream))
             continue
         stream = rng.choice(list(REPLY_STREAM))

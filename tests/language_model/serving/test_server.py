@@ -14,6 +14,7 @@ pytest.importorskip("kaldi_decoder")
 pytest.importorskip("kaldilm")
 
 from language_model.graph.toy_lm import build_toy_lm, synthetic_logits  # noqa: E402
+from nejm_b2txt_utils import redis_multi_client as rmc  # noqa: E402
 from nejm_b2txt_utils import redis_protocol as rp  # noqa: E402
 from nejm_b2txt_utils.redis_server import RedisServer  # noqa: E402
 from tests.language_model._lm_testing import OriginalClient, ServerProcess, make_tiny_causal_lm, wait_until  # noqa: E402
@@ -48,7 +49,7 @@ def start_server(lm_dir, redis_srv, tmp_path):
         if wait:  # ready once it publishes remote_lm_args (serving the original streams) or joins the group
             r = redis_srv.client()
             legacy_off = "--legacy" in extra and extra[extra.index("--legacy") + 1] == "off"
-            wait_until(lambda: r.exists(rp.MC_REQUEST_STREAM) if legacy_off else r.xlen(rp.ARGS_STREAM) > 0,
+            wait_until(lambda: r.exists(rmc.MC_REQUEST_STREAM) if legacy_off else r.xlen(rp.ARGS_STREAM) > 0,
                        30, "server start")
         return srv
 
@@ -138,13 +139,13 @@ def test_rescore_without_unpruned_grammar_refuses_to_start(tmp_path, redis_srv):
 def test_two_workers_many_clients_nothing_mixed_or_lost(start_server, redis_srv, tmp_path):
     start_server("--num_workers", "2", "--max_sessions", "2")
     r = redis_srv.client()
-    wait_until(lambda: len(r.xinfo_consumers(rp.MC_REQUEST_STREAM, rp.MC_GROUP)) == 2
-               if r.exists(rp.MC_REQUEST_STREAM) else False, 30, "two workers in the group")
+    wait_until(lambda: len(r.xinfo_consumers(rmc.MC_REQUEST_STREAM, rmc.MC_GROUP)) == 2
+               if r.exists(rmc.MC_REQUEST_STREAM) else False, 30, "two workers in the group")
     results, errors = {}, []
 
     def run(k: int) -> None:
         try:
-            c = rp.MultiClientLMClient(redis_srv.client(), timeout_s=60)
+            c = rmc.MultiClientLMClient(redis_srv.client(), timeout_s=60)
             for j in range(3):
                 sentence = SENTENCES[(k + j) % len(SENTENCES)]
                 out = c.decode_trial(synthetic_logits(sentence, seed=k * 10 + j), chunk_frames=7 + k)
@@ -160,8 +161,8 @@ def test_two_workers_many_clients_nothing_mixed_or_lost(start_server, redis_srv,
     assert not errors and len(results) == 24
     assert all(want == got == partial for want, got, partial in results.values())
     # the final answer is written before the request is acknowledged: give the last ack a moment
-    wait_until(lambda: r.xlen(rp.MC_REQUEST_STREAM) == 0, 5, "all requests acknowledged")
-    consumers = r.xinfo_consumers(rp.MC_REQUEST_STREAM, rp.MC_GROUP)
+    wait_until(lambda: r.xlen(rmc.MC_REQUEST_STREAM) == 0, 5, "all requests acknowledged")
+    consumers = r.xinfo_consumers(rmc.MC_REQUEST_STREAM, rmc.MC_GROUP)
     assert len(consumers) == 2 and all(c["pending"] == 0 for c in consumers)
     assert not r.keys("remote_lm_mc_input:*") and not r.keys("remote_lm_mc_output:*")
 
@@ -183,7 +184,7 @@ def test_killed_worker_loses_nothing(start_server, redis_srv):
     utterance whose worker stays dead. The client just keeps waiting."""
     a = start_server("--worker_name", "wa", "--claim_timeout_s", "1.5", name="wa")
     r = redis_srv.client()
-    client = rp.MultiClientLMClient(redis_srv.client(), timeout_s=60)
+    client = rmc.MultiClientLMClient(redis_srv.client(), timeout_s=60)
     logits = synthetic_logits("i want to go home", seed=2)
     utt = client.start_utterance()
     assert client.send_chunk(utt, logits[:10]) != ""
@@ -197,13 +198,13 @@ def test_killed_worker_loses_nothing(start_server, redis_srv):
     b = start_server("--worker_name", "wb", "--claim_timeout_s", "1.5", "--legacy", "off", name="wb")
     utt = client.start_utterance()
     client.send_chunk(utt, logits[:10])
-    holder = r.xrange(rp.mc_output_stream(utt.utt_id))[-1][1][b"worker"]
+    holder = r.xrange(rmc.mc_output_stream(utt.utt_id))[-1][1][b"worker"]
     (a if holder == b"wa" else b).stop(sig="kill")
     client.send_chunk(utt, logits[10:], wait=False)
     t0 = time.monotonic()
     out = client.finish(utt)
     assert out["candidate_sentences"][0] == "i want to go home" and time.monotonic() - t0 < 20
-    wait_until(lambda: r.xlen(rp.MC_REQUEST_STREAM) == 0, 5, "the request acknowledged and deleted")
+    wait_until(lambda: r.xlen(rmc.MC_REQUEST_STREAM) == 0, 5, "the request acknowledged and deleted")
 
 
 def test_redis_restart_and_password(lm_dir, tmp_path):

@@ -18,6 +18,7 @@ psutil = pytest.importorskip("psutil")
 
 from language_model.decoding import augment  # noqa: E402
 from language_model.graph.toy_lm import build_toy_lm, synthetic_logits  # noqa: E402
+from nejm_b2txt_utils import redis_multi_client as rmc  # noqa: E402
 from nejm_b2txt_utils import redis_protocol as rp  # noqa: E402
 from nejm_b2txt_utils.redis_server import RedisServer  # noqa: E402
 from tests.language_model._lm_testing import OriginalClient, ServerProcess, wait_until  # noqa: E402
@@ -46,8 +47,8 @@ def serve(lm_dir, redis_srv, tmp_path):
                             log_path=tmp_path / f"server{len(servers)}.log").start()
         servers.append(srv)
         r = redis_srv.client()
-        wait_until(lambda: r.exists(rp.MC_REQUEST_STREAM)
-                   and len(r.xinfo_consumers(rp.MC_REQUEST_STREAM, rp.MC_GROUP)) >= workers
+        wait_until(lambda: r.exists(rmc.MC_REQUEST_STREAM)
+                   and len(r.xinfo_consumers(rmc.MC_REQUEST_STREAM, rmc.MC_GROUP)) >= workers
                    and r.xlen(rp.ARGS_STREAM) > 0, 60, "server start")
         return srv
 
@@ -68,7 +69,7 @@ def long_logits(frames: int, seed: int = 0) -> np.ndarray:
 
 def real_trials(r, n: int, timeout_s: float = 30.0) -> list[float]:
     """A real multi-client client decodes ``n`` trials; returns their latencies (all must be correct)."""
-    client = rp.MultiClientLMClient(r, timeout_s=timeout_s, client_id="real")
+    client = rmc.MultiClientLMClient(r, timeout_s=timeout_s, client_id="real")
     times = []
     for i in range(n):
         t0 = time.monotonic()
@@ -96,7 +97,7 @@ def test_huge_utterance_is_refused_and_memory_stays_bounded(serve, redis_srv):
     server = serve("--max_frames_per_utterance", "400")
     r = redis_srv.client()
     proc = psutil.Process(server.proc.pid)
-    mc = rp.MultiClientLMClient(r, timeout_s=30, client_id="huge")
+    mc = rmc.MultiClientLMClient(r, timeout_s=30, client_id="huge")
     t0 = time.monotonic()
     with pytest.raises(rp.LMProtocolError, match="utterance too long: 0 \\+ 60000 frames > max_frames_per_utterance=400"):
         mc.decode_trial(long_logits(60000))  # 9.4 MB, 80 minutes of speech
@@ -147,16 +148,16 @@ def test_floods_from_one_client_do_not_starve_another(serve, redis_srv):
     tiny = rp.encode_logits(synthetic_logits("help me now", seed=7))
     pipe = r.pipeline(transaction=False)
     for i in range(300):  # a flood of complete tiny utterances, and one of requests that never send input
-        pipe.xadd(rp.MC_REQUEST_STREAM, {"utt_id": f"flood-{i}"})
-        pipe.xadd(rp.mc_input_stream(f"flood-{i}"), {"logits": tiny})
-        pipe.xadd(rp.mc_input_stream(f"flood-{i}"), {"finalize": 1})
-        pipe.xadd(rp.MC_REQUEST_STREAM, {"utt_id": f"idle-{i}"})
+        pipe.xadd(rmc.MC_REQUEST_STREAM, {"utt_id": f"flood-{i}"})
+        pipe.xadd(rmc.mc_input_stream(f"flood-{i}"), {"logits": tiny})
+        pipe.xadd(rmc.mc_input_stream(f"flood-{i}"), {"finalize": 1})
+        pipe.xadd(rmc.MC_REQUEST_STREAM, {"utt_id": f"idle-{i}"})
     pipe.execute()
     times = real_trials(r, 3)
     assert max(times) < 15.0  # served between the flood's utterances, not after all of them (was: never)
 
     def answer(utt: str) -> dict:  # the last answer (a final or an error)
-        out = rp.mc_output_stream(utt)
+        out = rmc.mc_output_stream(utt)
         wait_until(lambda: r.xlen(out) and r.xrange(out)[-1][1][b"kind"] != b"partial", 20, f"an answer to {utt}")
         return r.xrange(out)[-1][1]
 
@@ -167,7 +168,7 @@ def test_floods_from_one_client_do_not_starve_another(serve, redis_srv):
 
 def test_queued_requests_are_claimed_as_soon_as_the_worker_is_free(serve, redis_srv):
     serve()
-    client = rp.MultiClientLMClient(redis_srv.client(), timeout_s=60, client_id="batch")
+    client = rmc.MultiClientLMClient(redis_srv.client(), timeout_s=60, client_id="batch")
     utts = [client.submit(synthetic_logits(SENTENCES[i % 5], seed=i)) for i in range(12)]  # all queued at once
     assert [client.collect(u)["candidate_sentences"][0] for u in utts] == [SENTENCES[i % 5] for i in range(12)]
     final_ms = [int(u.last_seen.split(b"-")[0]) for u in utts]  # Redis time of each final answer
@@ -197,7 +198,7 @@ def test_two_evaluators_on_the_original_streams_get_answers_or_a_clear_error(ser
     assert len(outcomes) == 10 and set(outcomes) <= {"correct", "error"}, outcomes
     assert "error" in outcomes and "correct" in outcomes
     # the multi-client protocol: one evaluator, trials pipelined over two workers, answers in order
-    mc = rp.MultiClientLMClient(redis_srv.client(), timeout_s=30)
+    mc = rmc.MultiClientLMClient(redis_srv.client(), timeout_s=30)
     items = [(s, synthetic_logits(s, seed=i)) for i, s in enumerate(SENTENCES * 2)]
     got = [(key, out["candidate_sentences"][0]) for key, _, out in mc.decode_many(iter(items), in_flight=4)]
     assert got == [(s, s) for s in SENTENCES * 2]
