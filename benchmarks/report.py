@@ -152,12 +152,19 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
         ngram = entry.get("ngram", {})
         rows.append(("LM decode", f"{name}: streaming chunk (5 frames), p50 / p95", _ms(ngram.get("chunk")), "-"))
         rows.append(("LM decode", f"{name}: finalize, n-gram only, p50 / p95", _ms(ngram.get("finalize")), "-"))
-        for mode, label in (("ngram_rescore", "+ unpruned n-gram rescoring"), ("ngram_llm", "+ causal LM")):
+        for mode, label in (("ngram_rescore", "+ unpruned n-gram rescoring"),
+                            ("ngram_llm_batch", "+ causal LM (padded batch, the original)"),
+                            ("ngram_llm", "+ causal LM (prefix tree)")):
             if mode in entry:
                 load = entry[mode].get("load_seconds")
                 note = f" (first load {load:.0f} s)" if load else ""
                 rows.append(("LM decode", f"{name}: finalize {label}, p50 / p95", _ms(entry[mode]["finalize"]) + note,
                              "-"))
+        llm = lm.get("llm_rescoring_1gram") if name == "1gram" else None
+        if llm:
+            rows.append(("LM decode", f"1gram: causal-LM rescoring alone ({llm['nbest_size']['mean']:.0f} candidates), "
+                         "batch -> tree, p50", f"{llm['batch']['p50_ms']:.0f} -> {llm['tree']['p50_ms']:.0f} ms "
+                         f"(x{llm['speedup_p50']}, same best {llm['same_best_sentence']:.0%})", "-"))
         if "redis_round_trip_no_llm" in entry:
             rows.append(("LM decode", f"{name}: client decode_trial over Redis, p50 / p95",
                          _ms(entry["redis_round_trip_no_llm"].get("decode_trial")), "-"))
