@@ -92,9 +92,11 @@ def measure_in_child(name: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--data_dir", args.data_dir, "--configs", name, "--warmup", str(args.warmup)]
     cmd += (["--steps", str(args.steps)] if args.steps else []) + (["--threads", str(args.threads)] if args.threads
                                                                    else [])
-    proc = subprocess.run([*cmd, *args.overrides], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run([*cmd, *args.overrides], capture_output=True, text=True)
+    sys.stderr.write(proc.stderr)  # the child's log, after it ends
     if proc.returncode != 0:
-        raise SystemExit(f"train_throughput: config {name} failed (exit {proc.returncode})")
+        last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "")
+        raise SystemExit(f"train_throughput: config {name} failed (exit {proc.returncode}): {last.strip()}")
     return json.loads(proc.stdout)["results"][0]
 
 

@@ -71,7 +71,8 @@ def test_failed_benchmark_names_itself_and_its_error(tmp_path):
 
     generate("tiny", tmp_path / "data", seed=0, progress=False)
     result = run_report("--quick", "--data_dir", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--skip",
-                        "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps", "demo")  # days_per_batch 4 > 3 days
+                        "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps", "tf_vs_torch",
+                        "demo")  # days_per_batch 4 > 3 days
     assert result.returncode == 1
     assert "step 'train_throughput' failed" in result.stderr
     assert "days_per_batch (4) exceeds the 3 days with data" in result.stderr
