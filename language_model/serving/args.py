@@ -1,7 +1,8 @@
 """Command-line flags of ``language-model-standalone.py``.
 
-Every flag of the original keeps its name and default (spec §3.1), including ``--redis_ip
-192.168.150.2`` (pass ``--redis_ip localhost`` as the README does). The numeric and choice flags come
+Every flag of the original keeps its name and default (spec §3.1), except ``--redis_ip``: the original's
+lab-private ``192.168.150.2`` sent a fresh install's traffic to whatever answers at that address off this
+machine, so the default is ``localhost`` (pass the Redis host explicitly for a remote one). The numeric and choice flags come
 from the parameter table (:mod:`nejm_b2txt_utils.lm_params`); the rest (paths, names, the Redis host)
 are declared here with their defaults from where they are defined. A bad flag is one line on stderr and
 exit status 2.
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="LM folder with TLG.fst and words.txt (G.fst, G_no_prune.fst for --rescore)")
     add_arguments(p)
     a("--opt_cache_dir", type=str, default=None, help="Hugging Face cache_dir for --opt_model")
-    a("--redis_ip", type=str, default="192.168.150.2", help="Redis host (the original's default; use localhost)")
+    a("--redis_ip", type=str, default="localhost",  # Fix: the original defaulted to a lab-private address
+      help="Redis host (default: %(default)s; the original's was 192.168.150.2, a lab-private address)")
     a("--input_stream", type=str, default=INPUT_STREAM, help="input stream containing logits")
     a("--partial_output_stream", type=str, default=PARTIAL_OUTPUT_STREAM, help="partial results stream")
     a("--final_output_stream", type=str, default=FINAL_OUTPUT_STREAM, help="final results stream")

@@ -108,6 +108,14 @@ class Worker:
                 r = None
                 self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except redis.RedisError as exc:  # a reply that is not Redis's protocol, an unexpected server error
+                if r is None:  # at connect: something else listens there, retrying cannot help
+                    raise SystemExit(f"error: {self.args.redis_ip}:{self.args.redis_port} did not answer as a Redis "
+                                     f"server ({exc}); check --redis_ip / --redis_port") from None
+                log.error("redis error (%s); reconnecting", exc)
+                r = None
+                self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
         if r is not None and self.mc:
             self.mc.shutdown(r)
         log.info("worker %s stopped", self.name)
