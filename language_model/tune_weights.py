@@ -114,9 +114,15 @@ def tune(results_pkl: Path, lm_path: str, trials: str, grid: dict[str, list], ba
 
     from nejm_b2txt_utils.metrics import word_error_rate
 
-    with open(results_pkl, "rb") as f:
-        data = pickle.load(f)
-    idx = parse_trials(trials, len(data["logits"]))
+    try:
+        with open(results_pkl, "rb") as f:
+            data = pickle.load(f)
+        n_trials = len(data["logits"])
+        data["sentence_label"]  # noqa: B018 (checked here so a wrong pickle is one line, not a KeyError later)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise ConfigError(f"{results_pkl}: not an evaluate_model.py results.pkl (a dict with 'logits' and "
+                          f"'sentence_label'): {type(exc).__name__}: {exc}") from None
+    idx = parse_trials(trials, n_trials)
     refs = [data["sentence_label"][i] for i in idx]
     if any(r is None for r in refs):
         raise ConfigError(f"{results_pkl}: the selected trials have no sentence labels (a test split?)")

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         check_training_data(cfg)  # before the trainer creates output_dir
+        if str(cfg.get("tf_precision", "auto")) not in ("auto", "bf16", "fp32"):  # also before output_dir
+            raise ConfigError(f"tf_precision: expected auto, bf16 or fp32, got {cfg.get('tf_precision')!r}")
         from model_training_nnn_tpu.strategy import TPUNotFoundError
         from model_training_nnn_tpu.trainer_tf import TFTrainer
 

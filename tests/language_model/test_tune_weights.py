@@ -68,3 +68,22 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         parse_args(["--lm_path", str(lm), "--params_file", str(bad)])
     assert exc.value.code == 2 and "unknown parameter" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\x80\x04\x95", "UnpicklingError"),          # truncated pickle
+    (b"hello\n", "UnpicklingError"),               # not a pickle
+    (pickle.dumps({"a": 1}), "KeyError: 'logits'"),  # another dict
+    (pickle.dumps([1]), "TypeError"),                # another object
+])
+def test_a_wrong_results_pkl_is_one_line(setup, tmp_path, capsys, content, expected):
+    """Reported: a truncated or foreign results.pkl gave a traceback; right: one line naming the file, exit 2."""
+    _, lm, _ = setup
+    bad = tmp_path / "results.pkl"
+    bad.write_bytes(content)
+    out = tmp_path / "p.json"
+    out.write_text("{}")
+    assert tune_weights.main(["--results_pkl", str(bad), "--lm_path", str(lm), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {bad}: not an evaluate_model.py results.pkl") and expected in err[-1]
+    assert out.read_text() == "{}"  # an existing params file is left as it was

@@ -111,3 +111,8 @@ def test_cli_bad_input_is_one_line(tiny_data, tmp_path, capsys):
     rc = evaluate_model_tf.main(["--model_path", str(tmp_path / "missing"), "--lm", "none", "--gpu_number", "-1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "args.yaml" in err and "\n" not in err
+    # reported: tf_precision=fp8 was a traceback and left an output_dir behind; right: one line, nothing written
+    rc = train_model_tf.main(tiny_overrides(tiny_data, tmp_path / "fp8", **{"tf_precision": "fp8"}))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == "error: tf_precision: expected auto, bf16 or fp32, got 'fp8'"
+    assert not (tmp_path / "fp8").exists()
