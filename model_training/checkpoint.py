@@ -142,6 +142,18 @@ ARCHITECTURES = {"gru": "model_training.checkpoint:build_gru_decoder",
                  "triple_gru": "model_training_nnn.rnn_model:build_triple_gru_decoder"}
 
 
+def check_architecture(args: DictConfig) -> str:
+    """``args.model.architecture`` (``gru`` when absent), checked against :data:`ARCHITECTURES`.
+
+    Raises:
+        ConfigError: an unknown architecture.
+    """
+    arch = str(args.model.get("architecture", "gru"))
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.architecture: expected one of {sorted(ARCHITECTURES)}, got {arch!r}")
+    return arch
+
+
 def build_model(args: DictConfig) -> torch.nn.Module:
     """The model ``args.model.architecture`` names (``gru``: the baseline; ``triple_gru``: model_training_nnn).
 
@@ -154,10 +166,7 @@ def build_model(args: DictConfig) -> torch.nn.Module:
     Raises:
         ConfigError: an unknown architecture.
     """
-    arch = str(args.model.get("architecture", "gru"))
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"model.architecture: expected one of {sorted(ARCHITECTURES)}, got {arch!r}")
-    module, func = ARCHITECTURES[arch].split(":")
+    module, func = ARCHITECTURES[check_architecture(args)].split(":")
     return getattr(importlib.import_module(module), func)(args)
 
 

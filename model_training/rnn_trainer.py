@@ -59,6 +59,7 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
 
     def __init__(self, args: DictConfig):
         self.args = args = normalize_config(args)
+        self.check_config()  # before anything is written: a config error leaves no output_dir behind
         self.dist = init_distributed()
         self.is_main = self.dist.is_main
         self.output_dir = Path(args.output_dir)
@@ -133,6 +134,14 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
         GPU under DDP."""
         return select_device(self.args.get("gpu_number", 0), self.args.get("device", "auto"),
                              self.dist.local_rank if self.dist.enabled else None)
+
+    def check_config(self) -> None:
+        """Hook: raise ``ConfigError`` for a value this trainer cannot use; runs before any output is written.
+
+        Raises:
+            ConfigError: an unknown ``model.architecture`` (variants add their own checks).
+        """
+        ckpt_io.check_architecture(self.args)
 
     def build_model(self) -> torch.nn.Module:
         """The model to train, on the CPU (moved to ``self.device`` after checkpoint loading)."""

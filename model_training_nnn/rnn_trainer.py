@@ -79,13 +79,13 @@ def nnn_parameter_groups(model: nn.Module, args: Mapping, adv: Mapping) -> list[
 class NNNTrainer(BrainToTextDecoder_Trainer):
     """``BrainToTextDecoder_Trainer`` for ``model.architecture: triple_gru``."""
 
-    def build_model(self) -> nn.Module:
+    def check_config(self) -> None:
+        super().check_config()
         self.adv = adversarial_settings(self.args)
         grl_lambda_at(0, 1, self.adv)  # fail on a bad schedule name before any training
         if str(self.args.model.get("architecture", "gru")) != "triple_gru":
             raise ConfigError("model.architecture: the nnn trainer needs 'triple_gru' (use a "
                              "model_training_nnn/rnn_args_nnn*.yaml config)")
-        return super().build_model()
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         return create_optimizer(self.model, self.args, nnn_parameter_groups(self.model, self.args, self.adv))

@@ -60,3 +60,22 @@ def test_the_decorator_reports_only_the_named_types(capsys):
     assert capsys.readouterr().err == "error: 'trial_0004'\n"
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         main("bug")
+
+
+@pytest.mark.parametrize("script,extra,expected", [
+    ("model_training/train_model.py", {"model.architecture": "foo"},
+     "model.architecture: expected one of ['gru', 'triple_gru'], got 'foo'"),
+    ("model_training_nnn/train_model.py", {"model.architecture": "gru"},
+     "model.architecture: the nnn trainer needs 'triple_gru'"),
+])
+def test_a_model_config_error_leaves_no_output_dir(tiny_data, tmp_path, script, extra, expected):
+    """Reported: such errors were found after output_dir was made, so the corrected rerun was refused."""
+    out = tmp_path / "run"
+    args = tiny_overrides(tiny_data, out, **extra)
+    if script.startswith("model_training_nnn"):
+        args = ["--config", "model_training_nnn/rnn_args_nnn_small.yaml", *args]
+    proc = subprocess.run([sys.executable, script, *args], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {expected}")
+    assert not out.exists()
