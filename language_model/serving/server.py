@@ -34,6 +34,7 @@ from language_model.serving.legacy import LegacyProtocol, LegacyRole
 from language_model.serving.multi_client import MultiClientWorker
 from language_model.serving.service import LMService
 from nejm_b2txt_utils import redis_protocol as rp
+from nejm_b2txt_utils.cli_errors import print_bad_input
 from nejm_b2txt_utils.lm_params import LMParams
 
 log = logging.getLogger("language_model.serving.server")
@@ -282,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             if params.do_opt:
                 _prepare_llm_without_torch(args)
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}")
-        return 2
+        return print_bad_input(exc)  # one line on stderr, not a log record too
     if args.num_workers > 1:
         return _supervise(args, service, base)
     _run_worker(args, service, args.worker_name or f"{base}-w0")

@@ -85,8 +85,9 @@ def _start(lm, *extra) -> int:
 def test_damaged_fst_is_a_one_line_start_up_error(good_lm, tmp_path, capsys, name, extra, how):
     lm, path = _damaged(good_lm, tmp_path, name, how)
     assert _start(lm, *extra) == 2
-    out = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().err.strip().splitlines()
     assert out[-1].startswith(f"error: {path}: {FST_ERROR}"), out
+    assert sum(str(path) in line for line in out) == 1, out  # printed once, not also logged
 
 
 @pytest.mark.parametrize(("how", "expected"), [
@@ -96,7 +97,7 @@ def test_damaged_fst_is_a_one_line_start_up_error(good_lm, tmp_path, capsys, nam
 def test_damaged_words_txt_is_a_one_line_start_up_error(good_lm, tmp_path, capsys, how, expected):
     lm, path = _damaged(good_lm, tmp_path, "words.txt", how)
     assert _start(lm) == 2
-    out = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().err.strip().splitlines()
     assert out[-1].startswith(f"error: {path}") and expected in out[-1], out
 
 
@@ -107,7 +108,8 @@ def test_half_a_tlg_as_users_start_the_server(good_lm, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == f"error: {path}: {FST_ERROR} (VectorFst::Read failed)"
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {path}: {FST_ERROR} (VectorFst::Read failed)"
+    assert proc.stdout == "" and proc.stderr.count("error:") == 1 and " ERROR " not in proc.stderr
 
 
 def test_rescore_switched_on_over_a_damaged_grammar_is_refused(good_lm, tmp_path):
