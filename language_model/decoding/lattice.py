@@ -10,10 +10,16 @@ does not expose (spec §4.4, §9.2 d, §9.5.2):
   4. a Viterbi pass over lattice x (trie of those sequences) recovers, for each sequence, the
      (graph, acoustic) split of its best alignment, which is what Kaldi's determinization keeps;
   5. sequences worse than best + ``lattice_beam`` are dropped (the pruned determinization does that).
+
+With ``nbest == 1`` none of this runs: the best path of the lattice pass (:func:`best_path_hypothesis`) is
+the best word sequence, and its (graph, acoustic) split is that path's own. Step 2 writes the acceptor
+in OpenFST's binary form from arrays (no text round trip); step 4 first drops the arcs that lie on no
+path within ``lattice_beam`` of the best (forward-backward), which no kept sequence can use.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import tempfile
@@ -32,11 +38,23 @@ _ARC = np.dtype(
 
 @dataclass
 class RawLattice:
-    """A Kaldi ``Lattice`` as plain arrays: per state its arcs and its final (graph, acoustic) weight."""
+    """A Kaldi ``Lattice`` as plain arrays: all arcs state by state, and each final (graph, acoustic) weight."""
 
     start: int
-    arcs: list[np.ndarray]  # per state, a structured array of _ARC
+    flat: np.ndarray  # [A] structured _ARC, the arcs of state s are flat[offsets[s]:offsets[s + 1]]
+    offsets: np.ndarray  # [S + 1] int64
     finals: dict[int, tuple[float, float]]
+
+    @property
+    def num_states(self) -> int:
+        """The number of states ``S``."""
+        return len(self.offsets) - 1
+
+    @property
+    def arcs(self) -> list[np.ndarray]:
+        """Per state, a view of its arcs (structured ``_ARC``)."""
+        o = self.offsets.tolist()
+        return [self.flat[o[s] : o[s + 1]] for s in range(self.num_states)]
 
 
 def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
@@ -67,16 +85,20 @@ def parse_lattice_bytes(buf: bytes) -> RawLattice:
     pos += 4 + 4 + 8 + 8 + 8 + 8
     if flags & 0x7:  # input/output symbol tables or alignment flag: not written by kaldi-decoder
         raise ValueError(f"lattice: unsupported header flags {flags:#x}")
-    arcs: list[np.ndarray] = []
+    chunks: list[bytes] = []
+    counts = np.zeros(n_states, dtype=np.int64)
     finals: dict[int, tuple[float, float]] = {}
     for s in range(n_states):
         fg, fa, n = struct.unpack_from("<ffq", buf, pos)
         pos += 16
-        if np.isfinite(fg) and np.isfinite(fa):
+        if math.isfinite(fg) and math.isfinite(fa):
             finals[s] = (float(fg), float(fa))
-        arcs.append(np.frombuffer(buf, dtype=_ARC, count=n, offset=pos))
+        counts[s] = n
+        chunks.append(buf[pos : pos + n * _ARC.itemsize])
         pos += n * _ARC.itemsize
-    return RawLattice(start=int(start), arcs=arcs, finals=finals)
+    flat = np.frombuffer(b"".join(chunks), dtype=_ARC)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return RawLattice(start=int(start), flat=flat, offsets=offsets, finals=finals)
 
 
 def read_lattice(lattice) -> RawLattice:
@@ -99,17 +121,22 @@ def read_lattice(lattice) -> RawLattice:
         os.unlink(path)
 
 
+def _arc_lists(lat: RawLattice) -> tuple[list[int], list[int], list[int], list[float], list[float]]:
+    """Offsets, next states, output labels, graph and acoustic costs as Python lists (fast to index)."""
+    f = lat.flat
+    return (lat.offsets.tolist(), f["next"].tolist(), f["olabel"].tolist(), f["graph"].tolist(),
+            f["acoustic"].tolist())
+
+
 def _topological_order(lat: RawLattice) -> list[int]:
-    n = len(lat.arcs)
-    indeg = np.zeros(n, dtype=np.int64)
-    for a in lat.arcs:
-        if len(a):
-            np.add.at(indeg, a["next"], 1)
+    n = lat.num_states
+    off, nxt = lat.offsets.tolist(), lat.flat["next"].tolist()
+    indeg = np.bincount(lat.flat["next"], minlength=n).tolist()
     order, stack = [], [s for s in range(n) if indeg[s] == 0]
     while stack:
         s = stack.pop()
         order.append(s)
-        for d in lat.arcs[s]["next"].tolist():
+        for d in nxt[off[s] : off[s + 1]]:
             indeg[d] -= 1
             if indeg[d] == 0:
                 stack.append(d)
@@ -118,23 +145,55 @@ def _topological_order(lat: RawLattice) -> list[int]:
     return order
 
 
-def _word_acceptor_text(lat: RawLattice) -> str:
-    """Tropical acceptor on output (word) labels, weight = graph + acoustic; start state listed first."""
-    lines: list[str] = []
-    states = [lat.start] + [s for s in range(len(lat.arcs)) if s != lat.start]
-    for s in states:
-        a = lat.arcs[s]
-        if len(a):
-            w = a["graph"].astype(np.float64) + a["acoustic"]
-            lines.extend(
-                f"{s} {d} {o} {o} {x:.9g}"
-                for d, o, x in zip(a["next"].tolist(), a["olabel"].tolist(), w.tolist())
-            )
-        if s in lat.finals:
-            lines.append(f"{s} {sum(lat.finals[s]):.9g}")
-        if not lines:  # start state with neither arcs nor final weight: nothing can be decoded
-            return ""
-    return "\n".join(lines) + "\n"
+def _std_fst_bytes(start: int, finals: np.ndarray, offsets: np.ndarray, label: np.ndarray, weight: np.ndarray,
+                   dst: np.ndarray) -> bytes:
+    """OpenFST binary ``vector`` FST of ``standard`` (tropical) arcs, an acceptor on ``label``.
+
+    Args:
+        start: the start state.
+        finals: ``[S]`` final cost per state (``inf``: not final).
+        offsets: ``[S + 1]``: the arcs of state ``s`` are ``offsets[s]:offsets[s + 1]``.
+        label, weight, dst: ``[A]`` arcs, state by state.
+
+    Returns:
+        The file's bytes (what ``StdVectorFst.write`` writes; properties: expanded, mutable only).
+    """
+    n_states, n_arcs = len(finals), len(label)
+    head = struct.pack("<i", _FST_MAGIC)
+    for text in ("vector", "standard"):
+        head += struct.pack("<i", len(text)) + text.encode("ascii")
+    head += struct.pack("<iiQqqq", 2, 0, 0x3, start, n_states, n_arcs)  # version 2, no flags, kExpanded|kMutable
+    counts = np.diff(offsets)
+    std = np.zeros(n_arcs, dtype=[("ilabel", "<i4"), ("olabel", "<i4"), ("weight", "<f4"), ("next", "<i4")])
+    std["ilabel"], std["olabel"], std["weight"], std["next"] = label, label, weight, dst
+    state = np.zeros(n_states, dtype=[("final", "<f4"), ("n", "<i8")])
+    state["final"], state["n"] = finals, counts
+    parts, std_bytes, state_bytes = [head], std.tobytes(), state.tobytes()
+    off = (offsets * std.itemsize).tolist()
+    for s in range(n_states):
+        parts.append(state_bytes[12 * s : 12 * s + 12])
+        parts.append(std_bytes[off[s] : off[s + 1]])
+    return b"".join(parts)
+
+
+def _word_acceptor(lat: RawLattice):
+    """``kaldifst.StdVectorFst``: tropical acceptor on output (word) labels, weight = graph + acoustic."""
+    import kaldifst
+
+    arcs = lat.flat
+    finals = np.full(lat.num_states, np.inf)
+    for s, (g, a) in lat.finals.items():
+        finals[s] = g + a
+    weight = arcs["graph"].astype(np.float64) + arcs["acoustic"]
+    data = _std_fst_bytes(lat.start, finals, lat.offsets, arcs["olabel"], weight, arcs["next"])
+    tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    fd, path = tempfile.mkstemp(prefix="b2txt_acc_", suffix=".fst", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return kaldifst.StdVectorFst.read(path)
+    finally:
+        os.unlink(path)
 
 
 def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[tuple[int, ...], float]]:
@@ -150,10 +209,9 @@ def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[
     """
     import kaldifst
 
-    text = _word_acceptor_text(lat)
-    if not text:
+    if lat.num_states == 0 or (lat.offsets[lat.start] == lat.offsets[lat.start + 1] and lat.start not in lat.finals):
         return []
-    fst = kaldifst.compile(text, acceptor=False)
+    fst = _word_acceptor(lat)
     kaldifst.rmepsilon(fst, weight=str(beam))
     if fst.num_states == 0:
         return []
@@ -168,12 +226,50 @@ def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[
     return out
 
 
-def split_scores(lat: RawLattice, sequences: Sequence[tuple[int, ...]]) -> list[tuple[float, float] | None]:
+def _within_beam(lat: RawLattice, order: list[int], beam: float) -> list[bool]:
+    """Per arc (flat order), whether it lies on a complete path within ``beam`` of the best (forward-backward)."""
+    off, nxt, _, gr, ac = _arc_lists(lat)
+    cost = [g + a for g, a in zip(gr, ac)]
+    inf = math.inf
+    alpha = [inf] * lat.num_states
+    alpha[lat.start] = 0.0
+    for s in order:
+        a0 = alpha[s]
+        if a0 == inf:
+            continue
+        for k in range(off[s], off[s + 1]):
+            c = a0 + cost[k]
+            if c < alpha[nxt[k]]:
+                alpha[nxt[k]] = c
+    beta = [inf] * lat.num_states
+    for s, (g, a) in lat.finals.items():
+        beta[s] = g + a
+    for s in reversed(order):
+        b = beta[s]
+        for k in range(off[s], off[s + 1]):
+            c = cost[k] + beta[nxt[k]]
+            if c < b:
+                b = c
+        beta[s] = b
+    best = beta[lat.start]
+    limit = best + beam + 1e-3 * (1.0 + abs(best))  # float32 sums in other orders: never drop a kept path's arc
+    keep = [False] * len(nxt)
+    for s in order:
+        a0 = alpha[s]
+        for k in range(off[s], off[s + 1]):
+            keep[k] = a0 + cost[k] + beta[nxt[k]] <= limit
+    return keep
+
+
+def split_scores(lat: RawLattice, sequences: Sequence[tuple[int, ...]],
+                 beam: float | None = None) -> list[tuple[float, float] | None]:
     """For each word sequence, the (graph, acoustic) costs of its best path through the lattice.
 
     Args:
         lat: the lattice (acyclic).
         sequences: word-id sequences read off the lattice.
+        beam: when given, only arcs on paths within this cost of the lattice's best are followed (exact for
+            sequences whose best path lies within it, e.g. those of :func:`distinct_word_sequences` at this beam).
 
     Returns:
         ``(graph cost, acoustic cost)`` per sequence, or ``None`` where the lattice has no such path.
@@ -193,17 +289,20 @@ def split_scores(lat: RawLattice, sequences: Sequence[tuple[int, ...]]) -> list[
                 children[node][w] = nxt
             node = nxt
         terminal[node] = k
-    best: list[dict[int, tuple[float, float, float]] | None] = [None] * len(lat.arcs)
+    order = _topological_order(lat)
+    keep = _within_beam(lat, order, beam) if beam is not None else None
+    off, nxt, olab, gr, ac = _arc_lists(lat)
+    best: list[dict[int, tuple[float, float, float]] | None] = [None] * lat.num_states
     best[lat.start] = {0: (0.0, 0.0, 0.0)}
     result: list[tuple[float, float, float] | None] = [None] * len(sequences)
-    for s in _topological_order(lat):
+    for s in order:
         cur = best[s]
         if not cur:
             continue
-        arcs = lat.arcs[s]
-        for d, o, g, a in zip(
-            arcs["next"].tolist(), arcs["olabel"].tolist(), arcs["graph"].tolist(), arcs["acoustic"].tolist()
-        ):
+        for k in range(off[s], off[s + 1]):
+            if keep is not None and not keep[k]:
+                continue
+            d, o, g, a = nxt[k], olab[k], gr[k], ac[k]
             dst = best[d]
             if dst is None:
                 dst = best[d] = {}
@@ -225,6 +324,33 @@ def split_scores(lat: RawLattice, sequences: Sequence[tuple[int, ...]]) -> list[
     return [None if r is None else (r[1], r[2]) for r in result]
 
 
+def best_path_hypothesis(path, acoustic_scale: float,
+                         words_to_text: Callable[[Sequence[int]], str]) -> list[Hypothesis]:
+    """The 1-best without determinization: a linear lattice (``get_best_path``) as one hypothesis.
+
+    The best path carries the best word sequence, and no other path of that sequence is cheaper, so its
+    (graph, acoustic) split is what :func:`lattice_word_nbest` reports for ``n = 1`` (up to exact ties).
+
+    Args:
+        path: a linear ``kaldifst.Lattice`` (acoustic costs scaled by ``acoustic_scale``).
+        acoustic_scale: divided out of ``ac``.
+        words_to_text: word ids -> sentence.
+
+    Returns:
+        ``[Hypothesis]`` (``lm = -graph``, ``ac = -acoustic / acoustic_scale``), or ``[]`` for an empty path.
+    """
+    import kaldifst
+
+    if path.num_states == 0:
+        return []
+    ok, _, olabels, weight = kaldifst.get_linear_symbol_sequence(path)
+    if not ok or not math.isfinite(weight.value1 + weight.value2):
+        return []
+    g, a = float(weight.value1), float(weight.value2)
+    seq = tuple(int(x) for x in olabels)
+    return [Hypothesis(words_to_text(seq), ac=-a / acoustic_scale, lm=-g, total=-(g + a), words=seq)]
+
+
 def lattice_word_nbest(
     lattice, n: int, lattice_beam: float, acoustic_scale: float, words_to_text: Callable[[Sequence[int]], str]
 ) -> list[Hypothesis]:
@@ -241,11 +367,15 @@ def lattice_word_nbest(
         Hypotheses with ``lm = -graph``, ``ac = -acoustic / acoustic_scale`` and
         ``total = acoustic_scale * ac + lm`` (spec §4.4), best first; ``[]`` if the lattice is empty.
     """
+    if n == 1:
+        import kaldifst
+
+        return best_path_hypothesis(kaldifst.shortest_path(lattice, n=1), acoustic_scale, words_to_text)
     lat = read_lattice(lattice)
     seqs = distinct_word_sequences(lat, n, lattice_beam)
     if not seqs:
         return []
-    splits = split_scores(lat, [s for s, _ in seqs])
+    splits = split_scores(lat, [s for s, _ in seqs], lattice_beam)
     hyps: list[tuple[float, Hypothesis]] = []
     for (seq, _), split in zip(seqs, splits):
         if split is None:  # cannot happen for a sequence read off the lattice; keep the list consistent

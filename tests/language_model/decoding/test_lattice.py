@@ -151,3 +151,35 @@ def test_substitution_alignment_of_long_sentences_matches_the_reference():
             other = other[1:] + [rng.choice(vocab)]
         assert substitution_positions(base, other) == reference_substitutions(base, other)
         assert substitution_positions(other, base) == reference_substitutions(other, base)
+
+
+def test_fast_paths_equal_the_full_extraction(toy):
+    """nbest 1 (best path, no determinization) = the top of the n-best; the beam-pruned split = the unpruned one;
+    the binary word acceptor has the sequences and totals of the text-compiled one."""
+    from language_model.decoding.lattice import _word_acceptor, distinct_word_sequences
+
+    logits = synthetic_logits("i want to go home", seed=1, peak=5.0)
+    lat = read_lattice(raw_lattice(toy, logits))
+    seqs = distinct_word_sequences(lat, 50, 8.0)
+    assert len(seqs) >= 5
+    assert split_scores(lat, [s for s, _ in seqs], 8.0) == split_scores(lat, [s for s, _ in seqs])
+    lines = [f"{s} {int(a['next'])} {int(a['olabel'])} {int(a['olabel'])} {float(a['graph']) + float(a['acoustic'])!r}"
+             for s in [lat.start] + [x for x in range(lat.num_states) if x != lat.start] for a in lat.arcs[s]]
+    lines += [f"{s} {g + a!r}" for s, (g, a) in lat.finals.items()]
+    ref = kaldifst.compile("\n".join(lines) + "\n", acceptor=False)
+    ours = _word_acceptor(lat)
+    for fst in (ref, ours):
+        kaldifst.rmepsilon(fst, weight="8")
+    paths = [sorted((tuple(p[2]), round(p[3].value, 3)) for p in map(kaldifst.get_linear_symbol_sequence,
+             kaldifst.convert_nbest_to_vector(kaldifst.shortest_path(kaldifst.determinize(f, weight="8"), n=50))))
+             for f in (ref, ours)]
+    assert paths[0] == paths[1] and len(paths[0]) == len(seqs)
+    for nb in (1, 100):
+        dec = CtcWfstDecoder(toy, LMParams(acoustic_scale=0.325, blank_penalty=90.0, nbest=nb))
+        dec.accept_logits(logits)
+        out = dec.finalize()
+        if nb == 1:
+            one = out
+    assert len(one) == 1 and len(out) > 5
+    assert (one[0].sentence, one[0].words) == (out[0].sentence, out[0].words) == ("i want to go home", seqs[0][0])
+    assert one[0].ac == pytest.approx(out[0].ac, abs=1e-4) and one[0].lm == pytest.approx(out[0].lm, abs=1e-4)
