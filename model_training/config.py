@@ -10,6 +10,8 @@ that have a ``data_val.hdf5``. A config may overlay another: ``base: ../model_tr
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +28,7 @@ PATH_KEYS = ("output_dir", "checkpoint_dir", "init_checkpoint_path", "dataset.da
 NULLABLE_KEYS = ("init_checkpoint_path", "dataset.feature_subset", "dataset.must_include_days",
                  "dataset.bad_trials_dict")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "rnn_args.yaml"
+log = logging.getLogger(__name__)
 
 
 __all__ = ["ConfigError", "DEFAULT_CONFIG", "check_training_data", "load_config", "normalize_config",
@@ -88,6 +91,38 @@ def _override_keys(overrides: list[str]) -> set[str]:
     return keys
 
 
+def _flat_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of ``cfg`` (``dataset.batch_size``, ...), mappings included."""
+    keys = []
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        keys.append(key)
+        if isinstance(v, DictConfig):
+            keys.extend(_flat_keys(v, key + "."))
+    return keys
+
+
+def _warn_unknown_overrides(cfg: DictConfig, overrides: list[str], path: Path) -> list[str]:
+    """Log one warning per ``key=value`` whose key the config does not have (a typo is otherwise silent);
+    ``+key=value`` adds a new key on purpose and is not reported. Keys the code reads with a default
+    (``device``, ``resume``, ``xla.*``, ...) are legitimately absent from the YAML, so this warns, it does not fail.
+
+    Returns:
+        The unknown keys, in order.
+    """
+    known = _flat_keys(cfg)
+    unknown = []
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key.startswith(("+", "~")) or OmegaConf.select(cfg, key, default=None) is not None or key in known:
+            continue
+        near = difflib.get_close_matches(key, known, n=1)
+        log.warning("override %r: %s has no key %r%s; setting it anyway (prefix it with '+' to add a new key "
+                    "without this warning)", item, path.name, key, f" (did you mean {near[0]!r}?)" if near else "")
+        unknown.append(key)
+    return unknown
+
+
 def _load_yaml(path: Path, chain: tuple[Path, ...]) -> DictConfig:
     """One YAML file with its paths resolved against its folder; a top-level ``base: <file>`` (relative to
     this file) names a config this one overlays: the base is loaded first, then this file merged on top."""
@@ -123,8 +158,9 @@ def load_config(config_path: str | os.PathLike | None = None, overrides: list[st
     cfg = _load_yaml(path, ())
     overrides = list(overrides or [])
     cli_keys = _override_keys(overrides)
+    _warn_unknown_overrides(cfg, overrides, path)
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("+") for o in overrides]))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad override in {overrides}: {exc}") from exc
     for key in PATH_KEYS:

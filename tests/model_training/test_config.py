@@ -45,3 +45,14 @@ def test_config_errors(tmp_path):
                                         "dataset_probability_val": [1]}})
     with pytest.raises(ConfigError, match="expected 2 flags"):
         normalize_config(bad)
+
+
+def test_a_mistyped_override_key_is_reported_with_the_nearest_key(caplog):
+    """A typo such as ``lr_maxx=0.1`` used to be accepted silently (the run kept the default lr_max)."""
+    with caplog.at_level("WARNING", logger="model_training.config"):
+        cfg = load_config(DEFAULT_CONFIG, ["lr_maxx=0.1", "dataset.batch_sise=3", "lr_max=0.01", "+my_note=7"])
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert "no key 'lr_maxx' (did you mean 'lr_max'?)" in warnings[0]
+    assert "no key 'dataset.batch_sise' (did you mean 'dataset.batch_size'?)" in warnings[1]
+    assert cfg.lr_max == 0.01 and cfg.lr_maxx == 0.1 and cfg.my_note == 7 and "+my_note" not in cfg
