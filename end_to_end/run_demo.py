@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from end_to_end.processes import ChildProcess, Supervisor
-from end_to_end.report import results_table, write_report
+from end_to_end.report import heldout_table, results_table, write_report
 from end_to_end.steps import Step, run_step
 from nejm_b2txt_utils.atomic_io import atomic_write_json
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
@@ -34,8 +34,28 @@ ACOUSTIC_SCALE = 0.325
 TUNE_GRID = ["--acoustic_scale", "0.325", "1.0", "2.0", "3.0", "--blank_penalty", "1", "9", "90"]
 TUNE_GRID_QUICK = ["--acoustic_scale", "0.325", "1.0", "--blank_penalty", "9", "90", "--beam", "10", "--lattice_beam",
                    "4"]
-LM_FLAGS = ["--nbest", "100", "--acoustic_scale", str(ACOUSTIC_SCALE), "--blank_penalty", "90", "--alpha", "0.55",
+ALPHA = "0.55"
+LM_FLAGS = ["--nbest", "100", "--acoustic_scale", str(ACOUSTIC_SCALE), "--blank_penalty", "90", "--alpha", ALPHA,
             "--gpu_number", "-1"]
+#: --quick: the quick model's flat posteriors make the full search slow; exercise it small.
+LM_FLAGS_QUICK = ["--nbest", "10", "--beam", "10", "--lattice_beam", "4", "--max_active", "1000"]
+#: The dev split the LM weights are tuned on, and the held-out val trials the tuned weights are reported on.
+DEV_TRIALS, HELD_OUT_TRIALS = "even", "odd"
+
+
+def lm_flags(args: argparse.Namespace) -> list[str]:
+    """The LM server's weight and search flags for this run (``--quick`` overrides some of them)."""
+    merged = dict(zip(LM_FLAGS[::2], LM_FLAGS[1::2]))  # every entry is a --flag value pair
+    if args.quick:
+        merged.update(zip(LM_FLAGS_QUICK[::2], LM_FLAGS_QUICK[1::2]))
+    return [x for pair in merged.items() for x in pair]
+
+
+def server_nbest(args: argparse.Namespace) -> str:
+    """The LM server's ``--nbest`` (the tuned params file carries the same, so the tuned run differs only in
+    the tuned weights)."""
+    flags = lm_flags(args)
+    return flags[flags.index("--nbest") + 1]
 
 
 #: --recipe -> (training script, config) relative to the repository root.
@@ -81,7 +101,8 @@ def plan(args: argparse.Namespace) -> dict:
                        "dataset.batch_size=8", "dataset.days_per_batch=2"] if args.quick else []
     return {"out": out, "preset": preset, "data": out / "data", "lm3": out / "lm" / "3gram_lm_sil",
             "lm1": out / "lm" / "wordfreq_1gram_lm_sil", "model": out / "model", "eval": out / "eval",
-            "eval_greedy": out / "eval_greedy", "logs": out / "logs", "train_overrides": train_overrides}
+            "eval_greedy": out / "eval_greedy", "eval_tuned": out / "eval_tuned", "lm_params": out / "lm_params.json",
+            "logs": out / "logs", "train_overrides": train_overrides}
 
 
 def build_steps(args: argparse.Namespace, p: dict) -> list[Step]:
@@ -109,30 +130,64 @@ def build_steps(args: argparse.Namespace, p: dict) -> list[Step]:
                              "--gpu_number", "-1", "--lm", "none", "--out_dir", str(p["eval_greedy"]),
                              "--results_pkl", str(p["eval_greedy"] / "results.pkl")],
              done=p["eval_greedy"] / "results.pkl"),
-        # weights tuned on the even val trials (n-gram only, offline); compared with the documented ones on the
-        # odd trials, which the tuning never saw. The server below keeps the documented weights, so the table's
-        # WER over all val trials is never computed with weights tuned on them.
+        # weights tuned on the even val trials (n-gram only, offline; the dev split); the table's first block
+        # keeps the documented weights over all val trials, its held-out block compares documented and tuned
+        # weights on the odd val trials only, which the tuning never saw.
         Step("tune_lm", [py_lm, str(REPO / "language_model" / "tune_weights.py"), "--results_pkl",
-                         str(p["eval_greedy"] / "results.pkl"), "--lm_path", str(p["lm3"]), "--trials", "even",
-                         "--report_trials", "odd", "--beam_acoustic_scale", "0", "--out", str(p["out"] / "lm_params.json"),
+                         str(p["eval_greedy"] / "results.pkl"), "--lm_path", str(p["lm3"]), "--trials", DEV_TRIALS,
+                         "--report_trials", HELD_OUT_TRIALS, "--beam_acoustic_scale", "0", "--alpha", ALPHA,
+                         "--nbest", server_nbest(args), "--out", str(p["lm_params"]),
                          *(TUNE_GRID_QUICK if args.quick else TUNE_GRID)],
-             done=p["out"] / "lm_params.json"),
+             done=p["lm_params"]),
     ]
     return steps
 
 
 def tuned_weights_line(path: Path) -> str:
-    """One line: the weights ``tune_lm`` chose and its held-out comparison (empty if the file is missing)."""
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return ""
-    keys = ("acoustic_scale", "blank_penalty", "beam", "lattice_beam")
+    """One line: the weights ``tune_lm`` chose, on which trials, and where the params file is."""
+    info = json.loads(path.read_text())
+    keys = ("acoustic_scale", "blank_penalty", "beam", "lattice_beam", "lattice_pass_margin", "nbest", "alpha")
     chosen = " ".join(f"{k}={info['params'][k]}" for k in keys if k in info["params"])
-    r = info.get("report", {})
-    held = (f"; held-out odd val trials ({r['n_trials']}): n-gram WER {100 * r['wer_documented']:.1f} % documented "
-            f"-> {100 * r['wer_tuned']:.1f} % tuned") if r else ""
-    return f"LM weights tuned on the even val trials ({info['n_dev_trials']}): {chosen}{held}  [{path}]"
+    return (f"LM weights tuned on the {info['n_dev_trials']} {DEV_TRIALS} val trials (dev split, n-gram only): "
+            f"{chosen}  [{path}]\nWER % on the {HELD_OUT_TRIALS} val trials, which the tuning never saw:")
+
+
+def lm_eval_step(p: dict, name: str, out: Path) -> Step:
+    """``evaluate_model.py --lm redis`` of the val split into ``out`` (the port is filled in once the server is
+    up); ``eval_lm_tuned`` first sends the tuned weights (``--lm_params``)."""
+    cmd = [env_python("b2txt25"), str(REPO / "model_training" / "evaluate_model.py"), "--model_path", str(p["model"]),
+           "--data_dir", str(p["data"] / "hdf5_data_final"), "--eval_type", "val", "--csv_path",
+           str(p["data"] / "t15_copyTaskData_description.csv"), "--gpu_number", "-1", "--lm", "redis",
+           "--redis_ip", "127.0.0.1", "--redis_port", "0", "--redis_timeout", "120", "--out_dir", str(out),
+           "--results_pkl", str(out / "results.pkl")]
+    if name == "eval_lm_tuned":
+        cmd += ["--lm_params", str(p["lm_params"])]
+    return Step(name, cmd, done=out / "results.pkl")
+
+
+def tuned_table(p: dict) -> tuple[str, list[dict]]:
+    """The held-out block: WER on the trials the tuning never saw, documented vs tuned weights."""
+    from analyses.pkl_io import read_pickle
+    from language_model.tune_weights import parse_trials
+
+    tuned = json.loads(p["lm_params"].read_text())["params"]
+    n = len(read_pickle(p["eval_greedy"] / "results.pkl", "results")["session"])
+    return heldout_table(p["eval_greedy"] / "results.pkl", p["eval"] / "results.pkl",
+                         p["eval_tuned"] / "results.pkl", ACOUSTIC_SCALE, float(tuned["acoustic_scale"]),
+                         parse_trials(HELD_OUT_TRIALS, n))
+
+
+def mixed_lm_line(lm_path: Path) -> str:
+    """Which n-gram the LM server decodes with (the mixture weight from ``build_info.json``)."""
+    try:
+        info = json.loads((lm_path / "build_info.json").read_text())
+    except (OSError, ValueError):
+        return f"n-gram LM: {lm_path}"
+    weight = info.get("mix_weight", info.get("stats", {}).get("mix_weight"))
+    order = info.get("order", info.get("options", {}).get("order", "?"))
+    mixed = (f", interpolated with the wordfreq 1-gram (corpus weight {weight:.3g}, chosen on held-out perplexity)"
+             if weight else "")
+    return f"n-gram LM: {order}-gram of the LM corpus{mixed}  [{lm_path}]"
 
 
 def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[int, ChildProcess, ChildProcess]:
@@ -148,9 +203,7 @@ def start_services(args: argparse.Namespace, p: dict, sup: Supervisor) -> tuple[
     r = redis.Redis(host="127.0.0.1", port=port)
     redis_child.wait_ready(r.ping, timeout_s=20)
     cmd = [env_python("b2txt25_lm"), str(REPO / "language_model" / "language-model-standalone.py"),
-           "--lm_path", str(p["lm3"]), "--redis_ip", "127.0.0.1", "--redis_port", str(port), *LM_FLAGS]
-    if args.quick:  # the quick model's flat posteriors make the full search slow; exercise it small
-        cmd += ["--nbest", "10", "--beam", "10", "--lattice_beam", "4", "--max_active", "1000"]
+           "--lm_path", str(p["lm3"]), "--redis_ip", "127.0.0.1", "--redis_port", str(port), *lm_flags(args)]
     if not args.no_llm:
         cmd += ["--do_opt", "--opt_model", "smollm2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -192,21 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for step in build_steps(args, p):
                 timings[step.name] = run_step(step, p["logs"])
-            if (p["eval"] / "results.pkl").exists():
-                log.info("[eval_lm] already done (%s): reusing it", p["eval"] / "results.pkl")
+            lm_evals = [lm_eval_step(p, "eval_lm", p["eval"]), lm_eval_step(p, "eval_lm_tuned", p["eval_tuned"])]
+            if all(step.done.exists() for step in lm_evals):
+                log.info("[eval_lm] already done (%s, %s): reusing them", *(step.done for step in lm_evals))
                 raise _AlreadyDone
             port, lm_child, redis_child = start_services(args, p, sup)
-            py = env_python("b2txt25")
-            lm_eval = Step("eval_lm", [py, str(REPO / "model_training" / "evaluate_model.py"),
-                                       "--model_path", str(p["model"]), "--data_dir",
-                                       str(p["data"] / "hdf5_data_final"), "--eval_type", "val", "--csv_path",
-                                       str(p["data"] / "t15_copyTaskData_description.csv"),
-                                       "--gpu_number", "-1", "--lm", "redis", "--redis_ip", "127.0.0.1",
-                                       "--redis_port", str(port), "--redis_timeout", "120",
-                                       "--out_dir", str(p["eval"]), "--results_pkl",
-                                       str(p["eval"] / "results.pkl")],
-                           done=p["eval"] / "results.pkl")
-            timings["eval_lm"] = run_step(lm_eval, p["logs"])
+            for step in lm_evals:  # the documented weights first: the tuned run changes the server's weights
+                step.cmd[step.cmd.index("--redis_port") + 1] = str(port)
+                timings[step.name] = run_step(step, p["logs"])
             timings["lm-server"] = {"peak_rss_mb": lm_child.peak_rss_mb()}
             timings["redis-server"] = {"peak_rss_mb": redis_child.peak_rss_mb()}
         except _AlreadyDone:
@@ -215,14 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s", exc)
             return 1
     table, rows = results_table(p["eval_greedy"] / "results.pkl", p["eval"] / "results.pkl", ACOUSTIC_SCALE)
+    held_table, held_rows = tuned_table(p)
     this_run = round(time.monotonic() - t0, 1)
     timings["total"] = {"wall_s": this_run, "mode": "quick" if args.quick else "full"}
     timings = merge_timings(p["out"] / "timings.json", timings)
-    extras = write_report(p, rows, timings)
-    print("\n" + table)
-    line = tuned_weights_line(p["out"] / "lm_params.json")
-    if line:
-        print("\n" + line)
+    extras = write_report(p, rows, timings, held_rows)
+    print(f"\n{mixed_lm_line(p['lm3'])}\nDocumented LM weights ({' '.join(f for f in lm_flags(args) if f not in ('--gpu_number', '-1'))}), all val trials:\n"
+          + table)
+    print("\n" + tuned_weights_line(p["lm_params"]) + "\n" + held_table)
     print(f"\nsubmission CSV: {extras['csv']}\nFigure 2:       {extras['figure']}\n"
           f"report:         {extras['report']}\nwall time:      {time.monotonic() - t0:.0f} s")
     if timings["total"]["wall_s"] != this_run:

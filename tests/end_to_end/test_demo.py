@@ -38,6 +38,16 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     report = json.loads((out / "report.json").read_text())
     overall = next(r for r in report["rows"] if r["corpus"] == "all")
     assert 0.0 <= overall["PER_greedy"] < 1.5 and 0.0 <= overall["WER_ngram_llm"]
+    # the mixed LM and the tuned weights: tuned on the even val trials, reported on the odd ones only
+    assert "interpolated with the wordfreq 1-gram" in first.stdout
+    tuned = json.loads((out / "lm_params.json").read_text())
+    assert tuned["dev_trials"] == "even" and tuned["n_dev_trials"] == (n_trials + 1) // 2
+    assert f"acoustic_scale={tuned['params']['acoustic_scale']}" in first.stdout
+    held = next(r for r in report["held_out_rows"] if r["corpus"] == "all")
+    assert held["trials"] == n_trials // 2
+    for col in ("WER_ngram_documented", "WER_ngram_tuned", "WER_ngram_llm_documented", "WER_ngram_llm_tuned"):
+        assert 0.0 <= held[col] < 5.0
+    assert (out / "eval_tuned" / "results.pkl").is_file()
     with open(next((out / "eval").glob("baseline_rnn_val_predicted_sentences_*.csv"))) as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["id", "text"] and [r[0] for r in rows[1:]] == [str(i) for i in range(n_trials)]
@@ -65,7 +75,7 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
 
     second = run_demo(out)
     assert second.returncode == 0
-    assert second.stdout.count("already done") + second.stderr.count("already done") >= 6
+    assert second.stdout.count("already done") + second.stderr.count("already done") >= 7
 
     # a re-run that reused everything keeps the measurements of the run that did the work
     assert json.loads((out / "timings.json").read_text()) == timings
