@@ -44,10 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from language_model.graph.toy_lm import build_toy_lm, synthetic_logits  # noqa: E402
+from language_model.graph.toy_lm import build_toy_lm, long_synthetic_logits, synthetic_logits  # noqa: E402
 from nejm_b2txt_utils import redis_multi_client as rmc  # noqa: E402
 from nejm_b2txt_utils import redis_protocol as rp  # noqa: E402
-from nejm_b2txt_utils.redis_server import RedisServer  # noqa: E402
+from nejm_b2txt_utils.redis_server import RedisServer, stop_process  # noqa: E402
 
 log = logging.getLogger("lm_server_load")
 STANDALONE = REPO / "language_model" / "language-model-standalone.py"
@@ -161,13 +161,8 @@ class Scenario:
     def __exit__(self, *exc) -> None:
         if self.sampler:
             self.sampler.stop()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         self.redis.__exit__()
 
 
@@ -247,13 +242,7 @@ def flood(lm_dir: Path, work: Path, kind: str, n_flood: int, real_trials: int, t
 
 
 def huge_logits(frames: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    parts, n = [], 0
-    while n < frames:
-        x = synthetic_logits(SENTENCES[int(rng.integers(len(SENTENCES)))], seed=int(rng.integers(1 << 30)))
-        parts.append(x)
-        n += len(x)
-    return np.concatenate(parts)[:frames]
+    return long_synthetic_logits(frames, SENTENCES, seed)
 
 
 def huge(lm_dir: Path, work: Path, frame_counts: list[int], timeout_s: float, max_frames: int = 0) -> dict:

@@ -89,6 +89,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> int:
+    """SIGTERM a child process, SIGKILL it if it has not exited after ``grace_s``; nothing if it already exited.
+
+    Args:
+        proc: the child.
+        grace_s: seconds between SIGTERM and SIGKILL.
+
+    Returns:
+        Its exit code (negative: the signal that ended it).
+    """
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
 class RedisServer:
     """A redis-server child process bound to 127.0.0.1 only. Context manager; ``stop()`` is idempotent."""
 
@@ -140,13 +159,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM (then SIGKILL after 5 s) the server; idempotent."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
     def client(self, **kw):

@@ -144,3 +144,24 @@ def synthetic_logits(
     x = rng.normal(size=(len(ids), N_CLASSES)).astype(np.float32)
     x[np.arange(len(ids)), ids] += peak
     return x
+
+
+def long_synthetic_logits(frames: int, sentences: list[str], seed: int = 0) -> np.ndarray:
+    """``[frames, 41]`` logits of random ``sentences`` (toy lexicon) one after another, cut at ``frames``: an
+    utterance of any length for load and size-limit tests.
+
+    Args:
+        frames: the length (80 ms frames).
+        sentences: the sentences to draw from (words of the toy lexicon).
+        seed: picks the sentences and their noise.
+
+    Returns:
+        ``[frames, 41]`` float32 LM-order logits.
+    """
+    rng = np.random.default_rng(seed)
+    parts, n = [], 0
+    while n < frames:
+        x = synthetic_logits(sentences[int(rng.integers(len(sentences)))], seed=int(rng.integers(1 << 30)))
+        parts.append(x)
+        n += len(x)
+    return np.concatenate(parts)[:frames]

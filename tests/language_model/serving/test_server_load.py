@@ -17,7 +17,7 @@ pytest.importorskip("kaldi_decoder")
 psutil = pytest.importorskip("psutil")
 
 from language_model.decoding import augment  # noqa: E402
-from language_model.graph.toy_lm import build_toy_lm, synthetic_logits  # noqa: E402
+from language_model.graph.toy_lm import build_toy_lm, long_synthetic_logits, synthetic_logits  # noqa: E402
 from nejm_b2txt_utils import redis_multi_client as rmc  # noqa: E402
 from nejm_b2txt_utils import redis_protocol as rp  # noqa: E402
 from nejm_b2txt_utils.redis_server import RedisServer  # noqa: E402
@@ -58,13 +58,7 @@ def serve(lm_dir, redis_srv, tmp_path):
 
 
 def long_logits(frames: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    parts, n = [], 0
-    while n < frames:
-        x = synthetic_logits(SENTENCES[int(rng.integers(len(SENTENCES)))], seed=int(rng.integers(1 << 30)))
-        parts.append(x)
-        n += len(x)
-    return np.concatenate(parts)[:frames]
+    return long_synthetic_logits(frames, SENTENCES, seed)
 
 
 def real_trials(r, n: int, timeout_s: float = 30.0) -> list[float]:
