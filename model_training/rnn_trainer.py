@@ -21,7 +21,6 @@ import math
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +34,11 @@ from model_training.config import normalize_config, resolved_container
 from model_training.dataset import BrainToTextDataset, drop_ctc_infeasible, train_test_split_indicies
 from model_training.distributed import all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
 from model_training.optim import create_lr_scheduler, create_optimizer
+from model_training.training_loop import TrainingLoop
 from nejm_b2txt_utils.atomic_io import atomic_write_json
 from nejm_b2txt_utils.augmentation import transform_data
 from nejm_b2txt_utils.devices import select_device
 from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
-
-HEAVY_VAL_KEYS = ("logits", "input_features")
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -54,7 +52,7 @@ class _TqdmHandler(logging.StreamHandler):
         tqdm.write(self.format(record), file=sys.stdout)
 
 
-class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
+class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's class name)
     """Build everything from a config (``rnn_args.yaml``), then ``train()``."""
 
     def __init__(self, args: DictConfig):
@@ -456,93 +454,39 @@ class BrainToTextDecoder_Trainer:  # noqa: N801 (the original's class name)
             metrics[f"{name}_PER"] = ed / n if n else float("nan")
         return metrics
 
-    # ------------------------------------------------------------------ loop
-    def _validate(self, i: int, pbar: tqdm) -> bool:
-        """Validate, keep the best, write checkpoints; returns whether early stopping triggers (rank 0)."""
-        a = self.args
-        t0 = time.time()
-        m = self.validation(self.val_loader, a.get("save_val_logits", False), a.get("save_val_data", False))
-        per, loss = m["avg_PER"], m["avg_loss"]
-        extra = "".join(f" {k[:-4]} PER: {v:.4f}" for k, v in m.items() if k.endswith("_PER") and k != "avg_PER")
-        self.logger.info(f"Val batch {i}: PER (avg): {per:.4f} CTC Loss (avg): {loss:.4f}{extra} "
-                         f"time: {time.time() - t0:.3f}")
-        if a.get("log_individual_day_val_PER", False):
-            for d, v in m["day_PERs"].items():
-                if v["total_seq_length"]:
-                    self.logger.info(f"{a.dataset.sessions[d]} val PER: "
-                                     f"{v['total_edit_distance'] / v['total_seq_length']:.4f}")
-        self.val_PERs.append(per)
-        self.val_losses.append(loss)
-        self.val_metrics_history.append({k: v for k, v in m.items() if k not in HEAVY_VAL_KEYS})
-        pbar.set_postfix(loss=f"{self.train_losses[-1]:.2f}", PER=f"{per:.4f}")
-        new_best = per < self.best_val_PER or (per == self.best_val_PER and loss < self.best_val_loss)
-        if new_best:
-            self.logger.info(f"New best val PER {self.best_val_PER:.4f} --> {per:.4f}")
-            self.best_val_PER, self.best_val_loss = per, loss
-            if a.get("save_best_checkpoint", True):
-                self.save_model_checkpoint(self.checkpoint_dir / "best_checkpoint", per, loss)
-            if a.get("save_val_metrics", True):
-                ckpt_io.atomic_save(m, self.checkpoint_dir / "val_metrics.pkl", use_torch=False)
-            self.val_steps_since_improvement = 0
-        else:
-            self.val_steps_since_improvement += 1
-        if a.get("save_all_val_steps", False):  # Fix: the original passed 2 of the 3 arguments (TypeError)
-            self.save_model_checkpoint(self.checkpoint_dir / f"checkpoint_batch_{i}", per, loss)
-        self._save_last(i + 1)
-        # The original's fallback when the key is missing is True.
-        return bool(a.get("early_stopping", True)) and \
-            self.val_steps_since_improvement >= a.get("early_stopping_val_steps", 20)
+    # ------------------------------------------------------------------ loop hooks (model_training/training_loop.py)
+    def _batches(self):
+        return iter(self._train_loader(self.start_step))
 
-    def train(self, stop_at_batch: int | None = None) -> dict:
-        """Run batches ``start_step .. num_training_batches - 1``. ``stop_at_batch`` stops after that batch
-        (writing ``last_checkpoint``), as an interrupted run would."""
+    def _train_one(self, batch: dict, i: int) -> tuple[float, float]:
+        return self.train_step(batch, i)
+
+    def _log_suffix(self) -> str:
+        return "".join(f" {k}: {float(v):.4g}" for k, v in self.last_log_values.items())
+
+    def _run_validation(self) -> dict:
         a = self.args
-        self.val_metrics_history: list[dict] = []
-        train_start = time.time()
-        log_every, val_every = int(a.batches_per_train_log), int(a.batches_per_val_step)
-        save_every = int(a.get("batches_per_save", 0) or 0)
-        pbar = tqdm(total=self.n_batches, initial=self.start_step, disable=not self.is_main, desc="train",
-                    dynamic_ncols=True, file=sys.stderr)
-        i = self.start_step - 1
-        loader = self._train_loader(self.start_step) if self.start_step < self.n_batches else []
-        for i, batch in zip(range(self.start_step, self.n_batches), loader):
-            t0 = time.time()
-            loss, grad_norm = self.train_step(batch, i)
-            self.train_losses.append(loss)
-            pbar.update(1)
-            if i % log_every == 0:
-                extra = "".join(f" {k}: {float(v):.4g}" for k, v in self.last_log_values.items())
-                self.logger.info(f"Train batch {i}: loss: {loss:.2f} grad norm: {grad_norm:.2f}{extra} "
-                                 f"time: {time.time() - t0:.3f}")
-                pbar.set_postfix(loss=f"{loss:.2f}", PER=f"{self.val_PERs[-1]:.4f}" if self.val_PERs else "-")
-            stop = False
-            if i % val_every == 0 or i == self.n_batches - 1:
-                if self.is_main:
-                    stop = self._validate(i, pbar)
-                stop = broadcast_flag(stop, self.dist, self.device)
-                barrier(self.dist)
-                if stop:
-                    self.logger.info(f"Overall validation PER has not improved in {a.early_stopping_val_steps} "
-                                     f"validation steps. Stopping training early at batch: {i}")
-                    break
-            elif self.is_main and save_every > 0 and (i + 1) % save_every == 0:
-                self._save_last(i + 1)
-            if stop_at_batch is not None and i >= stop_at_batch:
-                if self.is_main:
-                    self._save_last(i + 1)
-                break
-        pbar.close()
+        return self.validation(self.val_loader, a.get("save_val_logits", False), a.get("save_val_data", False))
+
+    def _save_val_checkpoint(self, path: Path, per: float, loss: float) -> None:
+        self.save_model_checkpoint(path, per, loss)
+
+    def _validate_step(self, i: int, pbar: tqdm) -> bool:
+        """Rank 0 validates; every rank learns whether to stop."""
+        stop = self._validate(i, pbar) if self.is_main else False
+        stop = broadcast_flag(stop, self.dist, self.device)
+        barrier(self.dist)
+        return stop
+
+    def _after_training(self, last_batch: int) -> None:
+        a = self.args
         if self.is_main and a.get("save_final_model", False):  # Fix: crashed in the original (missing argument)
-            self.save_model_checkpoint(self.checkpoint_dir / f"final_checkpoint_batch_{i}", self.val_PERs[-1]
-                                       if self.val_PERs else math.nan, self.val_losses[-1] if self.val_losses else
-                                       math.nan)
-        self.logger.info(f"Best avg val PER achieved: {self.best_val_PER:.5f}")
+            self.save_model_checkpoint(self.checkpoint_dir / f"final_checkpoint_batch_{last_batch}",
+                                       self.val_PERs[-1] if self.val_PERs else math.nan,
+                                       self.val_losses[-1] if self.val_losses else math.nan)
         if self.n_nonfinite_batches:
             self.logger.warning(f"{self.n_nonfinite_batches} batches skipped for a non-finite gradient norm")
-        self.logger.info(f"Total training time: {(time.time() - train_start) / 60:.2f} minutes")
         barrier(self.dist)
-        return {"train_losses": self.train_losses, "val_losses": self.val_losses, "val_PERs": self.val_PERs,
-                "val_metrics": self.val_metrics_history}
 
     def close(self) -> None:
         """Release log files and the process group."""

@@ -19,19 +19,17 @@ The model is ``model.architecture`` (``gru``, default, or ``triple_gru``; ``mode
 from __future__ import annotations
 
 import math
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from model_training.checkpoint import CheckpointError
 from model_training.config import normalize_config, resolved_container
 from model_training.distributed import DistInfo
 from model_training.rnn_trainer import BrainToTextDecoder_Trainer as _TorchTrainer
+from model_training.training_loop import TrainingLoop
 from model_training_nnn_tpu import checkpoint_tf
 from model_training_nnn_tpu.convert import tf_to_torch, torch_to_tf
 from model_training_nnn_tpu.dataset_tf import (
@@ -45,13 +43,10 @@ from model_training_nnn_tpu.losses import adjusted_lens, ctc_per_trial
 from model_training_nnn_tpu.models import build_model_tf, model_kind
 from model_training_nnn_tpu.optim_tf import create_optimizers, set_learning_rates
 from model_training_nnn_tpu.strategy import configure_mixed_precision, create_tpu_strategy, is_tpu
-from nejm_b2txt_utils.atomic_io import atomic_write_pickle
 from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
 
-HEAVY_VAL_KEYS = ("logits", "input_features")
 
-
-class TFTrainer:
+class TFTrainer(TrainingLoop):
     """Build everything from a config, then ``train()``; ``strategy`` overrides the detection (tests)."""
 
     # The baseline trainer's framework-free setup, reused as is (output dirs, logging, the split/batches).
@@ -302,38 +297,25 @@ class TFTrainer:
         self.logger.info(f"Loaded model from checkpoint: {path}" + (f" (resuming at batch {self.start_step})"
                                                                     if resume else ""))
 
-    # ------------------------------------------------------------------ loop
-    def _validate(self, i: int, pbar: tqdm) -> bool:
-        a = self.args
-        t0 = time.time()
-        m = self.validation(a.get("save_val_logits", False))
-        per, loss = m["avg_PER"], m["avg_loss"]
-        self.logger.info(f"Val batch {i}: PER (avg): {per:.4f} CTC Loss (avg): {loss:.4f} time: {time.time() - t0:.3f}")
-        if a.get("log_individual_day_val_PER", False):
-            for d, v in m["day_PERs"].items():
-                if v["total_seq_length"]:
-                    self.logger.info(f"{a.dataset.sessions[d]} val PER: "
-                                     f"{v['total_edit_distance'] / v['total_seq_length']:.4f}")
-        self.val_PERs.append(per)
-        self.val_losses.append(loss)
-        self.val_metrics_history.append({k: v for k, v in m.items() if k not in HEAVY_VAL_KEYS})
-        pbar.set_postfix(loss=f"{self.train_losses[-1]:.2f}", PER=f"{per:.4f}")
-        if per < self.best_val_PER or (per == self.best_val_PER and loss < self.best_val_loss):
-            self.logger.info(f"New best val PER {self.best_val_PER:.4f} --> {per:.4f}")
-            self.best_val_PER, self.best_val_loss = per, loss
-            if self.is_main and a.get("save_best_checkpoint", True):
-                self.save_checkpoint(self.checkpoint_dir / "best_checkpoint", per, loss, with_optimizer=False)
-            if self.is_main and a.get("save_val_metrics", True):
-                atomic_write_pickle(self.checkpoint_dir / "val_metrics.pkl", m)
-            self.val_steps_since_improvement = 0
-        else:
-            self.val_steps_since_improvement += 1
-        if self.is_main and a.get("save_all_val_steps", False):
-            self.save_checkpoint(self.checkpoint_dir / f"checkpoint_batch_{i}", per, loss, with_optimizer=False)
-        if self.is_main:
-            self._save_last(i + 1)
-        return bool(a.get("early_stopping", True)) and \
-            self.val_steps_since_improvement >= a.get("early_stopping_val_steps", 20)
+    # ------------------------------------------------------------------ loop hooks (model_training/training_loop.py)
+    def _run_validation(self) -> dict:
+        return self.validation(self.args.get("save_val_logits", False))
+
+    def _save_val_checkpoint(self, path: Path, per: float, loss: float) -> None:
+        self.save_checkpoint(path, per, loss, with_optimizer=False)
+
+    def _batches(self):
+        return iter(self._train_dataset())
+
+    def _train_one(self, batch, i: int) -> tuple[float, float]:
+        set_learning_rates(self.optimizers, self.args, i)
+        self.grl_lambda.assign(self._grl_value(i))
+        loss, norm = self._step_fn(batch, tf.constant(i, tf.int64))
+        loss, norm = float(loss), float(norm)
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"batch {i}: non-finite gradient norm (an input too short for its labels "
+                                     "makes the CTC loss infinite)")
+        return loss, norm
 
     def _train_dataset(self):
         order = np.arange(self.n_batches)
@@ -358,48 +340,6 @@ class TFTrainer:
             return lam_max * min(1.0, step / max(1, int(adv.get("grl_warmup_steps", 0)) or 1))
         p = step / max(1, self.n_batches)
         return lam_max * (2.0 / (1.0 + math.exp(-float(adv.get("grl_gamma", 10.0)) * p)) - 1.0)
-
-    def train(self, stop_at_batch: int | None = None) -> dict:
-        """Batches ``start_step .. num_training_batches - 1`` (``stop_at_batch``: stop after it, as a kill would)."""
-        a = self.args
-        self.val_metrics_history: list[dict] = []
-        t_start = time.time()
-        log_every, val_every = int(a.batches_per_train_log), int(a.batches_per_val_step)
-        save_every = int(a.get("batches_per_save", 0) or 0)
-        pbar = tqdm(total=self.n_batches, initial=self.start_step, disable=not self.is_main, desc="train",
-                    dynamic_ncols=True, file=sys.stderr)
-        it = iter(self._train_dataset()) if self.start_step < self.n_batches else None
-        i = self.start_step - 1
-        for i in range(self.start_step, self.n_batches):
-            t0 = time.time()
-            set_learning_rates(self.optimizers, a, i)
-            self.grl_lambda.assign(self._grl_value(i))
-            loss, norm = self._step_fn(next(it), tf.constant(i, tf.int64))
-            loss, norm = float(loss), float(norm)
-            if not math.isfinite(norm):
-                raise FloatingPointError(f"batch {i}: non-finite gradient norm (an input too short for its labels "
-                                         "makes the CTC loss infinite)")
-            self.train_losses.append(loss)
-            pbar.update(1)
-            if i % log_every == 0:
-                self.logger.info(f"Train batch {i}: loss: {loss:.2f} grad norm: {norm:.2f} time: {time.time() - t0:.3f}")
-                pbar.set_postfix(loss=f"{loss:.2f}", PER=f"{self.val_PERs[-1]:.4f}" if self.val_PERs else "-")
-            if i % val_every == 0 or i == self.n_batches - 1:
-                if self._validate(i, pbar):
-                    self.logger.info(f"Overall validation PER has not improved in {a.early_stopping_val_steps} "
-                                     f"validation steps. Stopping training early at batch: {i}")
-                    break
-            elif self.is_main and save_every > 0 and (i + 1) % save_every == 0:
-                self._save_last(i + 1)
-            if stop_at_batch is not None and i >= stop_at_batch:
-                if self.is_main:
-                    self._save_last(i + 1)
-                break
-        pbar.close()
-        self.logger.info(f"Best avg val PER achieved: {self.best_val_PER:.5f}")
-        self.logger.info(f"Total training time: {(time.time() - t_start) / 60:.2f} minutes")
-        return {"train_losses": self.train_losses, "val_losses": self.val_losses, "val_PERs": self.val_PERs,
-                "val_metrics": self.val_metrics_history}
 
     def close(self) -> None:
         """Release the log files."""

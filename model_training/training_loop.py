@@ -1,0 +1,145 @@
+"""The training loop's cadence and validation bookkeeping, shared by the PyTorch trainer
+(:class:`model_training.rnn_trainer.BrainToTextDecoder_Trainer`) and the TensorFlow port
+(:class:`model_training_nnn_tpu.trainer_tf.TFTrainer`). Framework-free: it imports neither torch nor TF.
+
+The original's loop (spec §1.4): a train step per batch; a log line every ``batches_per_train_log``
+batches; validation every ``batches_per_val_step`` batches and after the last one, keeping the best
+checkpoint (lowest PER, ties to the lower loss) and stopping early after ``early_stopping_val_steps``
+validations without improvement; ``last_checkpoint`` after each validation and every ``batches_per_save``
+batches (added: resumable runs).
+
+A trainer mixes :class:`TrainingLoop` in and provides the hooks below; the attributes the loop reads are
+``args``, ``logger``, ``is_main``, ``n_batches``, ``start_step``, ``checkpoint_dir``, ``train_losses``,
+``val_PERs``, ``val_losses``, ``best_val_PER``, ``best_val_loss``, ``val_steps_since_improvement``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nejm_b2txt_utils.atomic_io import atomic_write_pickle
+
+#: Validation outputs too large to keep for every validation step in the history.
+HEAVY_VAL_KEYS = ("logits", "input_features")
+
+
+class TrainingLoop:
+    """``train()`` and ``_validate()`` over the framework's hooks.
+
+    Hooks a trainer must provide:
+        ``_batches() -> Iterator``: training batches from ``start_step`` on.
+        ``_train_one(batch, i) -> (loss, grad_norm)``: one optimisation step (floats).
+        ``_run_validation() -> dict``: the validation metrics (``avg_PER``, ``avg_loss``, ``day_PERs``, ...).
+        ``_save_val_checkpoint(path, per, loss)``: a model checkpoint (best / per validation step).
+        ``_save_last(step)``: the resumable ``last_checkpoint``.
+    Optional hooks: ``_log_suffix()``, ``_validate_step(i, pbar)`` (e.g. broadcast to other ranks),
+    ``_after_training(last_batch)``.
+    """
+
+    # ------------------------------------------------------------------ optional hooks
+    def _log_suffix(self) -> str:
+        """Extra text for the train log line (default none)."""
+        return ""
+
+    def _validate_step(self, i: int, pbar: tqdm) -> bool:
+        """Validation at batch ``i``; returns whether to stop early (default: :meth:`_validate` here)."""
+        return self._validate(i, pbar)
+
+    def _after_training(self, last_batch: int) -> None:
+        """Called once after the loop (default nothing)."""
+
+    # ------------------------------------------------------------------ the loop
+    def _validate(self, i: int, pbar: tqdm) -> bool:
+        """Validate, keep the best, write checkpoints.
+
+        Args:
+            i: the batch index just trained.
+            pbar: the progress bar (its postfix shows loss and PER).
+
+        Returns:
+            Whether early stopping triggers.
+        """
+        a = self.args
+        t0 = time.time()
+        m = self._run_validation()
+        per, loss = m["avg_PER"], m["avg_loss"]
+        extra = "".join(f" {k[:-4]} PER: {v:.4f}" for k, v in m.items() if k.endswith("_PER") and k != "avg_PER")
+        self.logger.info(f"Val batch {i}: PER (avg): {per:.4f} CTC Loss (avg): {loss:.4f}{extra} "
+                         f"time: {time.time() - t0:.3f}")
+        if a.get("log_individual_day_val_PER", False):
+            for d, v in m["day_PERs"].items():
+                if v["total_seq_length"]:
+                    self.logger.info(f"{a.dataset.sessions[d]} val PER: "
+                                     f"{v['total_edit_distance'] / v['total_seq_length']:.4f}")
+        self.val_PERs.append(per)
+        self.val_losses.append(loss)
+        self.val_metrics_history.append({k: v for k, v in m.items() if k not in HEAVY_VAL_KEYS})
+        pbar.set_postfix(loss=f"{self.train_losses[-1]:.2f}", PER=f"{per:.4f}")
+        if per < self.best_val_PER or (per == self.best_val_PER and loss < self.best_val_loss):
+            self.logger.info(f"New best val PER {self.best_val_PER:.4f} --> {per:.4f}")
+            self.best_val_PER, self.best_val_loss = per, loss
+            if self.is_main and a.get("save_best_checkpoint", True):
+                self._save_val_checkpoint(Path(self.checkpoint_dir) / "best_checkpoint", per, loss)
+            if self.is_main and a.get("save_val_metrics", True):
+                atomic_write_pickle(Path(self.checkpoint_dir) / "val_metrics.pkl", m)
+            self.val_steps_since_improvement = 0
+        else:
+            self.val_steps_since_improvement += 1
+        if self.is_main and a.get("save_all_val_steps", False):  # Fix: the original passed 2 of 3 arguments
+            self._save_val_checkpoint(Path(self.checkpoint_dir) / f"checkpoint_batch_{i}", per, loss)
+        if self.is_main:
+            self._save_last(i + 1)
+        # The original's fallback when the key is missing is True.
+        return bool(a.get("early_stopping", True)) and \
+            self.val_steps_since_improvement >= a.get("early_stopping_val_steps", 20)
+
+    def train(self, stop_at_batch: int | None = None) -> dict:
+        """Run batches ``start_step .. num_training_batches - 1``.
+
+        Args:
+            stop_at_batch: stop after this batch (writing ``last_checkpoint``), as an interrupted run would.
+
+        Returns:
+            ``{"train_losses", "val_losses", "val_PERs", "val_metrics"}`` (lists; ``val_metrics`` without
+            :data:`HEAVY_VAL_KEYS`).
+        """
+        a = self.args
+        self.val_metrics_history: list[dict] = []
+        train_start = time.time()
+        log_every, val_every = int(a.batches_per_train_log), int(a.batches_per_val_step)
+        save_every = int(a.get("batches_per_save", 0) or 0)
+        pbar = tqdm(total=self.n_batches, initial=self.start_step, disable=not self.is_main, desc="train",
+                    dynamic_ncols=True, file=sys.stderr)
+        i = self.start_step - 1
+        batches: Iterator = self._batches() if self.start_step < self.n_batches else iter(())
+        for i, batch in zip(range(self.start_step, self.n_batches), batches):
+            t0 = time.time()
+            loss, grad_norm = self._train_one(batch, i)
+            self.train_losses.append(loss)
+            pbar.update(1)
+            if i % log_every == 0:
+                self.logger.info(f"Train batch {i}: loss: {loss:.2f} grad norm: {grad_norm:.2f}{self._log_suffix()} "
+                                 f"time: {time.time() - t0:.3f}")
+                pbar.set_postfix(loss=f"{loss:.2f}", PER=f"{self.val_PERs[-1]:.4f}" if self.val_PERs else "-")
+            if i % val_every == 0 or i == self.n_batches - 1:
+                if self._validate_step(i, pbar):
+                    self.logger.info(f"Overall validation PER has not improved in {a.early_stopping_val_steps} "
+                                     f"validation steps. Stopping training early at batch: {i}")
+                    break
+            elif self.is_main and save_every > 0 and (i + 1) % save_every == 0:
+                self._save_last(i + 1)
+            if stop_at_batch is not None and i >= stop_at_batch:
+                if self.is_main:
+                    self._save_last(i + 1)
+                break
+        pbar.close()
+        self.logger.info(f"Best avg val PER achieved: {self.best_val_PER:.5f}")
+        self.logger.info(f"Total training time: {(time.time() - train_start) / 60:.2f} minutes")
+        self._after_training(i)
+        return {"train_losses": self.train_losses, "val_losses": self.val_losses, "val_PERs": self.val_PERs,
+                "val_metrics": self.val_metrics_history}
