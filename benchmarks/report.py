@@ -55,7 +55,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="config overrides for the training benchmark (e.g. dataset.days_per_batch=2 for tiny data)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: small config only, few steps and frames, 3 LM sentences, no causal LM")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # every flag checked before anything runs (the benchmarks take minutes; a typo must not cost them)
+    if args.lm_sentences < 1:
+        p.error(f"--lm_sentences: expected a number >= 1, got {args.lm_sentences}")
+    bad = [o for o in args.train_overrides if "=" not in o or not o.split("=", 1)[0]]
+    if bad:
+        p.error(f"--train_overrides: expected key=value, got {' '.join(bad)}")
+    if args.demo_dir is not None and "demo" not in args.skip and not (args.demo_dir / "timings.json").is_file():
+        p.error(f"--demo_dir {args.demo_dir}: no timings.json there (expected a finished ./run_demo.sh folder, "
+                "e.g. runs/demo)")
+    return args
 
 
 def json_step(name: str, cmd: list[str], parts: Path) -> Step:

@@ -85,3 +85,16 @@ def test_missing_data_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert f"{tmp_path / 'nowhere'}: no hdf5_data_final/ folder" in result.stderr
     assert not (tmp_path / "r" / "report.json").exists()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--demo_dir", "no/such/run"], "--demo_dir no/such/run: no timings.json there"),
+    (["--lm_sentences", "0"], "--lm_sentences: expected a number >= 1, got 0"),
+    (["--train_overrides", "lr_max"], "--train_overrides: expected key=value, got lr_max"),
+])
+def test_bad_flags_fail_before_any_benchmark_runs(tmp_path, flags, expected):
+    """These were found only after minutes of benchmarks (or, for --demo_dir, never: an empty report, exit 0)."""
+    proc = run_report("--out", str(tmp_path / "out"), *flags)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(expected)
+    assert not (tmp_path / "out").exists()  # nothing generated, nothing measured
