@@ -60,6 +60,7 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         self.check_config()  # before anything is written: a config error leaves no output_dir behind
         self.dist = init_distributed()
         self.is_main = self.dist.is_main
+        self.device = self.select_device()  # before output_dir: a bad gpu_number/device leaves nothing behind
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = Path(args.checkpoint_dir)
         self.resume_path = self._prepare_output_dirs()
@@ -67,7 +68,6 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         # Set here, not at import: importing the trainer must not change torch's global state.
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.deterministic = True
-        self.device = self.select_device()
         self.use_amp = bool(args.get("use_amp", True)) and self.device.type == "cuda"  # CPU: plain fp32
         self.transform_args = OmegaConf.to_container(args.dataset.data_transforms, resolve=True)
         self.patch_size, self.patch_stride = int(args.model.patch_size), int(args.model.patch_stride)

@@ -21,7 +21,7 @@ def select_device(gpu_number: int | str | None = 0, device: str | None = None, l
     """Return the ``torch.device`` to run on.
 
     Args:
-        gpu_number: CUDA index; ``-1`` (or any negative) = CPU. Non-integers fall back to 0 with a warning.
+        gpu_number: CUDA index; ``-1`` (or any negative) = CPU.
         device: explicit choice: ``None``/``"auto"`` (use ``gpu_number``), ``"cpu"``, ``"cuda"``,
             ``"cuda:N"``. ``"xla"`` is not handled here: XLA entry points ask ``torch_xla`` themselves.
         local_rank: under DDP, the process's local rank, which picks the GPU instead of ``gpu_number``.
@@ -30,7 +30,8 @@ def select_device(gpu_number: int | str | None = 0, device: str | None = None, l
         ``torch.device``.
 
     Raises:
-        ConfigError (a ValueError): ``device`` is not one of the forms above.
+        ConfigError (a ValueError): ``device`` is not one of the forms above, or ``gpu_number`` is not an
+            integer.
     """
     import torch  # lazy: importing this module must not cost a torch import
 
@@ -48,9 +49,10 @@ def select_device(gpu_number: int | str | None = 0, device: str | None = None, l
         raise ConfigError(f"device {device!r}: expected cpu, cuda, cuda:N or auto")
     try:
         idx = int(gpu_number if gpu_number is not None else 0)
-    except (TypeError, ValueError):
-        log.warning("gpu_number %r is not an integer; using GPU 0", gpu_number)
-        idx = 0
+        if isinstance(gpu_number, float) and not gpu_number.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):  # a typo must not silently pick a device
+        raise ConfigError(f"gpu_number {gpu_number!r}: expected an integer (a CUDA index, or -1 for the CPU)") from None
     if choice == "auto" and idx < 0:
         return torch.device("cpu")
     if not torch.cuda.is_available():

@@ -67,6 +67,9 @@ def test_the_decorator_reports_only_the_named_types(capsys):
      "model.architecture: expected one of ['gru', 'triple_gru'], got 'foo'"),
     ("model_training_nnn/train_model.py", {"model.architecture": "gru"},
      "model.architecture: the nnn trainer needs 'triple_gru'"),
+    ("model_training/train_model.py", {"gpu_number": "abc", "device": "auto"},
+     "gpu_number 'abc': expected an integer (a CUDA index, or -1 for the CPU)"),
+    ("model_training/train_model.py", {"device": "gpu"}, "device 'gpu': expected cpu, cuda, cuda:N or auto"),
 ])
 def test_a_model_config_error_leaves_no_output_dir(tiny_data, tmp_path, script, extra, expected):
     """Reported: such errors were found after output_dir was made, so the corrected rerun was refused."""
