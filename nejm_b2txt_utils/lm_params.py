@@ -164,6 +164,14 @@ PARAMS: tuple[Param, ...] = (
           "causal-LM scoring: tree = the n-best's shared token prefixes computed once (one pass, same scores); "
           "batch = the original's padded batch", choices=("tree", "batch")),
     Param("llm_threads", int, 0, "torch CPU threads for the causal LM (0: torch's default)", low=0, high=1024),
+    Param("llm_prune", int, 0,
+          "1: with llm_scoring tree, candidates that provably cannot win are not scored to the end (same best "
+          "sentence; a dropped candidate reports the upper bound of its LLM score that dropped it as llm, and "
+          "the total from it, below the best; costs a second forward pass, which on the 1-gram's 100-best "
+          "outweighs what it drops); 0: every candidate scored (the original)", low=0, high=1),
+    Param("llm_dtype", str, "auto",
+          "causal-LM weights: auto = float16 on CUDA, bfloat16 on a CPU with AMX or AVX512-BF16, else float32 "
+          "(the log-softmax is float32 in all cases)", choices=("auto", "float32", "bfloat16", "float16")),
     Param("exact_ngram", int, 1,
           "1: finalize replaces each sentence's n-gram score by the ARPA's exact one (G.fst with failure "
           "semantics); 0: the search's best path through the backoff epsilons (the original; it can beat the "

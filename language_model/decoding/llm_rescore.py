@@ -9,12 +9,19 @@ is not cached fails at once with a one-line :class:`LLMUnavailableError`.
 log-probabilities after a BOS token (no EOS term) minus ``n_tokens * length_penalty``, where
 ``n_tokens`` counts the BOS as the original's attention-mask sum does. By default the sentences go through
 the model as one prefix tree (:mod:`language_model.decoding.prefix_tree`: shared prefixes computed once,
-leaves not fed); ``method="batch"`` keeps the original's right-padded batch (same scores). On failure (e.g. out of memory) it retries in 5 sub-batches, then gives zeros, as the original.
+leaves not fed); ``method="batch"`` keeps the original's right-padded batch (same scores). On failure (e.g.
+out of memory) it retries in 5 sub-batches, then gives zeros, as the original. The weights are loaded in
+``--llm_dtype`` (:func:`resolve_dtype`: ``auto`` = float16 on CUDA, bfloat16 on a CPU with AMX or
+AVX512-BF16, else float32); the log-softmax is always float32.
 
 ``rescore_nbest`` is ``gpt2_lm_decode``: context prefix and the handwriting-era punctuation clean-up,
 then ``total = acoustic_scale*ac + (1-alpha)*ngram + alpha*llm``. Fixed: the original dropped empty
 hypotheses from the score arrays but not from the rows, so one empty candidate shifted every later
-LLM/total score onto the wrong sentence; here empty hypotheses are left out of the rows too.
+LLM/total score onto the wrong sentence; here empty hypotheses are left out of the rows too. With
+``prune`` (``--llm_prune 1``, tree scoring) candidates that provably cannot win are not scored to the end
+(:func:`~language_model.decoding.prefix_tree.pruned_tree_scores`); the best sentence is the same, and a
+dropped candidate's ``llm`` is the upper bound that dropped it, its ``total`` that bound's total (below the
+best's).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from language_model.decoding.prefix_tree import build_prefix_tree, tree_token_logprobs
+from language_model.decoding.prefix_tree import build_prefix_tree, pruned_tree_scores, tree_token_logprobs
 from nejm_b2txt_utils.hypothesis import Hypothesis
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,52 @@ DEFAULT_OPT_MODEL = "facebook/opt-6.7b"
 SCORING_METHODS = ("tree", "batch")
 #: ``--opt_model`` keyword for the embedded SmolLM2-135M.
 EMBEDDED_MODEL = "smollm2"
+#: ``--llm_dtype`` values.
+LLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: Candidates scored in full in the first pruning round (the best by their non-LLM part).
+PRUNE_FIRST_ROUND = 8
+
+
+def cpu_has_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16, which oneDNN uses).
+
+    Args:
+        cpuinfo: the Linux CPU description to read (its ``flags``).
+
+    Returns:
+        True when ``amx_bf16`` or ``avx512_bf16`` is among the flags; False elsewhere (e.g. not Linux).
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_dtype(name: str, device: str):
+    """``--llm_dtype`` -> a torch dtype.
+
+    Args:
+        name: one of :data:`LLM_DTYPES`.
+        device: ``cpu`` or ``cuda:N``.
+
+    Returns:
+        ``auto``: float16 on CUDA, bfloat16 on a CPU with :func:`cpu_has_fast_bf16`, else float32;
+        otherwise the named dtype.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    import torch
+
+    if name not in LLM_DTYPES:
+        raise ValueError(f"llm_dtype={name!r}: expected one of {', '.join(LLM_DTYPES)}")
+    if name == "auto":
+        if device.startswith("cuda"):
+            return torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    return getattr(torch, name)
 
 
 class LLMUnavailableError(RuntimeError):
@@ -81,7 +134,13 @@ def resolve_model_path(name: str, cache_dir: str | None = None) -> str:
 
 
 class CausalLMScorer:
-    """Sentence log-probabilities from a Hugging Face causal LM (fp16 on CUDA, fp32 on CPU)."""
+    """Sentence log-probabilities from a Hugging Face causal LM.
+
+    Attributes:
+        last_stats: what the last :meth:`score` / :meth:`score_pruned` did: ``candidates``, ``nodes`` (of the
+            prefix tree), ``nodes_evaluated``, ``scored`` (candidates scored to the end), ``forwards``.
+        last_exact: ``[N]`` bool, which of the last call's scores are exact (not a pruning bound).
+    """
 
     def __init__(self, model, tokenizer, device: str = "cpu", max_batch: int = 0, method: str = "tree"):
         """Wrap a loaded model and tokenizer (right padding; a BOS is prepended where the tokenizer adds none).
@@ -108,13 +167,15 @@ class CausalLMScorer:
         # OPT's tokenizer prepends its BOS itself; for one that does not (SmolLM2, GPT-2) we add it, so the
         # first word is always conditioned on a sentence start as in the original.
         self.prepend_bos = None if (bos is None or (probe and probe[0] == bos)) else int(bos)
+        self.last_stats: dict[str, int] = {}
+        self.last_exact = np.zeros(0, dtype=bool)
 
     @classmethod
     def load(
         cls, name: str, device: str = "cpu", cache_dir: str | None = None, max_batch: int = 0,
-        method: str = "tree",
+        method: str = "tree", dtype: str = "auto",
     ) -> CausalLMScorer:
-        """Load ``--opt_model`` offline (fp16 on CUDA, fp32 on CPU).
+        """Load ``--opt_model`` offline in ``dtype`` (:func:`resolve_dtype`).
 
         Args:
             name: as :func:`resolve_model_path`.
@@ -122,20 +183,21 @@ class CausalLMScorer:
             cache_dir: the Hugging Face cache.
             max_batch: sentences per forward pass (0: all at once).
             method: ``tree`` (shared prefixes computed once) or ``batch`` (the original's padded batch).
+            dtype: one of :data:`LLM_DTYPES`.
 
         Returns:
             The scorer.
 
         Raises:
             LLMUnavailableError: the model is not available offline.
+            ValueError: an unknown ``dtype``.
         """
+        torch_dtype = resolve_dtype(dtype, device)
         path = resolve_model_path(name, cache_dir)
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
         tok = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
-        model = AutoModelForCausalLM.from_pretrained(path, cache_dir=cache_dir, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, cache_dir=cache_dir, dtype=torch_dtype)
         return cls(model.to(device), tok, device, max_batch, method)
 
     def _rows(self, texts: list[str]) -> list[list[int]]:
@@ -161,7 +223,9 @@ class CausalLMScorer:
     def _score_batch(self, texts: list[str], length_penalty: float) -> list[float]:
         if self.method == "tree":
             rows = self._rows(texts)
-            sums = tree_token_logprobs(self.model, build_prefix_tree(rows), self.device)
+            tree = build_prefix_tree(rows)
+            sums = tree_token_logprobs(self.model, tree, self.device)
+            self._add_stats(len(rows), len(tree.tokens), len(tree.tokens), len(rows), 1)
             return [s - len(r) * length_penalty for s, r in zip(sums, rows)]
         import torch
 
@@ -174,9 +238,16 @@ class CausalLMScorer:
             )
             token_lp = (logp * mask[:, 1:]).sum(dim=1)
         n_tokens = mask.sum(dim=1)
+        self._add_stats(len(texts), ids.numel(), ids.numel(), len(texts), 1)  # padded positions fed
         return (token_lp - n_tokens * length_penalty).cpu().double().tolist()
 
+    def _add_stats(self, candidates: int, nodes: int, evaluated: int, scored: int, forwards: int) -> None:
+        for key, value in zip(("candidates", "nodes", "nodes_evaluated", "scored", "forwards"),
+                              (candidates, nodes, evaluated, scored, forwards)):
+            self.last_stats[key] = self.last_stats.get(key, 0) + value
+
     def _score_chunked(self, texts: list[str], length_penalty: float, size: int) -> list[float]:
+        self.last_stats = {}
         out: list[float] = []
         for i in range(0, len(texts), size):
             out.extend(self._score_batch(texts[i : i + size], length_penalty))
@@ -192,6 +263,7 @@ class CausalLMScorer:
         Returns:
             ``[N]`` float64 scores (nats); zeros if scoring fails twice (logged).
         """
+        self.last_exact = np.ones(len(texts), dtype=bool)
         if not texts:
             return np.zeros(0)
         size = self.max_batch if self.max_batch > 0 else len(texts)
@@ -204,6 +276,37 @@ class CausalLMScorer:
         except Exception as exc:
             log.error("causal-LM scoring failed again (%s); using zero LLM scores", exc)
             return np.zeros(len(texts))
+
+    def score_pruned(self, texts: list[str], base: np.ndarray, alpha: float,
+                     length_penalty: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`score` of only the candidates that can still have the best ``base + alpha * score``.
+
+        Args:
+            texts: ``N`` sentences (the whole n-best: ``llm_batch_size`` does not split it).
+            base: ``[N]`` the rest of each total (``acoustic_scale*ac + (1-alpha)*lm``).
+            alpha: the causal LM's weight, >= 0.
+            length_penalty: as :meth:`score`.
+
+        Returns:
+            ``(scores [N] float64, exact [N] bool)``: :meth:`score`'s numbers where ``exact``; elsewhere the
+            upper bound that dropped the candidate (``base + alpha*bound`` is below the best total). If
+            the pruned pass fails (e.g. out of memory): :meth:`score` of all, all exact.
+        """
+        if not texts:
+            return np.zeros(0), np.zeros(0, dtype=bool)
+        try:
+            rows = self._rows(texts)
+            tree = build_prefix_tree(rows)
+            offset = -length_penalty * np.array([len(r) for r in rows], dtype=np.float64)
+            scores, exact, fwd = pruned_tree_scores(self.model, tree, base, alpha, offset, PRUNE_FIRST_ROUND,
+                                                    self.device)
+        except Exception as exc:
+            log.error("pruned causal-LM scoring of %d texts failed (%s); scoring all of them", len(texts), exc)
+            return self.score(texts, length_penalty), np.ones(len(texts), dtype=bool)
+        self.last_stats = {}
+        self._add_stats(len(rows), len(tree.tokens), int(fwd.evaluated.sum()), int(exact.sum()), fwd.n_forwards)
+        self.last_exact = exact
+        return scores, exact
 
 
 def clean_hypothesis(text: str) -> str:
@@ -226,6 +329,7 @@ def rescore_nbest(
     alpha: float,
     length_penalty: float = 0.0,
     context: str = "",
+    prune: bool = False,
 ) -> tuple[str, list[Hypothesis]]:
     """LLM-rescore an (augmented) n-best.
 
@@ -236,6 +340,12 @@ def rescore_nbest(
         alpha: causal-LM weight; the n-gram gets ``1 - alpha``.
         length_penalty: nats per token for the causal LM.
         context: text prefixed to every sentence for the causal LM only (not in the output).
+        prune: with tree scoring, drop the candidates that cannot win (:meth:`CausalLMScorer.score_pruned`):
+            same best sentence, same numbers for the candidates scored to the end; a dropped candidate's
+            ``llm`` is the upper bound of its LLM score that dropped it (the log-probabilities of its tokens
+            known when it was dropped, the rest taken as 0, minus its length penalty) and its ``total`` the
+            same formula with that bound, so it stays below the best. ``alpha == 0``: the LLM cannot change
+            the ranking, so only the first round's candidates are scored to the end.
 
     Returns:
         ``(best sentence after the clean-up, hypotheses)`` with ``llm`` set and
@@ -251,7 +361,11 @@ def rescore_nbest(
         clean_hypothesis(f"{context} {h.sentence.strip()}" if use_context else h.sentence.strip())
         for h in kept
     ]
-    llm = scorer.score(texts, length_penalty)
+    if prune and scorer.method == "tree":
+        base = np.array([acoustic_scale * h.ac + (1 - alpha) * h.lm for h in kept])
+        llm, _ = scorer.score_pruned(texts, base, alpha, length_penalty)
+    else:
+        llm = scorer.score(texts, length_penalty)
     rows = []
     for h, s in zip(kept, llm):
         total = acoustic_scale * h.ac + (1 - alpha) * h.lm + alpha * float(s)

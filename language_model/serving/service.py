@@ -74,7 +74,7 @@ class LMService:
 
                 torch.set_num_threads(self.startup.llm_threads)
             self.scorer = CausalLMScorer.load(self.opt_model, device, self.opt_cache_dir, self.startup.llm_batch_size,
-                                              self.startup.llm_scoring)
+                                              self.startup.llm_scoring, self.startup.llm_dtype)
             log.info("causal LM %s loaded on %s in %.1f s", self.opt_model, device, time.perf_counter() - t0)
 
     def new_decoder(self, params: LMParams) -> CtcWfstDecoder:

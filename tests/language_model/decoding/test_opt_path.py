@@ -37,7 +37,7 @@ def test_opt_model_folder_scores_equal_the_masked_batch(tmp_path, scoring):
     lm = build_toy_lm(tmp_path / "toy")
     args = build_parser().parse_args(["--lm_path", str(lm), "--opt_model", str(folder), "--do_opt", "--gpu_number",
                                       "-1", "--acoustic_scale", "0.325", "--blank_penalty", "90", "--alpha", "0.5",
-                                      "--llm_scoring", scoring])
+                                      "--llm_scoring", scoring, "--llm_dtype", "float32"])  # fp32: exact equality
     params = LMParams.from_namespace(args)
     service = LMService(args.lm_path, args.opt_model, args.opt_cache_dir, params)
     service.ensure_components(params)
