@@ -150,7 +150,9 @@ class BrainToTextDataset(Dataset):
 
     def __init__(self, trial_indicies: dict, n_batches: int, split: str = "train", batch_size: int = 64,
                  days_per_batch: int = 1, random_seed: int = -1, must_include_days: list | None = None,
-                 feature_subset: list | None = None):
+                 feature_subset: list | None = None, patching: tuple[int, int] | None = (14, 4)):
+        """``patching``: the model's ``(patch_size, patch_stride)``, for the files' labels-vs-frames check."""
+        self.patching = patching
         if random_seed != -1:
             np.random.seed(random_seed)
             torch.manual_seed(random_seed)
@@ -236,7 +238,7 @@ class BrainToTextDataset(Dataset):
         if os.getpid() != self._pid:  # forked into a DataLoader worker: never share h5py handles
             self._files, self._pid = {}, os.getpid()
         if path not in self._files:
-            self._files[path] = T15File(path)
+            self._files[path] = T15File(path, patching=self.patching)
         return self._files[path]
 
     def __getstate__(self) -> dict:

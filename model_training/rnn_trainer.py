@@ -252,9 +252,11 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         feature_subset = ds.get("feature_subset")
         self.train_dataset = BrainToTextDataset(
             train_trials, self.n_batches, "train", ds.batch_size, ds.days_per_batch, ds.seed,
-            must_include_days=None, feature_subset=feature_subset).shard(self.dist.rank, self.dist.world_size)
+            must_include_days=None, feature_subset=feature_subset,
+            patching=(self.patch_size, self.patch_stride)).shard(self.dist.rank, self.dist.world_size)
         self.val_dataset = BrainToTextDataset(val_trials, None, "test", ds.batch_size, None, ds.seed,
-                                              feature_subset=feature_subset)
+                                              feature_subset=feature_subset,
+                                              patching=(self.patch_size, self.patch_stride))
         self.val_loader = DataLoader(self.val_dataset, batch_size=None, shuffle=False, num_workers=0,
                                      generator=torch.Generator())
         self.logger.info("Successfully initialized datasets")

@@ -217,13 +217,16 @@ def decode_transcription(codes: np.ndarray) -> str:
 class T15File:
     """Lazy reader: opens the file once, reads one trial at a time. Use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike, n_features: int = N_FEATURES, validate: bool = True):
+    def __init__(self, path: str | os.PathLike, n_features: int = N_FEATURES, validate: bool = True,
+                 patching: tuple[int, int] | None = (14, 4)):
         """Open the file and list its trials.
 
         Args:
             path: a ``data_<split>.hdf5`` file.
             n_features: expected feature channels (512).
             validate: check every trial read (shape, finite values, labels vs frames).
+            patching: ``(patch_size, patch_stride)`` of the model the trials are for (the labels-vs-frames check
+                depends on it; default the baseline's 14/4); ``None`` skips that check.
 
         Raises:
             FileNotFoundError: no such file.
@@ -238,6 +241,7 @@ class T15File:
             raise T15FormatError(f"{self.path}: not a readable HDF5 file ({exc})") from exc
         self.n_features = n_features
         self.validate = validate
+        self.patching = patching
         bad = [k for k in self._h5.keys() if not _TRIAL_KEY.match(k)]
         if bad:
             raise T15FormatError(f"{self.path}: unexpected top-level key {bad[0]!r}: expected trial_NNNN groups")
@@ -363,12 +367,11 @@ class T15File:
             self.check_trial(trial)
         return trial
 
-    def check_trial(self, trial: Trial, patch_size: int = 14, patch_stride: int = 4) -> None:
+    def check_trial(self, trial: Trial) -> None:
         """Raise :class:`T15FormatError` naming the first problem with ``trial``.
 
         Args:
-            trial: a trial read from this file.
-            patch_size, patch_stride: the model's patching (for the labels-vs-frames check).
+            trial: a trial read from this file (labels vs frames checked at this file's ``patching``).
 
         Raises:
             T15FormatError: wrong feature shape, non-finite values, inconsistent ``n_time_steps`` or labels.
@@ -386,7 +389,7 @@ class T15File:
             ids = trial.seq_class_ids
             if ids.size and (ids.min() < 1 or ids.max() > 40):
                 raise self._err(key, "seq_class_ids", f"ids must be 1..40 (model order), got {ids.min()}..{ids.max()}")
-            frames = n_output_frames(x.shape[0], patch_size, patch_stride)
+            frames = n_output_frames(x.shape[0], *self.patching) if self.patching else len(ids)
             if len(ids) > frames:
                 raise self._err(key, "seq_len", f"{len(ids)} labels but the trial has only {frames} output "
                                 f"frames ({x.shape[0]} bins): CTC cannot align it")

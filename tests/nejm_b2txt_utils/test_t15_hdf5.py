@@ -126,3 +126,21 @@ def test_description_csv_round_trip_and_lookup(tmp_path):
     path.write_text("Date,Block number\n2023-08-13,2\n")
     with pytest.raises(ValueError, match="missing column"):
         read_description_csv(path)
+
+
+def test_the_labels_vs_frames_check_uses_the_models_patching(tmp_path):
+    """Reported: the check always assumed 14/4 patching, so a trial a patch-1 model can align (the nnn small
+    config: patch 1, stride 4) was refused as a format error."""
+    path = tmp_path / "data_train.hdf5"
+    t = _trial(0, t=30)  # 30 bins: 5 output frames at 14/4, 8 at 1/4
+    t.seq_class_ids = np.array([1, 2, 3, 4, 5, 6, 7, 8])
+    write_trials(path, [t])
+    assert (n_output_frames(30, 14, 4), n_output_frames(30, 1, 4)) == (5, 8)
+    with pytest.raises(T15FormatError, match="8 labels but the trial has only 5 output frames"):
+        T15File(path).read_trial(0)
+    assert list(T15File(path, patching=(1, 4)).read_trial(0).seq_class_ids) == list(range(1, 9))
+    assert T15File(path, patching=None).read_trial(0).seq_len == 8  # evaluation decodes it whatever the labels
+    t.seq_class_ids = np.arange(1, 10)
+    write_trials(path, [t])
+    with pytest.raises(T15FormatError, match="9 labels but the trial has only 8 output frames"):
+        T15File(path, patching=(1, 4)).read_trial(0)
