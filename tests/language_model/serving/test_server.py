@@ -50,7 +50,7 @@ def start_server(lm_dir, redis_srv, tmp_path):
             r = redis_srv.client()
             legacy_off = "--legacy" in extra and extra[extra.index("--legacy") + 1] == "off"
             wait_until(lambda: r.exists(rmc.MC_REQUEST_STREAM) if legacy_off else r.xlen(rp.ARGS_STREAM) > 0,
-                       30, "server start")
+                       90, "server start")  # generous: a loaded CI machine
         return srv
 
     yield start
@@ -213,7 +213,7 @@ def test_redis_restart_and_password(lm_dir, tmp_path):
         srv = ServerProcess(lm_dir, port, env={"REDIS_PASSWORD": "s3cret"}, log_path=tmp_path / "s.log").start()
         try:
             r = redis_srv.client()
-            wait_until(lambda: r.xlen(rp.ARGS_STREAM) > 0, 30, "server start")
+            wait_until(lambda: r.xlen(rp.ARGS_STREAM) > 0, 90, "server start")
             client = OriginalClient(r)
             assert client.decode_trial(synthetic_logits("help me now"))[1][b"lm_response_final"] == b"help me now"
             redis_srv.stop()
