@@ -13,10 +13,13 @@ finalize with causal-LM rescoring (``--llm``, default the embedded SmolLM2-135M 
 the original's padded batch, ``ngram_llm``: the prefix-tree pass, same run), and the
 n-best sizes before/after augmentation; plus a Redis round trip through the real server for the 1-gram.
 
-``llm_rescoring_1gram``: the causal-LM rescoring alone on the 1-gram's (augmented) n-bests, the original's
-padded batch and the prefix tree interleaved per sentence, with the largest score difference between them.
+``llm_rescoring_1gram``: the causal-LM rescoring alone on the 1-gram's (augmented) n-bests, ``--llm_variants``
+(default: the original's padded batch, the float32 prefix tree without pruning, and the server's defaults now:
+pruned tree in ``llm_dtype auto``) interleaved per sentence, in seconds per sentence (p50/p95), with the
+candidates and tree nodes fed, the load average, and the score/winner differences to the first variant.
 
     python benchmarks/lm_decode_latency.py [--work DIR] [--corpus FILE] [--n_sentences 30] [--llm none] [--llm_only]
+        [--llm_variants batch,tree,default] [--torch_threads 2]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from language_model.graph.toy_lm import synthetic_logits  # noqa: E402
 from language_model.serving.service import LMService  # noqa: E402
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
 from nejm_b2txt_utils.lm_params import LMParams  # noqa: E402
+from nejm_b2txt_utils.metrics import word_error_rate  # noqa: E402
 
 log = logging.getLogger("lm_decode_latency")
 PARAMS = dict(acoustic_scale=0.325, blank_penalty=90.0, alpha=0.55, nbest=100)  # the README's invocation
@@ -146,39 +150,90 @@ def bench_lm(name: str, lm_dir: Path, sentences: list[str], args, rescore: bool)
     return out
 
 
+#: ``--llm_variants``: name -> (scoring method, prune, dtype). ``batch``: the original's padded batch;
+#: ``tree``: the prefix tree, every candidate, float32 (the default before ``llm_prune`` and ``llm_dtype``);
+#: ``default``: the table's defaults (``llm_scoring``, ``llm_prune``, ``llm_dtype``); the others split the
+#: gain between pruning and dtype.
+LLM_VARIANTS = {"batch": ("batch", False, "float32"), "tree": ("tree", False, "float32"),
+                "default": (LMParams().llm_scoring, bool(LMParams().llm_prune), LMParams().llm_dtype),
+                "tree_auto_dtype": ("tree", False, "auto"), "pruned_float32": ("tree", True, "float32"),
+                "pruned_auto_dtype": ("tree", True, "auto")}
+
+
 def bench_llm_scoring(lm_dir: Path, sentences: list[str], args) -> dict:
-    """Causal-LM rescoring alone on the 1-gram's augmented n-bests: the original's padded batch vs the prefix
-    tree, interleaved per sentence (same load for both), plus how far their scores and winners differ."""
-    from language_model.decoding.llm_rescore import rescore_nbest
+    """Causal-LM rescoring alone on the 1-gram's augmented n-bests, ``--llm_variants`` side by side in one run
+    (interleaved per sentence, rotating the order, so they see the same load): p50/p95 seconds per sentence
+    (wall clock; ``cpu_p50_s``: the process's CPU seconds, all threads, which other load inflates less), the
+    candidates and prefix-tree nodes fed, the load average, and how far the scores and winners of each
+    variant are from the first one's (candidates that a pruned variant dropped are not compared)."""
+    from language_model.decoding.llm_rescore import CausalLMScorer, rescore_nbest, resolve_dtype
 
     lexicon = read_lexicon(lm_dir / "lexicon.txt")
-    params = LMParams(**PARAMS, gpu_number=-1, do_opt=1)
+    params = LMParams(**PARAMS, gpu_number=-1)
     svc = LMService(str(lm_dir), args.llm, params=params)
-    svc.ensure_components(params)
-    scorer = svc.scorer
-    times: dict[str, list[float]] = {"batch": [], "tree": []}
-    diffs, same, sizes = [], [], []
+    names = [v for v in args.llm_variants.split(",") if v]
+    unknown = [v for v in names if v not in LLM_VARIANTS]
+    if unknown or not names:
+        raise ValueError(f"--llm_variants {args.llm_variants!r}: expected a comma list of {', '.join(LLM_VARIANTS)}")
+    scorers: dict[str, CausalLMScorer] = {}
+    for _, _, dtype in (LLM_VARIANTS[v] for v in names):
+        if dtype not in scorers:
+            scorers[dtype] = CausalLMScorer.load(args.llm, "cpu", dtype=dtype)
+    times: dict[str, list[float]] = {v: [] for v in names}
+    cpu_times: dict[str, list[float]] = {v: [] for v in names}  # process CPU time: less sensitive to other load
+    bests: dict[str, list[str]] = {v: [] for v in names}
+    stats: dict[str, list[dict]] = {v: [] for v in names}
+    diffs: dict[str, list[float]] = {v: [] for v in names[1:]}
+    same: dict[str, list[bool]] = {v: [] for v in names[1:]}
+    sizes, loads = [], []
     for i, s in enumerate(sentences):
         dec = svc.new_decoder(params)
         dec.accept_logits(synthetic_logits(s, seed=i, peak=args.peak, lexicon=lexicon))
-        nbest = svc.finalize(dec, LMParams(**PARAMS, gpu_number=-1)).candidates
+        nbest = svc.finalize(dec, params).candidates
         sizes.append(len(nbest))
-        best = {}
-        for method in ("batch", "tree") if i % 2 == 0 else ("tree", "batch"):
+        best, llm, exact = {}, {}, {}
+        for v in names[i % len(names):] + names[: i % len(names)]:
+            method, prune, dtype = LLM_VARIANTS[v]
+            scorer = scorers[dtype]
             scorer.method = method
-            t = time.perf_counter()
-            best[method], rows = rescore_nbest(scorer, nbest, params.acoustic_scale, params.alpha)
-            times[method].append(time.perf_counter() - t)
-            best[method + "_llm"] = np.array([r.llm for r in rows])
-        diffs.append(float(np.max(np.abs(best["batch_llm"] - best["tree_llm"]))) if len(nbest) else 0.0)
-        same.append(best["batch"] == best["tree"])
-        log.info("sentence %d: %d candidates, batch %.0f ms, tree %.0f ms, same best %s", i, len(nbest),
-                 1000 * times["batch"][-1], 1000 * times["tree"][-1], same[-1])
-    out = {m: pct(v) for m, v in times.items()}
-    out["speedup_p50"] = round(out["batch"]["p50_ms"] / max(out["tree"]["p50_ms"], 1e-9), 2)
-    out["max_abs_score_diff_nats"] = round(max(diffs), 5)
-    out["same_best_sentence"] = round(float(np.mean(same)), 3)
+            t, c = time.perf_counter(), time.process_time()
+            best[v], rows = rescore_nbest(scorer, nbest, params.acoustic_scale, params.alpha, prune=prune)
+            times[v].append(time.perf_counter() - t)
+            cpu_times[v].append(time.process_time() - c)
+            bests[v].append(best[v])
+            stats[v].append(dict(scorer.last_stats))
+            llm[v] = np.array([r.llm for r in rows])
+            exact[v] = scorer.last_exact
+        loads.append(os.getloadavg()[0])
+        for v in names[1:]:
+            if not len(nbest):
+                continue
+            compared = exact[v] & exact[names[0]]  # dropped candidates report a bound, not their score
+            diffs[v].append(float(np.max(np.abs(llm[v] - llm[names[0]])[compared])) if compared.any() else 0.0)
+            same[v].append(best[v] == best[names[0]])
+        log.info("sentence %d: %d candidates; %s", i, len(nbest),
+                 ", ".join(f"{v} {1000 * times[v][-1]:.0f} ms" for v in names))
+    out: dict = {"variants": {v: {"method": LLM_VARIANTS[v][0], "prune": LLM_VARIANTS[v][1],
+                                  "dtype": str(resolve_dtype(LLM_VARIANTS[v][2], "cpu")).replace("torch.", "")}
+                              for v in names}}
+    for v in names:
+        entry = pct(times[v])
+        entry |= {"p50_s": round(entry["p50_ms"] / 1000, 3), "p95_s": round(entry["p95_ms"] / 1000, 3),
+                  "cpu_p50_s": round(float(np.percentile(cpu_times[v], 50)), 3),
+                  "wer": round(word_error_rate(sentences, bests[v], n_resamples=200).rate, 4),
+                  "sentence_correct": round(float(np.mean([b == r for b, r in zip(bests[v], sentences)])), 3)}
+        for key in ("candidates", "nodes", "nodes_evaluated", "scored", "forwards"):
+            entry[f"mean_{key}"] = round(float(np.mean([st.get(key, 0) for st in stats[v]])), 1)
+        if v != names[0]:
+            entry["speedup_p50_vs_" + names[0]] = round(out[names[0]]["p50_ms"] / max(entry["p50_ms"], 1e-9), 2)
+            entry["max_abs_score_diff_nats_vs_" + names[0]] = round(max(diffs[v], default=0.0), 5)
+            entry["same_best_sentence_vs_" + names[0]] = round(float(np.mean(same[v])), 3) if same[v] else None
+        out[v] = entry
+    if "batch" in out and "tree" in out:  # the report's row: the original -> the prefix tree
+        out["speedup_p50"] = round(out["batch"]["p50_ms"] / max(out["tree"]["p50_ms"], 1e-9), 2)
+        out["same_best_sentence"] = out["tree"].get("same_best_sentence_vs_batch", 1.0)
     out["nbest_size"] = {"mean": round(float(np.mean(sizes)), 1), "max": int(max(sizes))}
+    out["load_average_1min"] = {"mean": round(float(np.mean(loads)), 2), "max": round(float(np.max(loads)), 2)}
     return out
 
 
@@ -223,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch CPU threads for the causal LM (0: torch's default; 1 is far faster on a busy machine)")
     p.add_argument("--skip_3gram", action="store_true")
     p.add_argument("--llm_only", action="store_true",
-                   help="only the causal-LM rescoring rows: padded batch vs prefix tree on the 1-gram's n-bests")
+                   help="only the causal-LM rescoring rows (--llm_variants) on the 1-gram's n-bests")
+    p.add_argument("--llm_variants", default="batch,tree,default",
+                   help=f"comma list of the causal-LM rescoring variants to time side by side: {', '.join(LLM_VARIANTS)}")
     args = p.parse_args(argv)
     check_flags(args, {"n_sentences": 1, "chunk_frames": 1, "torch_threads": 0})
     if args.torch_threads > 0:

@@ -175,6 +175,12 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
             rows.append(("LM decode", f"1gram: causal-LM rescoring alone ({llm['nbest_size']['mean']:.0f} candidates), "
                          "batch -> tree, p50", f"{llm['batch']['p50_ms']:.0f} -> {llm['tree']['p50_ms']:.0f} ms "
                          f"(x{llm['speedup_p50']}, same best {llm['same_best_sentence']:.0%})", "-"))
+            if "default" in llm:  # the server's defaults now (llm_prune, llm_dtype)
+                d, v = llm["default"], llm.get("variants", {}).get("default", {})
+                rows.append(("LM decode", f"1gram: causal-LM rescoring alone, defaults ({v.get('dtype', '?')}, prune "
+                             f"{int(bool(v.get('prune')))}), p50 / p95",
+                             f"{d['p50_ms']:.0f} / {d['p95_ms']:.0f} ms (x{d.get('speedup_p50_vs_batch', '?')} vs batch, "
+                             f"WER {d['wer']:.1%} vs {llm['batch']['wer']:.1%})", "-"))
         if "redis_round_trip_no_llm" in entry:
             rows.append(("LM decode", f"{name}: client decode_trial over Redis, p50 / p95",
                          _ms(entry["redis_round_trip_no_llm"].get("decode_trial")), "-"))

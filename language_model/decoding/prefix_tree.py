@@ -247,6 +247,12 @@ def pruned_tree_scores(model, tree: PrefixTree, base: np.ndarray, weight: float,
     cache) the rest of every sequence whose bound is still ``>= B``. A sequence with ``bound < B`` cannot be
     the best and is not scored further, so the best sequence is exactly the one full scoring picks.
 
+    How much it drops depends on how far the non-LLM parts spread compared with a sentence's LLM score: on the
+    1-gram's 100-best with SmolLM2 (alpha 0.55, ~130 candidates, ~350 nodes) the unknown tail of a sentence is
+    worth tens of nats, so even with the winner's exact total over 90 % of the candidates keep a bound above it;
+    measured: ~14 % of the candidates and ~5 % of the nodes dropped, for a second forward pass. It pays off
+    where the non-LLM part separates the candidates (a peaked n-best, a small ``weight``, ``weight == 0``).
+
     Args:
         model: as :class:`TreeForward`.
         tree: from :func:`build_prefix_tree`, ``N`` sequences.
