@@ -10,6 +10,10 @@ Groups (``model_training.optim.parameter_groups``' rules on Keras variable paths
 biases: lr_max, no weight decay), ``day_layer`` (``day_*``: lr_max_day, weight_decay_day), ``other``
 (GRU kernels, head kernel, ``h0``: lr_max, weight_decay). The learning rate of each group is set from the
 host every step with ``model_training.optim.cosine_lr_factor`` (the same function the PyTorch trainer uses).
+For the TripleGRUDecoder, ``adversarial.lr_scale_noise`` / ``lr_scale_noisy`` multiply the learning rates of
+the noise model's / noisy decoder's variables (as ``model_training_nnn.rnn_trainer.nnn_parameter_groups``): a
+group whose scale is not 1 gets its own optimizer, named ``<group>:<sub-model>`` (with every scale 1 the
+three groups, and their checkpoint names, are the baseline's).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import tensorflow as tf
 from model_training.optim import cosine_lr_factor
 
 GROUPS = ("bias", "day_layer", "other")
+#: TripleGRUDecoder sub-model (attribute name) -> the ``adversarial`` key scaling its learning rate.
+LR_SCALE_KEYS = {"noise_model": "lr_scale_noise", "noisy_speech_model": "lr_scale_noisy"}
 
 
 def group_of(path: str) -> str:
@@ -84,31 +90,42 @@ class TorchAdamW(keras.optimizers.Optimizer):
         self.assign(variable, p_new)
 
 
-def create_optimizers(variables: list, args: Mapping) -> dict[str, tuple[TorchAdamW, list[int]]]:
+def create_optimizers(variables: list, args: Mapping,
+                      sub_models: Mapping[str, list] | None = None) -> dict[str, tuple[TorchAdamW, list[int]]]:
     """One :class:`TorchAdamW` per non-empty group, with the indices of its variables in ``variables``.
 
     Args:
         variables: the trainable variables (Keras), in the order the gradients will come.
         args: the training config (``lr_max``, ``lr_max_day``, ``beta0``, ``beta1``, ``epsilon``,
-            ``weight_decay``, ``weight_decay_day``).
+            ``weight_decay``, ``weight_decay_day``; ``adversarial.lr_scale_noise`` / ``lr_scale_noisy``).
+        sub_models: the TripleGRUDecoder's ``{sub-model name: its trainable variables}`` (Keras variable paths
+            do not always name the sub-model, so ownership is by identity); ``None`` for the baseline.
 
     Returns:
-        ``{group: (optimizer, [indices])}``, built (slot variables exist).
+        ``{group: (optimizer, [indices])}``, built (slot variables exist); each optimizer's ``lr_scale`` is its
+        sub-model's multiplier (1 for the baseline's groups).
     """
-    members: dict[str, list[int]] = {g: [] for g in GROUPS}
+    owner = {id(v): sub for sub, owned in (sub_models or {}).items() for v in owned}
+    adv = args.get("adversarial") or {}
+    members: dict[str, list[int]] = {}
+    scales: dict[str, float] = {}
     for i, var in enumerate(variables):
-        members[group_of(var.path)].append(i)
+        group, sub = group_of(var.path), owner.get(id(var), "")
+        scale = float(adv.get(LR_SCALE_KEYS[sub], 1.0)) if sub in LR_SCALE_KEYS else 1.0
+        name = group if scale == 1.0 else f"{group}:{sub}"
+        members.setdefault(name, []).append(i)
+        scales[name] = scale
     out = {}
-    for group, idx in members.items():
-        if not idx:
-            continue
+    for name in sorted(members, key=lambda n: (GROUPS.index(n.split(":")[0]), n)):
+        idx, group = members[name], name.split(":")[0]
         day = group == "day_layer"
         wd = {"bias": 0.0, "day_layer": float(args["weight_decay_day"]), "other": float(args["weight_decay"])}[group]
-        opt = TorchAdamW(learning_rate=float(args["lr_max_day"] if day else args["lr_max"]),
+        opt = TorchAdamW(learning_rate=float(args["lr_max_day"] if day else args["lr_max"]) * scales[name],
                          beta_1=float(args["beta0"]), beta_2=float(args["beta1"]), epsilon=float(args["epsilon"]),
-                         decoupled_weight_decay=wd, skip_zero_grads=day, name=f"adamw_{group}")
+                         decoupled_weight_decay=wd, skip_zero_grads=day, name=f"adamw_{name.replace(':', '_')}")
+        opt.lr_scale = scales[name]
         opt.build([variables[i] for i in idx])
-        out[group] = (opt, idx)
+        out[name] = (opt, idx)
     return out
 
 
@@ -141,6 +158,6 @@ def lr_factor(args: Mapping, step: int, day: bool) -> float:
 def set_learning_rates(optimizers: Mapping, args: Mapping, step: int) -> None:
     """Assign each group's learning rate for optimizer step ``step`` (host side, no retracing)."""
     for group, (opt, _) in optimizers.items():
-        day = group == "day_layer"
-        base = float(args["lr_max_day"] if day else args["lr_max"])
+        day = group.split(":")[0] == "day_layer"
+        base = float(args["lr_max_day"] if day else args["lr_max"]) * getattr(opt, "lr_scale", 1.0)
         opt.learning_rate.assign(base * lr_factor(args, step, day))

@@ -41,7 +41,7 @@ from model_training_nnn_tpu.dataset_tf import (
 )
 from model_training_nnn_tpu.losses import adjusted_lens, ctc_per_trial
 from model_training_nnn_tpu.models import build_model_tf, model_kind
-from model_training_nnn_tpu.optim_tf import create_optimizers, set_learning_rates
+from model_training_nnn_tpu.optim_tf import LR_SCALE_KEYS, create_optimizers, set_learning_rates
 from model_training_nnn_tpu.strategy import configure_mixed_precision, create_tpu_strategy, is_tpu
 from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
 
@@ -101,12 +101,10 @@ class TFTrainer(TrainingLoop):
             self.model = build_model_tf(args)
             self.model.build_for(self.shape.batch)  # a short input: eager GRUs are slow
             self.variables = [v for v in self.model.trainable_variables if self._trainable(v.path)]
-            self.optimizers = create_optimizers(self.variables, args)
+            subs = {name: getattr(self.model, name).trainable_variables for name in LR_SCALE_KEYS
+                    if hasattr(self.model, name)}
+            self.optimizers = create_optimizers(self.variables, args, subs)
             self.grl_lambda = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="grl_lambda")
-        adv = args.get("adversarial") or {}
-        if any(float(adv.get(k, 1.0)) != 1.0 for k in ("lr_scale_noise", "lr_scale_noisy")):
-            self.logger.warning("adversarial.lr_scale_noise/lr_scale_noisy are not implemented in the TF port: "
-                                "every sub-model uses lr_max")
         n_params = sum(int(np.prod(v.shape)) for v in self.model.weights)
         self.logger.info(f"Model ({self.kind}) has {n_params:,} parameters")
         if self.resume_path is not None:

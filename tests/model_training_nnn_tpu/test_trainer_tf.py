@@ -116,3 +116,29 @@ def test_cli_bad_input_is_one_line(tiny_data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == "error: tf_precision: expected auto, bf16 or fp32, got 'fp8'"
     assert not (tmp_path / "fp8").exists()
+
+
+def test_lr_scale_noise_and_noisy_scale_their_sub_models(tiny_data, tmp_path):
+    """adversarial.lr_scale_noise / lr_scale_noisy (the nnn small config sets lr_scale_noise: 0.1) were ignored
+    by the TF port (a warning said so); now each sub-model's groups run at lr_max times its scale."""
+    extra = {"num_training_batches": 3, "model.architecture": "triple_gru", "model.n_input_features": 16,
+             "dataset.feature_subset": SUBSET, "model.patch_size": 14, "model.patch_stride": 4,
+             "model.n_noise_layers": 1, "model.n_clean_layers": 1, "model.n_noisy_layers": 1,
+             "+adversarial.lr_scale_noise": 0.1, "+adversarial.lr_scale_noisy": 0.5}
+    trainer = TFTrainer(tiny_tf_config(tiny_data, tmp_path / "run", **extra), strategy=tf.distribute.get_strategy())
+    try:
+        opts = trainer.optimizers
+        assert sorted(opts) == ["bias", "bias:noise_model", "bias:noisy_speech_model", "day_layer",
+                                "day_layer:noise_model", "other", "other:noise_model", "other:noisy_speech_model"]
+        set_learning_rates(opts, trainer.args, 500)
+        lr = {name: float(opt.learning_rate.numpy()) for name, (opt, _) in opts.items()}
+        assert lr["other:noise_model"] == pytest.approx(0.1 * lr["other"], rel=1e-6)
+        assert lr["bias:noisy_speech_model"] == pytest.approx(0.5 * lr["bias"], rel=1e-6)
+        assert lr["day_layer:noise_model"] == pytest.approx(0.1 * lr["day_layer"], rel=1e-6)
+        assert lr["other"] > 0
+        m = trainer.model
+        noise = {id(v) for v in m.noise_model.trainable_variables}
+        for name, (_, idx) in opts.items():  # every variable sits in its sub-model's groups
+            assert all((id(trainer.variables[i]) in noise) == name.endswith(":noise_model") for i in idx), name
+    finally:
+        trainer.close()
