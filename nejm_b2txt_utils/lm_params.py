@@ -158,6 +158,11 @@ PARAMS: tuple[Param, ...] = (
           "the acoustic scale the search beams (beam and the lattice pass's beam) are given at: they are "
           "multiplied by acoustic_scale / this, so they keep their acoustic width when the scale is tuned "
           "(0: beams in cost units at any scale, the original)", low=0),
+    Param("lattice_pass_max_beam", float, 17.0,
+          "hard ceiling (cost units) of the finalize lattice pass's beam, after lattice_pass_margin and "
+          "beam_acoustic_scale: that decoder has no max_active, and its work grows about tenfold per 4 cost units "
+          "on ambiguous input; with max_frames_per_utterance it bounds the search, not the tokens per frame of "
+          "uninformative logits (see decoding/wfst.py)", low=0, high=1000, low_open=True),
     Param("gpu_number", int, 0, "CUDA device for the causal LM; -1 or no CUDA: CPU", low=-1),
     Param("llm_batch_size", int, 0, "causal-LM batch size (0: the whole n-best at once)", low=0),
     Param("llm_scoring", str, "tree",

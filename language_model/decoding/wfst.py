@@ -25,6 +25,17 @@ lattice_pass_margin)`` (13 by default; ``--lattice_pass_margin``): on our 126k-w
 utterances its 100-best (sentences and scores) equalled the beam-17 one at 4-10x less time, and the
 n-best only keeps paths within ``lattice_beam`` of the best anyway. The streaming pass keeps the full
 beam with max_active/min_active.
+
+The cap on the lattice pass (``--lattice_pass_max_beam``, 17 cost units = the original's fixed beam): whatever
+``beam``, ``lattice_pass_margin``, ``acoustic_scale`` and ``beam_acoustic_scale`` say, the lattice pass's beam
+is at most this many cost units (before it, ``beam_acoustic_scale=0.3`` at ``acoustic_scale=3`` made it 130,
+and ``beam 1000`` with ``lattice_pass_margin 1000`` made it 1000: a search over most of the graph). What it
+bounds: the costs a token may lie behind the frame's best, so with ``max_frames_per_utterance`` the pass's
+work is bounded by the graph (tokens within 17 of the best, times frames). What it does not bound: the
+tokens per frame themselves; on uninformative logits (a flat or pure-noise model output) the demo's 3-gram
+graph keeps 10^4-10^5 tokens per frame within 13-17 cost units (measured on 40 flat frames: 0.4 s per frame
+at 13, 1.2-4 s at 17, on one shared core), where Kaldi's max_active would have narrowed the beam. Only the
+streaming pass has that cap (``max_active``). The default (13) is below the ceiling: unchanged.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from language_model.decoding.lattice import lattice_word_nbest
+from language_model.decoding.lattice import best_path_hypothesis, lattice_word_nbest
 from language_model.graph.fst_io import read_fst
 from nejm_b2txt_utils.hypothesis import Hypothesis
 from nejm_b2txt_utils.lm_params import LMParams
@@ -48,7 +59,7 @@ log = logging.getLogger(__name__)
 
 #: The parameters the search reads; a change of any of them needs a new search (:meth:`CtcWfstDecoder.set_options`).
 SEARCH_FIELDS = ("beam", "max_active", "min_active", "lattice_beam", "acoustic_scale", "ctc_blank_skip_threshold",
-                 "blank_penalty", "nbest", "lattice_pass_margin", "beam_acoustic_scale")
+                 "blank_penalty", "nbest", "lattice_pass_margin", "beam_acoustic_scale", "lattice_pass_max_beam")
 
 
 class UtteranceTooLongError(ValueError):
@@ -178,10 +189,11 @@ class CtcWfstDecoder:
         """The beam of the finalize lattice pass.
 
         Returns:
-            ``min(beam, lattice_beam + lattice_pass_margin)`` (cost units).
+            ``min(beam, lattice_beam + lattice_pass_margin) * beam_factor``, at most ``lattice_pass_max_beam``
+            (cost units).
         """
         o = self.opts
-        return min(o.beam, o.lattice_beam + o.lattice_pass_margin) * self.beam_factor
+        return min(min(o.beam, o.lattice_beam + o.lattice_pass_margin) * self.beam_factor, o.lattice_pass_max_beam)
 
     @property
     def beam_factor(self) -> float:
@@ -294,6 +306,9 @@ class CtcWfstDecoder:
         dec = kaldi_decoder.LatticeSimpleDecoder(self.res.tlg, cfg)
         if not dec.decode(kaldi_decoder.DecodableCtc(frames)):
             log.warning("lattice decoder reached no state at the end of %d frames", frames.shape[0])
+        if o.nbest == 1:  # the best path is the 1-best and its own split: no lattice, no determinization
+            ok, path = dec.get_best_path(True)
+            return best_path_hypothesis(path, o.acoustic_scale, self.res.words_to_text) if ok else []
         ok, lattice = dec.get_raw_lattice(True)
         if not ok or lattice.num_states == 0:
             return []
