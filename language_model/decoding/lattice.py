@@ -176,16 +176,25 @@ def _std_fst_bytes(start: int, finals: np.ndarray, offsets: np.ndarray, label: n
     return b"".join(parts)
 
 
-def _word_acceptor(lat: RawLattice):
-    """``kaldifst.StdVectorFst``: tropical acceptor on output (word) labels, weight = graph + acoustic."""
+def _word_acceptor(lat: RawLattice, keep: np.ndarray | None = None):
+    """``kaldifst.StdVectorFst``: tropical acceptor on output (word) labels, weight = graph + acoustic.
+
+    Args:
+        lat: the lattice.
+        keep: ``[A]`` bool, the arcs to keep (default all).
+    """
     import kaldifst
 
-    arcs = lat.flat
+    arcs, offsets = lat.flat, lat.offsets
+    if keep is not None:
+        src = np.repeat(np.arange(lat.num_states), np.diff(offsets))
+        arcs = arcs[keep]
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(src[keep], minlength=lat.num_states))])
     finals = np.full(lat.num_states, np.inf)
     for s, (g, a) in lat.finals.items():
         finals[s] = g + a
     weight = arcs["graph"].astype(np.float64) + arcs["acoustic"]
-    data = _std_fst_bytes(lat.start, finals, lat.offsets, arcs["olabel"], weight, arcs["next"])
+    data = _std_fst_bytes(lat.start, finals, offsets, arcs["olabel"], weight, arcs["next"])
     tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     fd, path = tempfile.mkstemp(prefix="b2txt_acc_", suffix=".fst", dir=tmp_dir)
     try:
@@ -199,6 +208,12 @@ def _word_acceptor(lat: RawLattice):
 def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[tuple[int, ...], float]]:
     """The ``n`` best distinct word sequences of the lattice with their total cost, best first.
 
+    Epsilon removal and determinization, both pruned, run at widening beams (2, 4, 8, ... up to ``beam``)
+    and stop at the first beam that holds ``n`` sequences: every sequence outside it is worse than those ``n``, so the result is the one of the full
+    beam, while on ambiguous input (where a wide determinization explodes: 7 s at 12 and minutes at 14 on a
+    20-word graph) it stops early. It does not bound the case of fewer than ``n`` sequences within ``beam``
+    whose determinization is still large.
+
     Args:
         lat: the lattice.
         n: how many sequences.
@@ -211,12 +226,18 @@ def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[
 
     if lat.num_states == 0 or (lat.offsets[lat.start] == lat.offsets[lat.start + 1] and lat.start not in lat.finals):
         return []
-    fst = _word_acceptor(lat)
-    kaldifst.rmepsilon(fst, weight=str(beam))
-    if fst.num_states == 0:
-        return []
-    det = kaldifst.determinize(fst, weight=str(beam))
-    paths = kaldifst.convert_nbest_to_vector(kaldifst.shortest_path(det, n=n))
+    acceptor = _word_acceptor(lat)
+    width = min(beam, 2.0)
+    while True:
+        fst = kaldifst.StdVectorFst(acceptor) if width < beam else acceptor
+        kaldifst.rmepsilon(fst, weight=str(width))  # pruned at the same width, or determinization explodes
+        paths = []
+        if fst.num_states:
+            det = kaldifst.determinize(fst, weight=str(width))
+            paths = kaldifst.convert_nbest_to_vector(kaldifst.shortest_path(det, n=n))
+        if len(paths) >= n or width >= beam:
+            break
+        width = min(beam, 2 * width)
     out = []
     for p in paths:
         ok, ilabels, _, weight = kaldifst.get_linear_symbol_sequence(p)
@@ -226,8 +247,12 @@ def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[
     return out
 
 
-def _within_beam(lat: RawLattice, order: list[int], beam: float) -> list[bool]:
-    """Per arc (flat order), whether it lies on a complete path within ``beam`` of the best (forward-backward)."""
+def _path_slack(lat: RawLattice, order: list[int]) -> np.ndarray:
+    """Per arc (flat order), the cost of the best complete path through it minus the best path's (forward-backward).
+
+    Returns:
+        ``[A]`` float64, ``>= 0`` up to float32 rounding; ``inf`` for arcs on no complete path.
+    """
     off, nxt, _, gr, ac = _arc_lists(lat)
     cost = [g + a for g, a in zip(gr, ac)]
     inf = math.inf
@@ -251,14 +276,11 @@ def _within_beam(lat: RawLattice, order: list[int], beam: float) -> list[bool]:
             if c < b:
                 b = c
         beta[s] = b
-    best = beta[lat.start]
-    limit = best + beam + 1e-3 * (1.0 + abs(best))  # float32 sums in other orders: never drop a kept path's arc
-    keep = [False] * len(nxt)
-    for s in order:
-        a0 = alpha[s]
-        for k in range(off[s], off[s + 1]):
-            keep[k] = a0 + cost[k] + beta[nxt[k]] <= limit
-    return keep
+    src = np.repeat(np.arange(lat.num_states), np.diff(lat.offsets))
+    with np.errstate(invalid="ignore"):
+        slack = np.asarray(alpha)[src] + np.asarray(cost) + np.asarray(beta)[np.asarray(nxt, dtype=np.int64)]
+        slack = slack - beta[lat.start]
+    return np.where(np.isnan(slack), np.inf, slack)
 
 
 def split_scores(lat: RawLattice, sequences: Sequence[tuple[int, ...]],
@@ -290,7 +312,9 @@ def split_scores(lat: RawLattice, sequences: Sequence[tuple[int, ...]],
             node = nxt
         terminal[node] = k
     order = _topological_order(lat)
-    keep = _within_beam(lat, order, beam) if beam is not None else None
+    keep = None
+    if beam is not None:  # float32 sums in other orders: a tolerance, never drop a kept path's arc
+        keep = (_path_slack(lat, order) <= beam + 1e-3 * (1.0 + beam)).tolist()
     off, nxt, olab, gr, ac = _arc_lists(lat)
     best: list[dict[int, tuple[float, float, float]] | None] = [None] * lat.num_states
     best[lat.start] = {0: (0.0, 0.0, 0.0)}

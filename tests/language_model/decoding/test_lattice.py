@@ -183,3 +183,31 @@ def test_fast_paths_equal_the_full_extraction(toy):
     assert len(one) == 1 and len(out) > 5
     assert (one[0].sentence, one[0].words) == (out[0].sentence, out[0].words) == ("i want to go home", seqs[0][0])
     assert one[0].ac == pytest.approx(out[0].ac, abs=1e-4) and one[0].lm == pytest.approx(out[0].lm, abs=1e-4)
+
+
+def test_nbest_determinization_stops_at_the_first_width_with_n_sequences(toy):
+    """Noisy logits and lattice_beam 20: one determinization at 20 ran for minutes (12 took 5 s) on this 20-word
+    graph; the widening determinization stops at the first width with 100 sequences, and those are the 100 best
+    of the full width (here: of width 8, which already holds them)."""
+    import kaldifst as kf
+
+    from language_model.decoding.lattice import _word_acceptor, distinct_word_sequences
+
+    logits = synthetic_logits("i need some water", seed=2, peak=3.0)
+    scaled = (frame_log_probs(logits, 1.0) * 0.3).astype(np.float32)
+    dec = kaldi_decoder.LatticeSimpleDecoder(toy.tlg, kaldi_decoder.LatticeSimpleDecoderConfig(beam=13,
+                                                                                                lattice_beam=20))
+    dec.decode(kaldi_decoder.DecodableCtc(scaled))
+    lat = read_lattice(dec.get_raw_lattice(True)[1])
+    assert lat.num_states > 8000
+    got = distinct_word_sequences(lat, 100, 20.0)
+    ref = _word_acceptor(lat)
+    kf.rmepsilon(ref, weight="8")
+    paths = kf.convert_nbest_to_vector(kf.shortest_path(kf.determinize(ref, weight="8"), n=100))
+    want = sorted((round(p[3].value, 3), tuple(p[2])) for p in map(kf.get_linear_symbol_sequence, paths))
+    assert len(got) == len(want) == 100
+    assert sorted((round(c, 3), s) for s, c in got) == want
+    full = CtcWfstDecoder(toy, LMParams(acoustic_scale=0.3, blank_penalty=1.0, lattice_beam=20.0))
+    full.accept_logits(logits)
+    out = full.finalize()
+    assert len(out) == 100 and out[0].sentence == "i need some water"
