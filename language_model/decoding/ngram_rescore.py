@@ -25,6 +25,51 @@ from nejm_b2txt_utils.hypothesis import Hypothesis
 log = logging.getLogger(__name__)
 
 
+_ILABEL_SORTED = 0x10000000  # OpenFST kILabelSorted
+_BIG_STATE = 512  # states with more arcs are searched per label instead of read whole (the unigram state: 126k)
+
+
+class _SortedArcs:
+    """The word arcs of one ilabel-sorted state, found by binary search (``get`` like a dict of word -> arcs)."""
+
+    def __init__(self, fst, state: int):
+        import kaldifst
+
+        self.it = kaldifst.ArcIterator(fst, state)
+        self.n = fst.num_arcs(state)
+        self.found: dict[int, list[tuple[int, float]]] = {}
+
+    def _ilabel(self, k: int) -> int:
+        self.it.seek(k)
+        return self.it.value.ilabel
+
+    def arcs(self, label: int) -> list[tuple[int, float, int]]:
+        """``(next state, weight, olabel)`` of the arcs whose ilabel is ``label``."""
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._ilabel(mid) < label:
+                lo = mid + 1
+            else:
+                hi = mid
+        out = []
+        while lo < self.n:
+            self.it.seek(lo)
+            arc = self.it.value
+            if arc.ilabel != label:
+                break
+            out.append((arc.nextstate, float(arc.weight.value), arc.olabel))
+            lo += 1
+        return out
+
+    def get(self, word: int, default=()):
+        """The ``(next state, weight)`` arcs of ``word`` (ilabel = olabel = word), or ``default``."""
+        got = self.found.get(word)
+        if got is None:
+            got = self.found[word] = [(d, w) for d, w, o in self.arcs(word) if o == word]
+        return got or default
+
+
 class GrammarFst:
     """Best-path cost of word sequences through a ``G.fst`` (word acceptor with epsilon/``#0`` backoff)."""
 
@@ -43,13 +88,17 @@ class GrammarFst:
             raise FileNotFoundError(f"grammar FST not found: {self.path}")
         self.fst = read_fst(self.path)  # a truncated file: one clear error at start-up, not at every finalize
         self.backoff_label = backoff_label
-        self._cache: dict[int, tuple[dict[int, list[tuple[int, float]]], list[tuple[int, float]], float]] = {}
+        self._cache: dict[int, tuple] = {}
+        self._ilabel_sorted = bool(self.fst.properties(_ILABEL_SORTED, True))
 
     def _state(self, s: int):
         got = self._cache.get(s)
         if got is None:
             import kaldifst
 
+            if self._ilabel_sorted and self.fst.num_arcs(s) > _BIG_STATE:  # the unigram state: ~all words
+                got = self._cache[s] = self._big_state(s)
+                return got
             words: dict[int, list[tuple[int, float]]] = {}
             eps: list[tuple[int, float]] = []
             for arc in kaldifst.ArcIterator(self.fst, s):
@@ -61,6 +110,13 @@ class GrammarFst:
             final = float(self.fst.final(s).value)
             got = self._cache[s] = (words, eps, final)
         return got
+
+    def _big_state(self, s: int):
+        """A state with many arcs, read on demand: binary search over its ilabel-sorted arcs, per label."""
+        lookup = _SortedArcs(self.fst, s)
+        eps = [(d, w) for label in {0, self.backoff_label} - {None} for d, w, o in lookup.arcs(label)
+               if o == 0 or o == self.backoff_label]
+        return lookup, eps, float(self.fst.final(s).value)
 
     def _closure(self, frontier: dict[int, float]) -> dict[int, float]:
         best = dict(frontier)

@@ -91,3 +91,22 @@ def test_finalize_reports_the_arpa_score_with_exact_ngram(tmp_path, grammar, exa
     top = next(c for c in result.candidates if c.sentence == "i need water")
     # without silence the graph's LM cost is G's alone: the search's best path, or the ARPA's exact score
     assert top.lm == pytest.approx((-3.5 if exact else -1.3) * LN10, abs=1e-3)
+
+
+def test_large_states_searched_by_label_give_the_same_costs(grammar, monkeypatch):
+    """States with more than _BIG_STATE arcs (the unigram state of a real G: 126k) are binary-searched per label
+    instead of read whole; with the threshold at 0 every state is, and every cost is the same."""
+    import itertools
+
+    import language_model.decoding.ngram_rescore as nr
+
+    _, ids, d = grammar
+    seqs = [[ids[w] for w in s] for n in (1, 2, 3) for s in itertools.product(WORDS, repeat=n)] + [[ids["i"], 999]]
+    whole = GrammarFst(d / "G.fst", ids["#0"])
+    ref = [(whole.cost(s), whole.exact_cost(s)) for s in seqs]
+    monkeypatch.setattr(nr, "_BIG_STATE", 0)
+    searched = GrammarFst(d / "G.fst", ids["#0"])
+    assert searched._ilabel_sorted
+    assert [(searched.cost(s), searched.exact_cost(s)) for s in seqs] == ref
+    assert all(isinstance(v[0], nr._SortedArcs) for v in searched._cache.values())
+    assert math.isfinite(ref[0][1]) and math.isinf(ref[-1][1])
