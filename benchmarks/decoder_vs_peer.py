@@ -3,9 +3,16 @@ lexicon and ARPA; prints one JSON object.
 
 Inputs: a ``results.pkl`` with LM-order logits and sentence labels (``evaluate_model.py --results_pkl``, e.g. the
 demo's ``runs/demo/eval_greedy/results.pkl``) and an LM folder (``lm.arpa``, ``lexicon.txt``). The trials are
-split in two halves: each decoder's weights are tuned on the first half (a grid, lowest WER) and the tuned
-decoder is scored on the second: WER overall and per corpus, ms per utterance p50/p95, peak RSS and start-up
-(load until the first utterance can be decoded), each decoder in its own fresh process.
+split in two halves: each decoder's weights are tuned on the first half (a grid: lowest WER, ties broken by the
+lower median ms per utterance, the same rule for both) and the tuned decoder is scored on the second: WER overall
+and per corpus, ms per utterance p50/p95, peak RSS and start-up (load until the first utterance can be decoded),
+each decoder in its own fresh process.
+
+Ours runs the way the server runs an utterance: ``LMService.new_decoder`` -> ``accept_logits`` (the whole trial
+as one chunk, as the evaluator sends it, with its partial) -> ``LMService.finalize`` with the table's defaults for
+everything the grid does not set: a 100-best, ``exact_ngram=1`` (each candidate's ARPA score), augmentation.
+The grid's ``min_active`` only changes the streaming partials' search (the final comes from the lattice pass),
+so it ties on WER and the tie rule keeps the faster value.
 
 The peer lives only in ``envs/bench_peer`` (``requirements/bench_peer.txt``), never in the product environments;
 ``--setup`` creates it. Peer conventions: the 41 LM-order classes are its tokens (blank 0, SIL 1), every spelling
@@ -39,9 +46,10 @@ sys.path.insert(0, str(REPO))
 PEER_ENV = REPO / "envs" / "bench_peer"
 PEER_REQS = REPO / "requirements" / "bench_peer.txt"
 
-OURS_GRID = {"acoustic_scale": [0.325, 1.0, 2.0, 3.0], "blank_penalty": [1.0, 9.0, 90.0]}
-OURS_FIXED = {"beam": 17.0, "lattice_beam": 8.0, "lattice_pass_margin": 5.0, "nbest": 1, "gpu_number": -1}
-PEER_GRID = {"lm_weight": [0.5, 1.0, 2.0], "word_score": [-10.0, -3.0, 0.0], "blank_penalty": [1.0, 9.0]}
+OURS_GRID = {"acoustic_scale": [0.5, 1.0, 2.0, 3.0], "blank_penalty": [1.0, 9.0, 90.0, 300.0], "min_active": [200, 1]}
+OURS_FIXED = {"gpu_number": -1}  # everything else: the table's defaults (nbest 100, exact_ngram 1, beam 17, ...)
+PEER_GRID = {"lm_weight": [0.25, 0.5, 1.0, 2.0, 3.0, 4.0], "word_score": [-10.0, -5.0, -3.0, 0.0, 2.0],
+             "blank_penalty": [1.0, 9.0]}
 PEER_FIXED = {"beam_size": 100, "beam_threshold": 25.0}
 
 
@@ -64,17 +72,25 @@ def peak_rss_mb() -> float:
 
 # --------------------------------------------------------------------------- workers (one process each)
 def ours_worker(job: dict) -> dict:
-    """Decode ``job['trials']`` with each parameter set in ``job['param_sets']`` (our decoder, nbest 1)."""
+    """Decode ``job['logits']`` with each parameter set in ``job['param_sets']`` (our server's finalize path).
+
+    Args:
+        job: ``lm_path``, ``param_sets`` (LMParams values), ``logits`` (``[T, 41]`` LM-order arrays).
+
+    Returns:
+        ``startup_s``, ``hyps`` and ``ms`` per parameter set (one per trial), ``peak_rss_mb``.
+    """
     from language_model.serving.service import LMService
     from nejm_b2txt_utils.lm_params import LMParams
 
     t0 = time.perf_counter()
     svc = LMService(job["lm_path"], params=LMParams(gpu_number=-1))
-    svc.ensure_components(LMParams(gpu_number=-1))
+    svc.ensure_components(LMParams(**job["param_sets"][0]))
     startup = time.perf_counter() - t0
     out = {"startup_s": startup, "hyps": [], "ms": []}
     for values in job["param_sets"]:
         params = LMParams(**values)
+        svc.ensure_components(params)
         hyps, ms = [], []
         for x in job["logits"]:
             t = time.perf_counter()
@@ -89,7 +105,15 @@ def ours_worker(job: dict) -> dict:
 
 
 def peer_worker(job: dict) -> dict:
-    """The same with flashlight-text's LexiconDecoder over KenLM (runs in envs/bench_peer)."""
+    """The same with flashlight-text's LexiconDecoder over KenLM (runs in envs/bench_peer).
+
+    Args:
+        job: ``lm_path``, ``param_sets`` (``lm_weight``, ``word_score``, ``blank_penalty``, ``beam_size``,
+            ``beam_threshold``), ``logits``.
+
+    Returns:
+        As :func:`ours_worker`.
+    """
     from flashlight.lib.text.decoder import (
         CriterionType,
         LexiconDecoder,
@@ -211,11 +235,19 @@ def compare(results_pkl: Path, lm_path: str, peer_python: str) -> dict:
                                   "logits": [data["logits"][i] for i in tune_idx]}, python)
         wers = [wer_by_corpus([refs[i] for i in tune_idx], h, [corpora[i] for i in tune_idx])["all"]
                 for h in tuned["hyps"]]
-        best = min(range(len(sets)), key=lambda k: (wers[k], k))
+        speed = [float(np.median(m)) for m in tuned["ms"]]
+        best = min(range(len(sets)), key=lambda k: (wers[k], speed[k], k))
         scored = run_worker(kind, {"lm_path": lm_path, "param_sets": [sets[best]],
                                    "logits": [data["logits"][i] for i in test_idx]}, python)
         ms = np.asarray(scored["ms"][0])
-        result[kind] = {"weights": {k: sets[best][k] for k in grid}, "tune_wer": wers[best],
+        if kind == "ours":  # the table's defaults it ran with (search, n-best and scoring)
+            from language_model.decoding.wfst import SEARCH_FIELDS
+            from nejm_b2txt_utils.lm_params import BY_NAME
+
+            fixed = {**fixed, **{k: BY_NAME[k].default for k in (*SEARCH_FIELDS, "exact_ngram", "rescore",
+                                                                  "top_candidates_to_augment") if k not in grid}}
+        result[kind] = {"weights": {k: sets[best][k] for k in grid}, "fixed": fixed, "grid": grid,
+                        "tune_wer": wers[best],
                         "wer": wer_by_corpus([refs[i] for i in test_idx], scored["hyps"][0],
                                              [corpora[i] for i in test_idx]),
                         "ms_per_utt_p50": round(float(np.percentile(ms, 50)), 1),
@@ -228,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results_pkl", type=Path, default=REPO / "runs" / "demo" / "eval_greedy" / "results.pkl")
     p.add_argument("--lm_path", default=str(REPO / "runs" / "demo" / "lm" / "3gram_lm_sil"))
+    p.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
     p.add_argument("--setup", action="store_true", help=f"create {PEER_ENV} with {PEER_REQS.name} and exit")
     p.add_argument("--worker", nargs=3, metavar=("KIND", "JOB", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -247,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).exists():
             print(f"error: {what}: {path} not found", file=sys.stderr)
             return 2
-    print(json.dumps(compare(args.results_pkl, args.lm_path, str(peer_python)), indent=2))
+    result = compare(args.results_pkl, args.lm_path, str(peer_python))
+    if args.out:
+        from nejm_b2txt_utils.atomic_io import atomic_write_json
+
+        atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
     return 0
 
 
