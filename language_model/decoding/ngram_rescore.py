@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 _ILABEL_SORTED = 0x10000000  # OpenFST kILabelSorted
-_BIG_STATE = 512  # states with more arcs are searched per label instead of read whole (the unigram state: 126k)
+_BIG_STATE = 64  # states with more arcs are searched per label instead of read whole (the unigram state: 126k)
 
 
 class _SortedArcs:
