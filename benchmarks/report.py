@@ -171,7 +171,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
                 rows.append(("LM decode", f"{name}: finalize {label}, p50 / p95", _ms(entry[mode]["finalize"]) + note,
                              "-"))
         llm = lm.get("llm_rescoring_1gram") if name == "1gram" else None
-        if llm:
+        if llm and "batch" in llm and "tree" in llm:
             rows.append(("LM decode", f"1gram: causal-LM rescoring alone ({llm['nbest_size']['mean']:.0f} candidates), "
                          "batch -> tree, p50", f"{llm['batch']['p50_ms']:.0f} -> {llm['tree']['p50_ms']:.0f} ms "
                          f"(x{llm['speedup_p50']}, same best {llm['same_best_sentence']:.0%})", "-"))
