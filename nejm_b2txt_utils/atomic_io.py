@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,11 +34,20 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     Returns:
         A context manager yielding the temp ``Path`` (it exists, empty, when the block starts).
 
+    The file gets the permissions a plain ``open()`` would give it (``0o666`` minus the umask; an existing
+    file keeps its own), not the temp file's private ``0o600``.
+
     Raises:
-        OSError: the folder cannot be created or the rename fails; the temp file is removed and ``path``
-            keeps its previous content.
+        IsADirectoryError: ``path`` is an existing folder.
+        OSError: ``path`` exists and is not a regular file (a device such as ``/dev/null``: the rename would
+            replace the device), the folder cannot be created, or the rename fails; the temp file is removed
+            and ``path`` keeps its previous content.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, expected a file name")
+    if os.path.lexists(path) and not (path.is_file() or path.is_symlink()):
+        raise OSError(f"{path}: exists and is not a regular file (a device, socket or pipe); refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -46,9 +56,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
