@@ -187,8 +187,7 @@ def test_fast_paths_equal_the_full_extraction(toy):
 
 def test_nbest_determinization_stops_at_the_first_width_with_n_sequences(toy):
     """Noisy logits and lattice_beam 20: one determinization at 20 ran for minutes (12 took 5 s) on this 20-word
-    graph; the widening determinization stops at the first width with 100 sequences, and those are the 100 best
-    of the full width (here: of width 8, which already holds them)."""
+    graph; the widening determinization stops at the first width (8) with 100 sequences: the 100-best of width 8."""
     import kaldifst as kf
 
     from language_model.decoding.lattice import _word_acceptor, distinct_word_sequences
