@@ -87,8 +87,22 @@ def _override_keys(overrides: list[str]) -> set[str]:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
-        keys.add(item.split("=", 1)[0].lstrip("+~"))
+        key, value = item.split("=", 1)
+        if not key.lstrip("+~"):
+            raise ConfigError(f"override {item!r}: no key before '='")
+        if not value.strip():
+            raise ConfigError(f"override {item!r}: no value after '=' (write {key}=null to unset it)")
+        keys.add(key.lstrip("+~"))
     return keys
+
+
+def _check_sections_kept(cfg: DictConfig, overrides: list[str]) -> None:
+    """A ``key=value`` must not replace a whole section (``dataset=5``) with a scalar."""
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if isinstance(OmegaConf.select(cfg, key, default=None), DictConfig):
+            raise ConfigError(f"override {item!r}: {key} is a section of the config; set one of its keys "
+                              f"instead (e.g. {key}.{next(iter(OmegaConf.select(cfg, key)), 'name')}=...)")
 
 
 def _flat_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -158,6 +172,7 @@ def load_config(config_path: str | os.PathLike | None = None, overrides: list[st
     cfg = _load_yaml(path, ())
     overrides = list(overrides or [])
     cli_keys = _override_keys(overrides)
+    _check_sections_kept(cfg, overrides)
     _warn_unknown_overrides(cfg, overrides, path)
     try:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.removeprefix("+") for o in overrides]))

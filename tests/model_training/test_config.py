@@ -56,3 +56,15 @@ def test_a_mistyped_override_key_is_reported_with_the_nearest_key(caplog):
     assert "no key 'lr_maxx' (did you mean 'lr_max'?)" in warnings[0]
     assert "no key 'dataset.batch_sise' (did you mean 'dataset.batch_size'?)" in warnings[1]
     assert cfg.lr_max == 0.01 and cfg.lr_maxx == 0.1 and cfg.my_note == 7 and "+my_note" not in cfg
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("=3", "override '=3': no key before '='"),
+    ("lr_max=", "override 'lr_max=': no value after '=' (write lr_max=null to unset it)"),
+    ("dataset=5", "override 'dataset=5': dataset is a section of the config; set one of its keys instead"),
+])
+def test_overrides_that_got_through_are_config_errors(override, expected):
+    """Reported by a tryout: '=3' was ignored, 'lr_max=' passed the float check, 'dataset=5' was a traceback."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(DEFAULT_CONFIG, [override])
+    assert str(exc.value).startswith(expected)
