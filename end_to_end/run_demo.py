@@ -3,8 +3,9 @@
 synthetic ``small`` data -> n-gram LM (on text disjoint from val) + wordfreq 1-gram -> baseline GRU
 (small CPU config; ``--recipe nnn``: the adversarial TripleGRUDecoder of model_training_nnn) -> bundled
 redis-server on a free loopback port + LM server with SmolLM2 rescoring
--> val evaluation -> one table of PER/WER (greedy; n-gram; n-gram + LLM; per corpus), the submission CSV
-and Figure 2 of this run. Every child process is stopped on exit, failure, Ctrl-C or SIGTERM. A re-run
+-> val evaluation -> one table of PER/WER (greedy; n-gram; n-gram + LLM; per corpus) with the documented
+LM weights, then the weights tuned on the even val trials (``language_model/tune_weights.py``) and a
+held-out table on the odd val trials (documented vs tuned), the submission CSV and Figure 2 of this run. Every child process is stopped on exit, failure, Ctrl-C or SIGTERM. A re-run
 reuses every finished step (data, LMs, the trained model, decoded trials).
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from end_to_end.processes import ChildProcess, Supervisor
 from end_to_end.report import heldout_table, results_table, write_report
 from end_to_end.steps import Step, run_step
-from nejm_b2txt_utils.atomic_io import atomic_write_json
+from nejm_b2txt_utils.atomic_io import atomic_write_json, atomic_write_text
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
 
 log = logging.getLogger("run_demo")
@@ -41,6 +42,8 @@ LM_FLAGS = ["--nbest", "100", "--acoustic_scale", str(ACOUSTIC_SCALE), "--blank_
 LM_FLAGS_QUICK = ["--nbest", "10", "--beam", "10", "--lattice_beam", "4", "--max_active", "1000"]
 #: The dev split the LM weights are tuned on, and the held-out val trials the tuned weights are reported on.
 DEV_TRIALS, HELD_OUT_TRIALS = "even", "odd"
+#: In ``eval_tuned/``: a copy of the params file that run was decoded with.
+TUNED_USED = "lm_params_used.json"
 
 
 def lm_flags(args: argparse.Namespace) -> list[str]:
@@ -78,7 +81,8 @@ def env_python(name: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=None, help="run folder (default: runs/demo, runs/demo_nnn for --recipe nnn)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/demo, runs/demo_nnn for --recipe nnn; "
+                                                "with --quick runs/demo_quick, runs/demo_nnn_quick)")
     p.add_argument("--recipe", choices=tuple(RECIPES), default="baseline",
                    help="baseline: the GRU decoder; nnn: the adversarial TripleGRUDecoder (model_training_nnn, "
                         "its small config), evaluated through the same evaluator and LM server")
@@ -92,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def plan(args: argparse.Namespace) -> dict:
-    out = Path(args.out or REPO / "runs" / ("demo" if args.recipe == "baseline" else f"demo_{args.recipe}")).resolve()
+    name = "demo" + ("" if args.recipe == "baseline" else f"_{args.recipe}") + ("_quick" if args.quick else "")
+    out = Path(args.out or REPO / "runs" / name).resolve()  # --quick never shares a folder with the full run
     preset = "tiny" if args.quick else "small"
     # --quick exercises every stage, not accuracy: a 1x128 GRU for 150 small batches (~1 minute on 2 cores);
     # the small config's decay follows num_training_batches.
@@ -150,6 +155,22 @@ def tuned_weights_line(path: Path) -> str:
     chosen = " ".join(f"{k}={info['params'][k]}" for k in keys if k in info["params"])
     return (f"LM weights tuned on the {info['n_dev_trials']} {DEV_TRIALS} val trials (dev split, n-gram only): "
             f"{chosen}  [{path}]\nWER % on the {HELD_OUT_TRIALS} val trials, which the tuning never saw:")
+
+
+def drop_stale_tuning(p: dict) -> None:
+    """Redo what depends on ``lm_params.json`` when it is unreadable (tune again) or differs from the weights
+    ``eval_tuned`` was decoded with (evaluate again), instead of reusing stale results."""
+    params, used = p["lm_params"], p["eval_tuned"] / TUNED_USED
+    if params.exists():
+        try:
+            json.loads(params.read_text())["params"]["acoustic_scale"]  # noqa: B018 (the one key the table reads)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            log.warning("%s: unreadable (%s: %s); tuning again", params, type(exc).__name__, exc)
+            params.unlink()
+    done = p["eval_tuned"] / "results.pkl"
+    if done.exists() and (not params.exists() or not used.exists() or used.read_text() != params.read_text()):
+        log.warning("%s was decoded with other weights than %s: evaluating again", done, params)
+        done.unlink()
 
 
 def lm_eval_step(p: dict, name: str, out: Path) -> Step:
@@ -243,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, dict] = {}
     with Supervisor() as sup:
         try:
+            drop_stale_tuning(p)
             for step in build_steps(args, p):
                 timings[step.name] = run_step(step, p["logs"])
             lm_evals = [lm_eval_step(p, "eval_lm", p["eval"]), lm_eval_step(p, "eval_lm_tuned", p["eval_tuned"])]
@@ -253,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             for step in lm_evals:  # the documented weights first: the tuned run changes the server's weights
                 step.cmd[step.cmd.index("--redis_port") + 1] = str(port)
                 timings[step.name] = run_step(step, p["logs"])
+            atomic_write_text(p["eval_tuned"] / TUNED_USED, p["lm_params"].read_text())
             timings["lm-server"] = {"peak_rss_mb": lm_child.peak_rss_mb()}
             timings["redis-server"] = {"peak_rss_mb": redis_child.peak_rss_mb()}
         except _AlreadyDone:

@@ -79,3 +79,16 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
 
     # a re-run that reused everything keeps the measurements of the run that did the work
     assert json.loads((out / "timings.json").read_text()) == timings
+
+    # the tuned weights changed (or the file broke): the held-out block is not built from stale results
+    params = json.loads((out / "lm_params.json").read_text())
+    params["params"]["blank_penalty"] = 90.0 if params["params"]["blank_penalty"] != 90.0 else 9.0
+    (out / "lm_params.json").write_text(json.dumps(params))
+    third = run_demo(out)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "was decoded with other weights" in third.stderr and "[eval_lm_tuned] " in third.stderr
+    assert (out / "eval_tuned" / "lm_params_used.json").read_text() == (out / "lm_params.json").read_text()
+    (out / "lm_params.json").write_text("{")
+    fourth = run_demo(out)
+    assert fourth.returncode == 0 and "unreadable" in fourth.stderr and "Traceback" not in fourth.stderr
+    assert json.loads((out / "lm_params.json").read_text())["dev_trials"] == "even"
