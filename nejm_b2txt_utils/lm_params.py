@@ -323,6 +323,13 @@ def load_params_file(path: str | os.PathLike) -> dict[str, Any]:
     unknown = sorted(set(values) - set(BY_NAME))
     if unknown:
         raise LMParamError(f"params file {path}: unknown parameter(s) {unknown}")
+    for k, v in values.items():  # JSON has types: true for nbest or "0.5" for a number is a mistake, not a 1 / 0.5
+        if BY_NAME[k].type is not str and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise LMParamError(f"params file {path}: {k}={json.dumps(v)}: expected a JSON number "
+                               f"({BY_NAME[k].range_text()})")
+        if BY_NAME[k].type is str and not isinstance(v, str):
+            raise LMParamError(f"params file {path}: {k}={json.dumps(v)}: expected a JSON string "
+                               f"({BY_NAME[k].range_text()})")
     try:
         return {k: BY_NAME[k].check(v) for k, v in values.items()}
     except LMParamError as exc:

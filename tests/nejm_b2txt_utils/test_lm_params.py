@@ -77,3 +77,22 @@ def test_flags_come_from_the_table():
     assert (params.beam, params.do_opt, params.rescore, params.max_active, params.nbest) == (12.0, 1, 0, 500, 100)
     with pytest.raises(LMParamError, match="max_active='1e12'"):
         LMParams.from_namespace(parser.parse_args(["--max_active", "1e12"]))
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"nbest": True}, "nbest=true: expected a JSON number"),
+    ({"acoustic_scale": "0.5"}, "acoustic_scale=\"0.5\": expected a JSON number"),
+    ({"params": {"beam": None}}, "beam=null: expected a JSON number"),
+    ({"llm_scoring": 1}, "llm_scoring=1: expected a JSON string"),
+])
+def test_a_params_file_value_of_the_wrong_json_type_is_refused(tmp_path, values, expected):
+    """Reported by a tryout: {"nbest": true} started a server with nbest 1, "0.5" was read as 0.5."""
+    from nejm_b2txt_utils.lm_params import load_params_file
+
+    path = tmp_path / "p.json"
+    path.write_text(__import__("json").dumps(values))
+    with pytest.raises(LMParamError) as exc:
+        load_params_file(path)
+    assert str(exc.value).startswith(f"params file {path}: {expected}")
+    path.write_text('{"params": {"nbest": 50, "acoustic_scale": 0.5, "llm_scoring": "batch"}}')
+    assert load_params_file(path) == {"nbest": 50, "acoustic_scale": 0.5, "llm_scoring": "batch"}
