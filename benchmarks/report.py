@@ -62,9 +62,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [o for o in args.train_overrides if "=" not in o or not o.split("=", 1)[0]]
     if bad:
         p.error(f"--train_overrides: expected key=value, got {' '.join(bad)}")
-    if args.demo_dir is not None and "demo" not in args.skip and not (args.demo_dir / "timings.json").is_file():
-        p.error(f"--demo_dir {args.demo_dir}: no timings.json there (expected a finished ./run_demo.sh folder, "
-                "e.g. runs/demo)")
+    if args.demo_dir is not None and "demo" not in args.skip:
+        timings = args.demo_dir / "timings.json"
+        if not timings.is_file():
+            p.error(f"--demo_dir {args.demo_dir}: no timings.json there (expected a finished ./run_demo.sh folder, "
+                    "e.g. runs/demo)")
+        try:
+            ok = isinstance(json.loads(timings.read_text()), dict)
+        except (ValueError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            p.error(f"--demo_dir {args.demo_dir}: {timings.name} is not the JSON object ./run_demo.sh writes")
     return args
 
 

@@ -89,11 +89,16 @@ def test_missing_data_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize(("flags", "expected"), [
     (["--demo_dir", "no/such/run"], "--demo_dir no/such/run: no timings.json there"),
+    (["--demo_dir", "tests"], "--demo_dir tests: no timings.json there"),
     (["--lm_sentences", "0"], "--lm_sentences: expected a number >= 1, got 0"),
     (["--train_overrides", "lr_max"], "--train_overrides: expected key=value, got lr_max"),
 ])
 def test_bad_flags_fail_before_any_benchmark_runs(tmp_path, flags, expected):
     """These were found only after minutes of benchmarks (or, for --demo_dir, never: an empty report, exit 0)."""
+    if flags[0] == "--demo_dir" and flags[1] == "tests":  # a folder whose timings.json is not run_demo's
+        (tmp_path / "demo").mkdir()
+        (tmp_path / "demo" / "timings.json").write_text("[1]")
+        flags, expected = ["--demo_dir", str(tmp_path / "demo")], f"--demo_dir {tmp_path / 'demo'}: timings.json is not"
     proc = run_report("--out", str(tmp_path / "out"), *flags)
     assert proc.returncode == 2
     assert expected in proc.stderr.strip().splitlines()[-1]
