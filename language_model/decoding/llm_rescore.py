@@ -121,9 +121,15 @@ def resolve_model_path(name: str, cache_dir: str | None = None) -> str:
                 f"--opt_model {name}: folder has no config.json (not a Hugging Face model)"
             )
         return str(local)
+    if name.startswith(("/", "./", "../", "~")) or local.exists():  # meant as a path, not a hub id
+        raise LLMUnavailableError(f"--opt_model {name}: no such folder (expected a local Hugging Face model "
+                                  f"folder with config.json, a cached hub id, or {EMBEDDED_MODEL})")
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir)
+    try:
+        cached = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir)
+    except ValueError as exc:  # not a valid hub id either
+        raise LLMUnavailableError(f"--opt_model {name}: neither a local folder nor a valid hub id ({exc})") from None
     if isinstance(cached, str):
         return name
     raise LLMUnavailableError(
@@ -198,6 +204,8 @@ class CausalLMScorer:
 
         tok = AutoTokenizer.from_pretrained(path, cache_dir=cache_dir)
         model = AutoModelForCausalLM.from_pretrained(path, cache_dir=cache_dir, dtype=torch_dtype)
+        log.info("causal LM %s on %s in %s (--llm_dtype %s), %s scoring", name, device,
+                 str(torch_dtype).removeprefix("torch."), dtype, method)
         return cls(model.to(device), tok, device, max_batch, method)
 
     def _rows(self, texts: list[str]) -> list[list[int]]:

@@ -76,6 +76,9 @@ class LMService:
             self.scorer = CausalLMScorer.load(self.opt_model, device, self.opt_cache_dir, self.startup.llm_batch_size,
                                               self.startup.llm_scoring, self.startup.llm_dtype)
             log.info("causal LM %s loaded on %s in %.1f s", self.opt_model, device, time.perf_counter() - t0)
+            if self.startup.llm_prune and self.startup.llm_scoring != "tree":
+                log.warning("--llm_prune 1 applies to --llm_scoring tree only; with %s every candidate is scored",
+                            self.startup.llm_scoring)
 
     def new_decoder(self, params: LMParams) -> CtcWfstDecoder:
         """A decoder over the shared graph with ``params``' search settings.

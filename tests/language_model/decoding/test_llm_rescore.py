@@ -111,6 +111,11 @@ def test_unavailable_hub_model_fails_at_once_with_a_hint(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < 5
     with pytest.raises(LLMUnavailableError, match="config.json"):
         resolve_model_path(str(tmp_path))
+    # reported: a missing folder read as a hub id ("Repo id must use alphanumeric chars ...")
+    with pytest.raises(LLMUnavailableError, match=r"--opt_model /nonexistent/model: no such folder"):
+        resolve_model_path("/nonexistent/model")
+    with pytest.raises(LLMUnavailableError, match=r"neither a local folder nor a valid hub id"):
+        resolve_model_path("bad name with spaces", cache_dir=str(tmp_path / "hf"))
 
 
 @pytest.mark.slow
