@@ -298,12 +298,29 @@ def main(argv: list[str] | None = None) -> int:
         print(setup_peer_env())
         return 0
     peer_python = PEER_ENV / "bin" / "python"
-    for path, what in ((args.results_pkl, "--results_pkl"), (Path(args.lm_path) / "lm.arpa", "--lm_path"),
+    if args.repeats < 1:
+        p.error(f"--repeats: expected a number >= 1, got {args.repeats}")
+    if not args.results_pkl.is_file():
+        print(f"error: --results_pkl: {args.results_pkl} not found", file=sys.stderr)
+        return 2
+    try:
+        with open(args.results_pkl, "rb") as f:
+            data = pickle.load(f)
+        if not isinstance(data, dict):
+            raise TypeError(f"a {type(data).__name__}, not a dict")
+        if not len(data["logits"]) == len(data["sentence_label"]) >= 2:
+            raise ValueError("fewer than 2 trials, or logits and sentence_label of different lengths")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        print(f"error: --results_pkl {args.results_pkl}: not an evaluate_model.py results.pkl with 'logits' and "
+              f"'sentence_label' ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    for path, what in (*((Path(args.lm_path) / f, f"--lm_path (its {f})")
+                         for f in ("lm.arpa", "lexicon.txt", "TLG.fst", "words.txt")),
                        (peer_python, "the peer environment (run --setup first)")):
         if not Path(path).exists():
             print(f"error: {what}: {path} not found", file=sys.stderr)
             return 2
-    result = compare(args.results_pkl, args.lm_path, str(peer_python), max(1, args.repeats))
+    result = compare(args.results_pkl, args.lm_path, str(peer_python), args.repeats)
     if args.out:
         from nejm_b2txt_utils.atomic_io import atomic_write_json
 

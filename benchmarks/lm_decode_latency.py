@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -283,6 +284,21 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of the causal-LM rescoring variants to time side by side: {', '.join(LLM_VARIANTS)}")
     args = p.parse_args(argv)
     check_flags(args, {"n_sentences": 1, "chunk_frames": 1, "torch_threads": 0})
+    # every flag checked before the minutes of LM building
+    if not (math.isfinite(args.peak) and args.peak > 0):
+        p.error(f"--peak: expected a finite number > 0, got {args.peak}")
+    if args.corpus is not None and not args.corpus.is_file():
+        p.error(f"--corpus {args.corpus}: no such file")
+    unknown = [v for v in args.llm_variants.split(",") if v and v not in LLM_VARIANTS]
+    if unknown or not args.llm_variants.strip(","):
+        p.error(f"--llm_variants {args.llm_variants!r}: expected a comma list of {', '.join(LLM_VARIANTS)}")
+    if args.llm != "none":
+        from language_model.decoding.llm_rescore import LLMUnavailableError, resolve_model_path
+
+        try:
+            resolve_model_path(args.llm)
+        except LLMUnavailableError as exc:
+            p.error(str(exc).replace("--opt_model", "--llm"))
     if args.torch_threads > 0:
         import torch
 
