@@ -187,7 +187,7 @@ def test_run_demo_recipe_nnn_trains_the_nnn_model_into_its_own_folder():
 
     args = run_demo.parse_args(["--recipe", "nnn", "--quick"])
     p = run_demo.plan(args)
-    assert p["out"] == REPO / "runs" / "demo_nnn"
+    assert p["out"] == REPO / "runs" / "demo_nnn_quick"  # --quick never shares the full run's folder
     train = next(s for s in run_demo.build_steps(args, p) if s.name == "train")
     assert train.cmd[1:4] == [str(REPO / "model_training_nnn" / "train_model.py"), "--config", str(NNN_SMALL)]
     baseline = run_demo.plan(run_demo.parse_args(["--quick"]))
