@@ -191,4 +191,4 @@ def test_run_demo_recipe_nnn_trains_the_nnn_model_into_its_own_folder():
     train = next(s for s in run_demo.build_steps(args, p) if s.name == "train")
     assert train.cmd[1:4] == [str(REPO / "model_training_nnn" / "train_model.py"), "--config", str(NNN_SMALL)]
     baseline = run_demo.plan(run_demo.parse_args(["--quick"]))
-    assert baseline["out"] == REPO / "runs" / "demo"
+    assert baseline["out"] == REPO / "runs" / "demo_quick"
