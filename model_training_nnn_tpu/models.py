@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from nejm_b2txt_utils.cli_errors import ConfigError
-
 KINDS = {"gru": "gru", "triple_gru": "triple"}
 
 
 def model_kind(args: DictConfig) -> str:
-    """``'gru'`` or ``'triple'`` from ``model.architecture`` (absent = ``gru``).
+    """``'gru'`` or ``'triple'`` from ``model.architecture`` (absent = ``gru``), checked by
+    ``model_training.checkpoint.check_architecture`` (the one list of architectures).
 
     Raises:
         ConfigError: an unknown architecture.
     """
-    arch = str(args.model.get("architecture", "gru"))
-    if arch not in KINDS:
-        raise ConfigError(f"model.architecture: expected one of {sorted(KINDS)}, got {arch!r}")
-    return KINDS[arch]
+    from model_training.checkpoint import check_architecture
+
+    return KINDS[check_architecture(args)]
 
 
 def build_model_tf(args: DictConfig):
