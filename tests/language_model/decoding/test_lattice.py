@@ -153,27 +153,40 @@ def test_substitution_alignment_of_long_sentences_matches_the_reference():
         assert substitution_positions(other, base) == reference_substitutions(other, base)
 
 
-def test_fast_paths_equal_the_full_extraction(toy):
-    """nbest 1 (best path, no determinization) = the top of the n-best; the beam-pruned split = the unpruned one;
-    the binary word acceptor has the sequences and totals of the text-compiled one."""
-    from language_model.decoding.lattice import _word_acceptor, distinct_word_sequences
-
-    logits = synthetic_logits("i want to go home", seed=1, peak=5.0)
-    lat = read_lattice(raw_lattice(toy, logits))
-    seqs = distinct_word_sequences(lat, 50, 8.0)
-    assert len(seqs) >= 5
-    assert split_scores(lat, [s for s, _ in seqs], 8.0) == split_scores(lat, [s for s, _ in seqs])
+def determinized_nbest(lat, n: int, width: float) -> list[tuple[float, tuple[int, ...]]]:
+    """Reference n-best: the word acceptor compiled from text by kaldifst, epsilons removed and fully
+    determinized (both pruned at ``width``), then its ``n`` shortest paths within ``width`` of the best (the
+    pruned FST also has paths beyond it, made of arcs that each lie on some path within it, and the
+    n-best drops those); ``[(cost rounded to 2e-3, words)]``."""
     lines = [f"{s} {int(a['next'])} {int(a['olabel'])} {int(a['olabel'])} {float(a['graph']) + float(a['acoustic'])!r}"
              for s in [lat.start] + [x for x in range(lat.num_states) if x != lat.start] for a in lat.arcs[s]]
     lines += [f"{s} {g + a!r}" for s, (g, a) in lat.finals.items()]
     ref = kaldifst.compile("\n".join(lines) + "\n", acceptor=False)
-    ours = _word_acceptor(lat)
-    for fst in (ref, ours):
-        kaldifst.rmepsilon(fst, weight="8")
-    paths = [sorted((tuple(p[2]), round(p[3].value, 3)) for p in map(kaldifst.get_linear_symbol_sequence,
-             kaldifst.convert_nbest_to_vector(kaldifst.shortest_path(kaldifst.determinize(f, weight="8"), n=50))))
-             for f in (ref, ours)]
-    assert paths[0] == paths[1] and len(paths[0]) == len(seqs)
+    kaldifst.rmepsilon(ref, weight=str(width))
+    paths = kaldifst.convert_nbest_to_vector(kaldifst.shortest_path(kaldifst.determinize(ref, weight=str(width)), n=n))
+    out = sorted((round(p[3].value / 2e-3) * 2e-3, tuple(p[2])) for p in map(kaldifst.get_linear_symbol_sequence, paths))
+    return [(c, s) for c, s in out if c <= out[0][0] + width + 2e-3]
+
+
+def rounded(seqs) -> list[tuple[float, tuple[int, ...]]]:
+    return sorted((round(c / 2e-3) * 2e-3, s) for s, c in seqs)
+
+
+def test_fast_paths_equal_the_full_extraction(toy):
+    """nbest 1 (best path, no determinization) = the top of the n-best; the beam-pruned split = the unpruned one;
+    the lazy unique n-shortest paths = the n-best of the fully determinized acceptor (sequences and totals)."""
+    from language_model.decoding.lattice import distinct_word_sequences
+
+    logits = synthetic_logits("i want to go home", seed=1, peak=5.0)
+    lat = read_lattice(raw_lattice(toy, logits))
+    seqs = distinct_word_sequences(lat, 50, 8.0)
+    assert len(seqs) >= 5 and [c for _, c in seqs] == sorted(c for _, c in seqs)
+    assert len(set(s for s, _ in seqs)) == len(seqs)  # distinct
+    assert split_scores(lat, [s for s, _ in seqs], 8.0) == split_scores(lat, [s for s, _ in seqs])
+    want = determinized_nbest(lat, 50, 8.0)
+    got = rounded(seqs)
+    assert [s for _, s in got] == [s for _, s in want] and np.allclose([c for c, _ in got], [c for c, _ in want],
+                                                                         atol=5e-3)
     for nb in (1, 100):
         dec = CtcWfstDecoder(toy, LMParams(acoustic_scale=0.325, blank_penalty=90.0, nbest=nb))
         dec.accept_logits(logits)
@@ -185,12 +198,12 @@ def test_fast_paths_equal_the_full_extraction(toy):
     assert one[0].ac == pytest.approx(out[0].ac, abs=1e-4) and one[0].lm == pytest.approx(out[0].lm, abs=1e-4)
 
 
-def test_nbest_determinization_stops_at_the_first_width_with_n_sequences(toy):
-    """Noisy logits and lattice_beam 20: one determinization at 20 ran for minutes (12 took 5 s) on this 20-word
-    graph; the widening determinization stops at the first width (8) with 100 sequences: the 100-best of width 8."""
-    import kaldifst as kf
+def test_nbest_at_lattice_beam_20_is_the_exact_100_best(toy):
+    """Noisy logits and lattice_beam 20: a full determinization at 20 ran for minutes (12 took 5 s) on this
+    20-word graph; the lazy unique n-shortest-paths search lists the exact 100 best distinct sequences."""
+    import pywrapfst
 
-    from language_model.decoding.lattice import _word_acceptor, distinct_word_sequences
+    from language_model.decoding.lattice import _linear_paths, _word_acceptor, distinct_word_sequences
 
     logits = synthetic_logits("i need some water", seed=2, peak=3.0)
     scaled = (frame_log_probs(logits, 1.0) * 0.3).astype(np.float32)
@@ -200,12 +213,19 @@ def test_nbest_determinization_stops_at_the_first_width_with_n_sequences(toy):
     lat = read_lattice(dec.get_raw_lattice(True)[1])
     assert lat.num_states > 8000
     got = distinct_word_sequences(lat, 100, 20.0)
-    ref = _word_acceptor(lat)
-    kf.rmepsilon(ref, weight="8")
-    paths = kf.convert_nbest_to_vector(kf.shortest_path(kf.determinize(ref, weight="8"), n=100))
-    want = sorted((round(p[3].value, 3), tuple(p[2])) for p in map(kf.get_linear_symbol_sequence, paths))
-    assert len(got) == len(want) == 100
-    assert sorted((round(c, 3), s) for s, c in got) == want
+    # reference: the 20000 best paths (not distinct) of the epsilon-free acceptor, each sequence at its best
+    # path; exact for every sequence cheaper than the 20000th path
+    acc = _word_acceptor(lat)
+    acc.rmepsilon(weight=20.0)
+    paths = _linear_paths(pywrapfst.shortestpath(acc, nshortest=20000, weight=20.0))
+    best: dict = {}
+    for seq, cost in paths:
+        best[seq] = min(cost, best.get(seq, math.inf))
+    want = sorted((c, s) for s, c in best.items())[:100]
+    assert len(want) == 100 and want[-1][0] < max(c for _, c in paths)  # the reference covers the 100-best
+    assert [s for _, s in sorted((c, s) for s, c in got)] == [s for _, s in want]
+    assert np.allclose(sorted(c for _, c in got), [c for c, _ in want], atol=1e-3)
+    assert max(c for _, c in got) - min(c for _, c in got) > 8.0  # beyond what a width-8 pass could list
     full = CtcWfstDecoder(toy, LMParams(acoustic_scale=0.3, blank_penalty=1.0, lattice_beam=20.0))
     full.accept_logits(logits)
     out = full.finalize()
