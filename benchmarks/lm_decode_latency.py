@@ -10,13 +10,14 @@ from the corpus; their logits are synthetic (``toy_lm.synthetic_logits`` over th
 Per LM it reports p50/p95 (ms) of: one streaming chunk (``accept_logits``), finalize without
 rescoring (lattice pass + n-best + augmentation), finalize with the unpruned-G rescoring (3-gram),
 finalize with causal-LM rescoring (``--llm``, default the embedded SmolLM2-135M on CPU; ``ngram_llm_batch``:
-the original's padded batch, ``ngram_llm``: the prefix-tree pass, same run), and the
+the original's padded batch of every candidate, ``ngram_llm``: the server's defaults, same run), and the
 n-best sizes before/after augmentation; plus a Redis round trip through the real server for the 1-gram.
 
 ``llm_rescoring_1gram``: the causal-LM rescoring alone on the 1-gram's (augmented) n-bests, ``--llm_variants``
-(default: the original's padded batch, the float32 prefix tree without pruning, and the server's defaults now:
-pruned tree in ``llm_dtype auto``) interleaved per sentence, in seconds per sentence (p50/p95), with the
-candidates and tree nodes fed, the load average, and the score/winner differences to the first variant.
+(default: the original's padded batch, the float32 prefix tree of every candidate, and the server's defaults
+now: bfloat16/float32 tree by ``llm_dtype auto`` over the ``llm_top_k`` best candidates) interleaved per
+sentence, in seconds per sentence (p50/p95), with the candidates and tree nodes fed, the load average, the
+WER, and the score/winner differences to the first variant (scores compared on the candidates both scored).
 
     python benchmarks/lm_decode_latency.py [--work DIR] [--corpus FILE] [--n_sentences 30] [--llm none] [--llm_only]
         [--llm_variants batch,tree,default] [--torch_threads 2]
@@ -104,7 +105,7 @@ def bench_lm(name: str, lm_dir: Path, sentences: list[str], args, rescore: bool)
     if rescore:
         modes["ngram_rescore"] = LMParams(**PARAMS, gpu_number=-1, rescore=1)
     if args.llm != "none":  # the original's padded batch and the prefix tree, side by side in one run
-        modes["ngram_llm_batch"] = LMParams(**PARAMS, gpu_number=-1, do_opt=1)
+        modes["ngram_llm_batch"] = LMParams(**PARAMS, gpu_number=-1, do_opt=1, llm_top_k=0)
         modes["ngram_llm"] = LMParams(**PARAMS, gpu_number=-1, do_opt=1)
     out: dict = {"lm_dir": str(lm_dir), "vocabulary": len(lexicon), "tlg_states": svc.resources.tlg.num_states}
     logits = [synthetic_logits(s, seed=i, peak=args.peak, lexicon=lexicon) for i, s in enumerate(sentences)]
@@ -151,14 +152,15 @@ def bench_lm(name: str, lm_dir: Path, sentences: list[str], args, rescore: bool)
     return out
 
 
-#: ``--llm_variants``: name -> (scoring method, prune, dtype). ``batch``: the original's padded batch;
-#: ``tree``: the prefix tree, every candidate, float32 (the default before ``llm_prune`` and ``llm_dtype``);
-#: ``default``: the table's defaults (``llm_scoring``, ``llm_prune``, ``llm_dtype``); the others split the
-#: gain between pruning and dtype.
-LLM_VARIANTS = {"batch": ("batch", False, "float32"), "tree": ("tree", False, "float32"),
-                "default": (LMParams().llm_scoring, bool(LMParams().llm_prune), LMParams().llm_dtype),
-                "tree_auto_dtype": ("tree", False, "auto"), "pruned_float32": ("tree", True, "float32"),
-                "pruned_auto_dtype": ("tree", True, "auto")}
+#: ``--llm_variants``: name -> (scoring method, prune, dtype, top_k). ``batch``: the original's padded batch
+#: (every candidate); ``tree``: the prefix tree, every candidate, float32 (the default before ``llm_prune``,
+#: ``llm_dtype`` and ``llm_top_k``); ``default``: the table's defaults (``llm_scoring``, ``llm_prune``,
+#: ``llm_dtype``, ``llm_top_k``); the others split the gain between pruning, dtype and the top-k cut.
+_D = LMParams()
+LLM_VARIANTS = {"batch": ("batch", False, "float32", 0), "tree": ("tree", False, "float32", 0),
+                "default": (_D.llm_scoring, bool(_D.llm_prune), _D.llm_dtype, _D.llm_top_k),
+                "tree_auto_dtype": ("tree", False, "auto", 0), "pruned_float32": ("tree", True, "float32", 0),
+                "pruned_auto_dtype": ("tree", True, "auto", 0), "top_k_float32": ("tree", False, "float32", _D.llm_top_k)}
 
 
 def bench_llm_scoring(lm_dir: Path, sentences: list[str], args) -> dict:
@@ -177,7 +179,7 @@ def bench_llm_scoring(lm_dir: Path, sentences: list[str], args) -> dict:
     if unknown or not names:
         raise ValueError(f"--llm_variants {args.llm_variants!r}: expected a comma list of {', '.join(LLM_VARIANTS)}")
     scorers: dict[str, CausalLMScorer] = {}
-    for _, _, dtype in (LLM_VARIANTS[v] for v in names):
+    for _, _, dtype, _ in (LLM_VARIANTS[v] for v in names):
         if dtype not in scorers:
             scorers[dtype] = CausalLMScorer.load(args.llm, "cpu", dtype=dtype)
     times: dict[str, list[float]] = {v: [] for v in names}
@@ -192,30 +194,32 @@ def bench_llm_scoring(lm_dir: Path, sentences: list[str], args) -> dict:
         dec.accept_logits(synthetic_logits(s, seed=i, peak=args.peak, lexicon=lexicon))
         nbest = svc.finalize(dec, params).candidates
         sizes.append(len(nbest))
-        best, llm, exact = {}, {}, {}
+        best, llm = {}, {}
         for v in names[i % len(names):] + names[: i % len(names)]:
-            method, prune, dtype = LLM_VARIANTS[v]
+            method, prune, dtype, top_k = LLM_VARIANTS[v]
             scorer = scorers[dtype]
             scorer.method = method
             t, c = time.perf_counter(), time.process_time()
-            best[v], rows = rescore_nbest(scorer, nbest, params.acoustic_scale, params.alpha, prune=prune)
+            best[v], rows = rescore_nbest(scorer, nbest, params.acoustic_scale, params.alpha, prune=prune,
+                                          top_k=top_k)
             times[v].append(time.perf_counter() - t)
             cpu_times[v].append(time.process_time() - c)
             bests[v].append(best[v])
             stats[v].append(dict(scorer.last_stats))
-            llm[v] = np.array([r.llm for r in rows])
-            exact[v] = scorer.last_exact
+            # by sentence: a top-k variant scores a subset; a pruned one reports bounds for what it dropped
+            llm[v] = {r.sentence: r.llm for r, ok in zip(rows, scorer.last_exact) if ok}
         loads.append(os.getloadavg()[0])
         for v in names[1:]:
             if not len(nbest):
                 continue
-            compared = exact[v] & exact[names[0]]  # dropped candidates report a bound, not their score
-            diffs[v].append(float(np.max(np.abs(llm[v] - llm[names[0]])[compared])) if compared.any() else 0.0)
+            common = llm[v].keys() & llm[names[0]].keys()  # candidates both scored exactly
+            diffs[v].append(max((abs(llm[v][k] - llm[names[0]][k]) for k in common), default=0.0))
             same[v].append(best[v] == best[names[0]])
         log.info("sentence %d: %d candidates; %s", i, len(nbest),
                  ", ".join(f"{v} {1000 * times[v][-1]:.0f} ms" for v in names))
     out: dict = {"variants": {v: {"method": LLM_VARIANTS[v][0], "prune": LLM_VARIANTS[v][1],
-                                  "dtype": str(resolve_dtype(LLM_VARIANTS[v][2], "cpu")).replace("torch.", "")}
+                                  "dtype": str(resolve_dtype(LLM_VARIANTS[v][2], "cpu")).replace("torch.", ""),
+                                  "top_k": LLM_VARIANTS[v][3]}
                               for v in names}}
     for v in names:
         entry = pct(times[v])

@@ -97,14 +97,14 @@ def rescore_with_causal_lm(scorer: CausalLMScorer, nbest: list[Hypothesis], para
     Args:
         scorer: the loaded causal LM.
         nbest: hypotheses.
-        params: reads ``acoustic_scale``, ``alpha``, ``length_penalty``, ``llm_prune``.
+        params: reads ``acoustic_scale``, ``alpha``, ``length_penalty``, ``llm_prune``, ``llm_top_k``.
         context: text the causal LM sees before each sentence.
 
     Returns:
         ``(best sentence, hypotheses with llm and total set)`` (see :func:`rescore_nbest`).
     """
     return rescore_nbest(scorer, nbest, params.acoustic_scale, params.alpha, params.length_penalty, context,
-                         prune=bool(params.llm_prune))
+                         prune=bool(params.llm_prune), top_k=params.llm_top_k)
 
 
 @dataclass

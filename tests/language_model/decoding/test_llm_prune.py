@@ -152,3 +152,48 @@ def test_table_rows_and_one_line_errors(capsys):
             parse_args(["--lm_path", "x", flag])
         err = capsys.readouterr().err.strip().splitlines()
         assert exc.value.code == 2 and len(err) == 1 and msg in err[0], err
+
+
+def test_top_k_candidates_are_the_best_by_the_non_llm_part():
+    # base = 0.5*ac + 0.5*lm: 0 -> -5, 1 -> -1, 2 -> -3, 3 -> -1 (tie with 1: the earlier one wins), 4 -> -2
+    nbest = [Hypothesis(f"s{i}", ac, lm) for i, (ac, lm) in enumerate([(-6, -4), (-1, -1), (-2, -4), (0, -2), (-3, -1)])]
+    pick = llm_rescore.top_k_candidates
+    assert [h.sentence for h in pick(nbest, 0.5, 0.5, 2)] == ["s1", "s3"]  # input order kept
+    assert [h.sentence for h in pick(nbest, 0.5, 0.5, 1)] == ["s1"]
+    assert [h.sentence for h in pick(nbest, 0.5, 0.5, 3)] == ["s1", "s3", "s4"]
+    assert pick(nbest, 0.5, 0.5, 0) == nbest and pick(nbest, 0.5, 0.5, 5) == nbest
+    # the acoustic scale and alpha weigh the two parts: with alpha 1 only the acoustic score counts
+    assert [h.sentence for h in pick(nbest, 0.5, 1.0, 2)] == ["s1", "s3"]
+    assert [h.sentence for h in pick(nbest, 0.0, 0.0, 2)] == ["s1", "s4"]
+
+
+def test_rescoring_the_top_k_scores_and_returns_only_them(scorer):
+    rng = np.random.default_rng(7)
+    texts = list(dict.fromkeys(random_nbest(rng, 40)))
+    nbest = [Hypothesis(t, float(rng.normal(-50, 5)), float(rng.normal(-20, 3))) for t in texts]
+    best_all, rows_all = rescore_nbest(scorer, nbest, 0.325, 0.55)
+    llm_all = {r.sentence: r.llm for r in rows_all}
+    best, rows = rescore_nbest(scorer, nbest, 0.325, 0.55, top_k=10)
+    want = [h.sentence for h in llm_rescore.top_k_candidates(nbest, 0.325, 0.55, 10)]
+    assert [r.sentence for r in rows] == want and len(rows) == 10 and scorer.last_stats["candidates"] == 10
+    for r in rows:  # the same LLM scores as when every candidate is scored
+        assert r.llm == pytest.approx(llm_all[r.sentence], abs=1e-4)
+        assert r.total == pytest.approx(0.325 * r.ac + 0.45 * r.lm + 0.55 * r.llm)
+    assert best == max(rows, key=lambda r: r.total).sentence
+    if best_all in want:
+        assert best == best_all
+    # with the pruning on as well: the same best of the 10
+    assert rescore_nbest(scorer, nbest, 0.325, 0.55, prune=True, top_k=10)[0] == best
+
+
+def test_top_k_row_in_the_table_and_on_the_command_line(capsys):
+    pytest.importorskip("kaldifst")
+    from language_model.serving.args import parse_args
+
+    assert LMParams().llm_top_k == 50 and LMParams(llm_top_k=0).llm_top_k == 0
+    with pytest.raises(LMParamError, match=r"llm_top_k=-1: expected a whole number in \[0, 2147483647\]"):
+        LMParams(llm_top_k=-1)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--lm_path", "x", "--llm_top_k", "2.5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "--llm_top_k='2.5': expected a whole number in [0, 2147483647]" in err[0], err
