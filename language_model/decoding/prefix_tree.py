@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from language_model.decoding.llama_forward import LlamaTreeForward
+
 #: Fed nodes per LM-head chunk (bounds the float32 ``[chunk, vocabulary]`` logits: 25 MB for SmolLM2).
 HEAD_CHUNK = 128
 #: In bfloat16/float16 a round's length is padded up to a multiple of this: oneDNN builds a kernel per new
@@ -114,7 +116,8 @@ class TreeForward:
         n_forwards: forward passes run.
     """
 
-    def __init__(self, model, tree: PrefixTree, device: str = "cpu", keep_cache: bool = True):
+    def __init__(self, model, tree: PrefixTree, device: str = "cpu", keep_cache: bool = True,
+                 use_lean: bool = True):
         """Prepare the rounds (nothing is run yet).
 
         Args:
@@ -124,10 +127,14 @@ class TreeForward:
             tree: from :func:`build_prefix_tree`.
             device: where ``model`` is.
             keep_cache: keep the KV cache for later rounds (off for a single round: less copying).
+            use_lean: run a plain Llama (SmolLM2) through
+                :class:`~language_model.decoding.llama_forward.LlamaTreeForward` (fused projections); False: the
+                Hugging Face forward always.
         """
         import torch
 
         self.model, self.tree, self.device, self.keep_cache = model, tree, device, keep_cache
+        self.lean = LlamaTreeForward.for_model(model) if use_lean else None
         self.dtype = next(model.parameters()).dtype
         self.allowed = torch.from_numpy(tree.ancestor_mask())  # [M, M]
         self.kv_nodes = np.zeros(0, dtype=np.int64)  # node of each KV-cache slot in feeding order, -1: padding
@@ -167,14 +174,9 @@ class TreeForward:
         mask = torch.zeros(allowed.shape, dtype=self.dtype)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
         real = np.maximum(fed, 0)
-        kwargs = {"input_ids": torch.from_numpy(self.tree.tokens[real])[None].to(self.device),
-                  "position_ids": torch.from_numpy(np.where(fed >= 0, self.tree.depths[real], 0))[None].to(self.device),
-                  "attention_mask": mask[None, None].to(self.device), "use_cache": self.keep_cache}  # [1, 1, new, all]
-        if self.keep_cache:
-            from transformers import DynamicCache
-
-            self.cache = self.cache if self.cache is not None else DynamicCache()
-            kwargs["cache"] = self.cache
+        ids = torch.from_numpy(self.tree.tokens[real]).to(self.device)  # [new]
+        positions = torch.from_numpy(np.where(fed >= 0, self.tree.depths[real], 0)).to(self.device)  # [new]
+        mask = mask.to(self.device)  # [new, all]
         row_of = np.full(len(self.tree.tokens), -1, dtype=np.int64)
         row_of[nodes] = np.arange(len(nodes))
         sel = np.flatnonzero(row_of[self.edge_node] >= 0)  # the edges leaving the new nodes
@@ -182,7 +184,7 @@ class TreeForward:
         toks = torch.from_numpy(self.edge_tok[sel]).to(self.device)
         head = self.model.get_output_embeddings()
         with torch.inference_mode():
-            hidden = self.model.base_model(**kwargs).last_hidden_state[0]  # [new, H]
+            hidden = self._hidden(ids, positions, mask)  # [new, H]
             lp = torch.empty(len(sel), dtype=torch.float64)
             for a in range(0, len(fed), HEAD_CHUNK):
                 logits = head(hidden[a : a + HEAD_CHUNK]).float()  # [chunk, V], log-softmax in float32
@@ -194,6 +196,21 @@ class TreeForward:
         self.evaluated[nodes] = True
         self.kv_nodes = np.concatenate([self.kv_nodes, fed]) if self.keep_cache else self.kv_nodes
         self.n_forwards += 1
+
+    def _hidden(self, ids, positions, mask):
+        """Last hidden states ``[new, H]`` of the fed positions (the lean Llama forward where it applies)."""
+        if self.lean is not None:
+            if self.keep_cache and self.cache is None:
+                self.cache = []
+            return self.lean.hidden(ids, positions, mask, self.cache if self.keep_cache else None)
+        kwargs = {"input_ids": ids[None], "position_ids": positions[None], "attention_mask": mask[None, None],
+                  "use_cache": self.keep_cache}  # mask [1, 1, new, all]
+        if self.keep_cache:
+            from transformers import DynamicCache
+
+            self.cache = self.cache if self.cache is not None else DynamicCache()
+            kwargs["cache"] = self.cache
+        return self.model.base_model(**kwargs).last_hidden_state[0]
 
     def sums(self) -> tuple[np.ndarray, np.ndarray]:
         """Per sequence, the sum of its known edges and whether all are known.

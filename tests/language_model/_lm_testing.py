@@ -17,13 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 STANDALONE = REPO / "language_model" / "language-model-standalone.py"
 
 
-def make_tiny_causal_lm(out_dir: Path, add_bos: bool = True) -> Path:
-    """A random 1-layer OPT over the toy words, with a word-level tokenizer; OPT-like (prepends ``</s>``)
-    when ``add_bos``, GPT-2-like (adds nothing) otherwise."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
+def _word_tokenizer(add_bos: bool):
+    """A word-level fast tokenizer over the toy words (``</s>`` prepended when ``add_bos``) and its vocabulary."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
     for w in sorted(TOY_LEXICON) + ["hello", ",", "."]:
@@ -34,11 +31,45 @@ def make_tiny_causal_lm(out_dir: Path, add_bos: bool = True) -> Path:
         tok.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="<pad>")
+    return fast, vocab
+
+
+def make_tiny_causal_lm(out_dir: Path, add_bos: bool = True) -> Path:
+    """A random 1-layer OPT over the toy words, with a word-level tokenizer; OPT-like (prepends ``</s>``)
+    when ``add_bos``, GPT-2-like (adds nothing) otherwise."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    fast, vocab = _word_tokenizer(add_bos)
     torch.manual_seed(0)
     cfg = OPTConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
                     max_position_embeddings=64, word_embed_proj_dim=16, pad_token_id=0, bos_token_id=1,
                     eos_token_id=1)
     model = OPTForCausalLM(cfg).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    fast.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def make_tiny_llama(out_dir: Path, **config) -> Path:
+    """A random 2-layer Llama (grouped-query attention: 4 query heads, 2 key/value heads) over the toy words,
+    with the word-level tokenizer that prepends ``</s>``; ``config`` overrides ``LlamaConfig`` fields."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    fast, vocab = _word_tokenizer(True)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(**{"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+                         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+                         "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 1, "tie_word_embeddings": True,
+                         **config})
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # larger weights than the initialiser's: sentence scores that differ by nats
+        for p in model.parameters():
+            p.mul_(4.0 if p.dim() > 1 else 1.0)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     fast.save_pretrained(str(out_dir))

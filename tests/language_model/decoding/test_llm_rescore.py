@@ -133,3 +133,17 @@ def test_embedded_smollm2_prefers_fluent_sentences(tmp_path_factory):
     fluent, scrambled, homophone = scorer.score(["i want to go home", "home go to want i", "i want two go home"])
     assert fluent > scrambled + 5 and fluent > homophone + 5
     assert math.isfinite(fluent) and np.isfinite(scorer.score(["i need water"] * 3)).all()
+    # SmolLM2 is a plain Llama: the prefix tree runs the lean forward, equal to the Hugging Face one in float32
+    from language_model.decoding.llama_forward import LlamaTreeForward
+    from language_model.decoding.prefix_tree import TreeForward, build_prefix_tree
+
+    f32 = CausalLMScorer.load(str(folder), dtype="float32")
+    assert LlamaTreeForward.supports(f32.model)
+    tree = build_prefix_tree(f32._rows(["i want to go home", "i want to go now", "i want two go home", "we want it"]))
+    sums = []
+    for use_lean in (True, False):
+        fwd = TreeForward(f32.model, tree, keep_cache=False, use_lean=use_lean)
+        fwd.evaluate(np.arange(len(tree.tokens)))
+        sums.append(fwd.sums()[0])
+    np.testing.assert_allclose(sums[0], sums[1], atol=1e-3)
+    np.testing.assert_allclose(scorer.score(["i want to go home"]), sums[1][:1], atol=0.5)  # bfloat16, lean
