@@ -230,8 +230,9 @@ def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[
     over the word acceptor after a pruned epsilon removal: the determinization it needs is done lazily, only
     for the states the n-best search reaches. A full pruned determinization first (this function's earlier
     form, Kaldi's ``DeterminizeLatticePruned`` plays that role in the original) gives the same sequences
-    but blows up on ambiguous input: on the 126k-word 1-gram with noisy logits it took 0.3-56 s per
-    utterance where the lazy search takes 5-110 ms (the same 100 sequences on the 6 utterances compared).
+    but blows up on ambiguous input: on the 126k-word 1-gram's lattices of noisy logits it took 0.02-56 s
+    per utterance (54.7 s for one 12k-state lattice) where epsilon removal + the lazy search take 0.02-0.5 s,
+    with the same 100 sequences on the 6 utterances where both finished.
 
     Args:
         lat: the lattice.
