@@ -304,9 +304,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--peak: expected a finite number > 0, got {args.peak}")
     if args.corpus is not None and not args.corpus.is_file():
         p.error(f"--corpus {args.corpus}: no such file")
-    unknown = [v for v in args.llm_variants.split(",") if v and v not in LLM_VARIANTS]
-    if unknown or not args.llm_variants.strip(","):
+    variants = [v for v in args.llm_variants.split(",") if v]
+    unknown = [v for v in variants if v not in LLM_VARIANTS]
+    if unknown or not variants:
         p.error(f"--llm_variants {args.llm_variants!r}: expected a comma list of {', '.join(LLM_VARIANTS)}")
+    if len(set(variants)) < len(variants):
+        p.error(f"--llm_variants {args.llm_variants!r}: a variant is named twice")
+    if args.llm == "none" and (args.llm_only or args.llm_warm):
+        p.error(f"--llm none: {'--llm_only' if args.llm_only else '--llm_warm'} times the causal LM, which --llm none "
+                "switches off")
     if args.llm != "none":
         from language_model.decoding.llm_rescore import LLMUnavailableError, resolve_model_path
 

@@ -342,12 +342,14 @@ def top_k_candidates(nbest: list[Hypothesis], acoustic_scale: float, k: int) -> 
     and 2.8 % for all.
 
     Args:
-        nbest: hypotheses.
+        nbest: distinct hypotheses (the decoder's n-best and the augmentation list each sentence once; a
+            repeated sentence would take two of the k places).
         acoustic_scale: the weight of ``ac`` in the first pass's total.
         k: how many to keep (0 or ``>= len(nbest)``: all).
 
     Returns:
-        The kept hypotheses in their input order (ties in the score: the earlier one is kept).
+        The kept hypotheses in their input order (ties in the score: the earlier one is kept; a NaN first-pass
+        score ranks last).
     """
     if k <= 0 or len(nbest) <= k:
         return list(nbest)
