@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, help="keep built LM folders here (default: a temporary folder)")
     p.add_argument("--corpus", type=Path, help="3-gram training text (default: 300k words of Zipf text)")
-    p.add_argument("--n_sentences", type=int, default=30)
+    p.add_argument("--n_sentences", type=int, default=30, help="test sentences drawn from the corpus (default 30)")
     p.add_argument("--chunk_frames", type=int, default=5, help="frames per streaming chunk (80 ms each)")
     p.add_argument("--peak", type=float, default=7.0, help="logit peak of the synthetic posteriors")
     p.add_argument("--llm", default="smollm2", help="causal LM for the rescoring rows ('none' to skip)")
