@@ -177,7 +177,7 @@ PARAMS: tuple[Param, ...] = (
     Param("llm_top_k", int, 50,
           "the causal LM rescores (and the final message lists) only the first pass's best K candidates of the "
           "augmented n-best, by acoustic_scale*ac + ngram: the 1-gram's ~137 candidates feed ~380 prefix-tree "
-          "nodes, the best 50 ~160; 0: every candidate (the original)", low=0),
+          "nodes, the best 50 ~150; 0: every candidate (the original)", low=0),
     Param("llm_dtype", str, "auto",
           "causal-LM weights: auto = float16 on CUDA, bfloat16 on a CPU with AMX or AVX512-BF16, else float32 "
           "(the log-softmax is float32 in all cases)", choices=("auto", "float32", "bfloat16", "float16")),

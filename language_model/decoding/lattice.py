@@ -230,9 +230,9 @@ def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[
     over the word acceptor after a pruned epsilon removal: the determinization it needs is done lazily, only
     for the states the n-best search reaches. A full pruned determinization first (this function's earlier
     form, Kaldi's ``DeterminizeLatticePruned`` plays that role in the original) gives the same sequences
-    but blows up on ambiguous input: on the 126k-word 1-gram's lattices of noisy logits it took 0.02-56 s
-    per utterance (54.7 s for one 12k-state lattice) where epsilon removal + the lazy search take 0.02-0.5 s,
-    with the same 100 sequences on the 6 utterances where both finished.
+    but blows up on ambiguous input: on the 126k-word 1-gram's lattices of noisy logits (``benchmarks/
+    lm_decode_latency.py``) some utterances took tens of seconds in it; the lazy search lists the same
+    sequences (tests compare it with a full determinization and a brute-force reference).
 
     Args:
         lat: the lattice.
