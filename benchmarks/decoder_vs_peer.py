@@ -33,7 +33,6 @@ import json
 import math
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 PEER_ENV = REPO / "envs" / "bench_peer"
 PEER_REQS = REPO / "requirements" / "bench_peer.txt"
+
+from nejm_b2txt_utils.memory import peak_rss_mb  # noqa: E402 - after the repo joins sys.path
 
 OURS_GRID = {"acoustic_scale": [0.5, 1.0, 2.0, 3.0], "blank_penalty": [1.0, 9.0, 90.0, 300.0], "min_active": [200, 1]}
 OURS_FIXED = {"gpu_number": -1}  # everything else: the table's defaults (nbest 100, exact_ngram 1, beam 17, ...)
@@ -61,14 +62,6 @@ def setup_peer_env() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(PEER_ENV)], check=True)
     subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(PEER_REQS)], check=True)
     return py
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss it does not inherit the parent's high-water mark)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # --------------------------------------------------------------------------- workers (one process each)

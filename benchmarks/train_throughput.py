@@ -27,14 +27,17 @@ import torch  # noqa: E402
 
 from model_training.config import check_training_data, load_config  # noqa: E402
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.memory import peak_rss_mb  # noqa: E402
 
 CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
            "small": REPO / "model_training" / "rnn_args_small.yaml",
            "nnn_small": REPO / "model_training_nnn" / "rnn_args_nnn_small.yaml"}
 
 
-def peak_rss_mb() -> dict[str, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss() -> dict[str, float]:
+    """This process's peak RSS (VmHWM, not a parent's) and the largest of its reaped children's (data workers:
+    forked, so their figure includes the pages they share with this process at fork time). MiB."""
+    own = peak_rss_mb()
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"peak_rss_mb": round(own, 1), "peak_rss_workers_mb": round(children, 1)}
 
@@ -81,7 +84,7 @@ def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str])
                   "s_per_step": round(sum(times) / len(times), 4), "steps_per_s": round(len(times) / sum(times), 4),
                   # CPU seconds of this process per step: a load-independent figure on a shared machine
                   "cpu_s_per_step": round(sum(cpu_times) / len(cpu_times), 4), "torch_threads": torch.get_num_threads(),
-                  **peak_rss_mb()}
+                  **peak_rss()}
         if trainer.device.type == "cuda":
             result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         trainer.close()

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from nejm_b2txt_utils.memory import peak_rss_mb
+
 log = logging.getLogger(__name__)
 
 
@@ -66,14 +68,11 @@ class ChildProcess:
                            f"{self.tail()}")
 
     def peak_rss_mb(self) -> float | None:
-        """Peak resident memory of the child (VmHWM), while it is alive."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        except (OSError, AttributeError):
-            pass
-        return None
+        """Peak resident memory of the child (VmHWM, MiB), while it is alive; ``None`` after."""
+        if self.proc is None:
+            return None
+        value = peak_rss_mb(self.proc.pid)
+        return None if value is None else round(value, 1)
 
     def kill(self) -> None:
         """SIGKILL the whole process group (used by fault-injection tests)."""

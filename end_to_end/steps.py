@@ -1,6 +1,6 @@
 """One pipeline step = one child command with a "done" path: skipped when the path exists, so a re-run
 reuses finished work; its output goes to the console and to ``<logs>/<name>.log``; wall time and peak
-RSS are measured (``os.wait4``)."""
+RSS are measured (:class:`nejm_b2txt_utils.memory.ChildPeakRss`: the child's own, not this driver's)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nejm_b2txt_utils.atomic_io import atomic_write_text
+from nejm_b2txt_utils.memory import ChildPeakRss
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def run_step(step: Step, log_dir: Path, echo: bool = True) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log_fh:
         proc = subprocess.Popen(step.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        memory = ChildPeakRss(proc.pid)
         try:
             for chunk in iter(lambda: proc.stdout.read1(4096), b""):
                 log_fh.write(chunk)
@@ -44,15 +46,17 @@ def run_step(step: Step, log_dir: Path, echo: bool = True) -> dict:
                     sys.stdout.flush()
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
+            memory.stop()
             proc.kill()
             proc.wait()
             raise
     proc.returncode = os.waitstatus_to_exitcode(status)
+    peak_mb = memory.stop(usage.ru_maxrss)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"step '{step.name}' failed with exit code {proc.returncode}; see {log_path}")
     if not step.done.exists():
         atomic_write_text(step.done, f"finished in {wall:.1f} s\n")
-    info = {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    info = {"wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb, 1)}
     log.info("[%s] done in %.1f s, peak RSS %.0f MB", step.name, wall, info["peak_rss_mb"])
     return info

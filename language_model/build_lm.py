@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import logging
-import resource
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from language_model.ngram.corpus import (
 from language_model.ngram.unigram import DEFAULT_EOS_PROB, wordfreq_unigram, wordfreq_vocabulary
 from nejm_b2txt_utils.atomic_io import atomic_write_json
 from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input
+from nejm_b2txt_utils.memory import peak_rss_mb
 
 log = logging.getLogger("build_lm")
 
@@ -203,15 +203,6 @@ def up_to_date(out: Path, digest: str | None) -> bool:
         return json.loads(info.read_text()).get("input_hash") == digest
     except (OSError, ValueError):
         return False
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far.
-
-    Returns:
-        MiB.
-    """
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def read_word_list(path: Path) -> list[str]:
