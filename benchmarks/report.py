@@ -161,7 +161,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
     for r in report.get("stream_latency", {}).get("results", []):
         rows.append(("streaming", f"{r['config']} GRU {r['gru']} per 80 ms frame ({r['device']})",
                      f"p50 {r['ms_per_frame_p50']:.1f} / p95 {r['ms_per_frame_p95']:.1f} ms, RTF {r['rtf']:.3f}",
-                     f"{rss.get('stream_latency', 0):.0f}"))
+                     _mb(rss.get('stream_latency'))))
     lm = report.get("lm_decode_latency", {})
     for name in ("1gram", "3gram"):
         entry = lm.get(name)
@@ -194,7 +194,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
                          _ms(entry["redis_round_trip_no_llm"].get("decode_trial")), "-"))
     if lm:
         rows.append(("LM decode", "benchmark process", f"{lm.get('n_sentences', '?')} sentences",
-                     f"{rss.get('lm_decode_latency', 0):.0f}"))
+                     _mb(rss.get('lm_decode_latency'))))
     rows += load_rows(report.get("lm_server_load", {}), rss.get("lm_server_load"))
     tlg = report.get("tlg_build", {})
     for case in ("unigram_wordfreq", "trigram", "big_trigram"):
@@ -218,12 +218,17 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _mb(value: float | None) -> str:
+    """A peak-RSS cell: whole MB, or "-" when it was not measured."""
+    return "-" if value is None else f"{value:.0f}"
+
+
 def xla_rows(xla: dict, bench_rss: float | None) -> list[tuple[str, str, str, str]]:
     """Rows of ``benchmarks/xla_steps.py``: eager vs XLA-on-CPU steps/s, graphs compiled, logit difference."""
     if not xla:
         return []
     eager, dev = xla["eager"], xla["xla"]
-    peak = f"{bench_rss:.0f}" if bench_rss is not None else "-"
+    peak = _mb(bench_rss)
     return [("PyTorch/XLA", f"tiny nnn, eager CPU: steady steps/s ({eager['steps']} steps in {eager['wall_s']:.0f} s)",
              f"{eager['steady_steps_per_s']:.2f}", peak),
             ("PyTorch/XLA", f"tiny nnn, XLA on CPU: steady steps/s ({dev['steps']} steps in {dev['wall_s']:.0f} s)",
@@ -238,7 +243,7 @@ def tf_rows(res: dict, bench_rss: float | None) -> list[tuple[str, str, str, str
     """Rows of ``benchmarks/tf_vs_torch.py``: TF vs PyTorch steps/s on the CPU, logit and CTC agreement."""
     if not res:
         return []
-    peak = f"{bench_rss:.0f}" if bench_rss is not None else "-"
+    peak = _mb(bench_rss)
     t, f, a = res["torch_cpu"], res["tf_cpu"], res["agreement_fp32"]
     return [("TensorFlow port", f"{res['config']}, PyTorch CPU steps/s ({res['threads']} threads)",
              f"{t['steps_per_s']:.2f}", peak),

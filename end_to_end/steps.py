@@ -36,7 +36,10 @@ def run_step(step: Step, log_dir: Path, echo: bool = True) -> dict:
     t0 = time.monotonic()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log_fh:
-        proc = subprocess.Popen(step.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        try:
+            proc = subprocess.Popen(step.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        except OSError as exc:  # a missing or non-executable program
+            raise RuntimeError(f"step '{step.name}': cannot start {step.cmd[0]}: {exc.strerror or exc}") from exc
         memory = ChildPeakRss(proc.pid)
         try:
             for chunk in iter(lambda: proc.stdout.read1(4096), b""):
@@ -57,6 +60,7 @@ def run_step(step: Step, log_dir: Path, echo: bool = True) -> dict:
         raise RuntimeError(f"step '{step.name}' failed with exit code {proc.returncode}; see {log_path}")
     if not step.done.exists():
         atomic_write_text(step.done, f"finished in {wall:.1f} s\n")
-    info = {"wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb, 1)}
-    log.info("[%s] done in %.1f s, peak RSS %.0f MB", step.name, wall, info["peak_rss_mb"])
+    info = {"wall_s": round(wall, 1), "peak_rss_mb": None if peak_mb is None else round(peak_mb, 1)}
+    log.info("[%s] done in %.1f s, peak RSS %s", step.name, wall,
+             "unknown (exited before the first sample)" if peak_mb is None else f"{peak_mb:.0f} MB")
     return info

@@ -39,6 +39,7 @@ def test_quick_report_measures_every_benchmark_and_resumes(tmp_path):
     train = report["train_throughput"]["results"]
     assert [r["config"] for r in train] == ["small", "nnn_small"]  # the adversarial model next to its peer
     assert train[0]["steps_per_s"] > 0 and train[0]["timed_steps"] == 3 and train[0]["peak_rss_mb"] > 50
+    assert train[0]["peak_rss_workers_mb"] > 50  # the small config's data worker, reaped before it is read
     assert train[1]["params"] > train[0]["params"] / 2 and train[1]["gru"].startswith("noise 2x512")
     ratios = report["train_throughput"]["ratios"]
     assert ratios["nnn_small_over_small_steps_per_s"] == round(train[1]["steps_per_s"] / train[0]["steps_per_s"], 3)

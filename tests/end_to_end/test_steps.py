@@ -21,3 +21,10 @@ def test_step_peak_rss_is_the_childs_own(tmp_path, n_floats, low, high):
     assert low < info["peak_rss_mb"] < high
     assert (tmp_path / "logs" / "probe.log").read_text().strip() == "ok"
     assert run_step(step, tmp_path / "logs", echo=False) == {"reused": True}
+
+
+def test_a_step_whose_program_is_missing_is_a_named_error(tmp_path):
+    step = Step("ghost", ["/no/such/program", "--flag"], tmp_path / "ghost.done")
+    with pytest.raises(RuntimeError, match=r"step 'ghost': cannot start /no/such/program: No such file"):
+        run_step(step, tmp_path / "logs", echo=False)
+    assert not step.done.exists()

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from nejm_b2txt_utils.memory import ChildPeakRss
+from nejm_b2txt_utils.memory import ChildPeakRss, peak_rss_mb
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
 
@@ -66,3 +66,31 @@ def test_wait4_figure_is_used_only_where_it_cannot_be_the_parents(big_parent):
     assert memory.stop(usage.ru_maxrss) < 200  # the sampled figure instead
     memory = ChildPeakRss(os.getpid())  # any live pid: the rule, not the sampling, is under test
     assert memory.stop(int((memory.parent_peak_mb + 100) * 1024)) == pytest.approx(memory.parent_peak_mb + 100)
+
+
+def test_a_grandchild_is_measured_too(big_parent):
+    """``sh -c "python ...; true"``: the work is in a grandchild (as in the performance report's steps)."""
+    inner = _CHILD.format(n=37_500_000) + "import time; time.sleep(0.5)\n"  # 300 MB
+    proc = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "$0" > /dev/null; true', inner])
+    memory = ChildPeakRss(proc.pid, interval_s=0.05)
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    assert 300 < memory.stop(usage.ru_maxrss) < 550
+
+
+def test_bad_arguments_are_clear_errors():
+    for pid in ("abc", 0, -3, 1.5, True):
+        with pytest.raises(ValueError, match="pid: expected a positive int"):
+            peak_rss_mb(pid)
+        with pytest.raises(ValueError, match="pid: expected a positive int"):
+            ChildPeakRss(pid)
+    with pytest.raises(ValueError, match="interval_s"):
+        ChildPeakRss(os.getpid(), interval_s=0)
+    assert peak_rss_mb(2**22 + 12345) is None  # above pid_max: no such process
+
+
+def test_a_child_gone_before_the_first_sample_is_unknown_not_zero(big_parent):
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # reaped: nothing left to sample
+    memory = ChildPeakRss(proc.pid)
+    assert memory.stop() is None
