@@ -34,12 +34,12 @@ CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
            "nnn_small": REPO / "model_training_nnn" / "rnn_args_nnn_small.yaml"}
 
 
-def peak_rss(own_mb: float) -> dict[str, float]:
-    """``own_mb`` (this process's VmHWM, not a parent's) with the largest peak RSS of the reaped children (the
-    data workers; call after they exited: forked, so their figure includes the pages they share with this
-    process at fork time). MB."""
+def peak_rss() -> dict[str, float]:
+    """This process's peak RSS (VmHWM, not a parent's) and the largest of its reaped children's (the data
+    workers; call after they exited: forked, so their figure includes the pages they share with this process
+    at fork time). MB."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_rss_mb": round(own_mb, 1), "peak_rss_workers_mb": round(children, 1)}
+    return {"peak_rss_mb": round(peak_rss_mb(), 1), "peak_rss_workers_mb": round(children, 1)}
 
 
 def describe_model(cfg) -> str:
@@ -86,10 +86,9 @@ def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str])
                   "cpu_s_per_step": round(sum(cpu_times) / len(cpu_times), 4), "torch_threads": torch.get_num_threads()}
         if trainer.device.type == "cuda":
             result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        own_mb = peak_rss_mb()
         del loader  # shuts the data workers down, so they are reaped before RUSAGE_CHILDREN is read
         trainer.close()
-        return result | peak_rss(own_mb)
+        return result | peak_rss()  # VmHWM is a high-water mark: closing frees nothing from it
 
 
 def measure_in_child(name: str, args: argparse.Namespace) -> dict:

@@ -68,7 +68,7 @@ class ChildProcess:
                            f"{self.tail()}")
 
     def peak_rss_mb(self) -> float | None:
-        """Peak resident memory of the child (VmHWM, MiB), while it is alive; ``None`` after."""
+        """Peak resident memory of the child (VmHWM, MB), while it is alive; ``None`` after."""
         if self.proc is None:
             return None
         value = peak_rss_mb(self.proc.pid)
