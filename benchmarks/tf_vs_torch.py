@@ -108,6 +108,7 @@ def agreement(torch_side, tf_trainer) -> dict:
     import tensorflow as tf
     import torch
 
+    from model_training.rnn_model import output_frames
     from model_training_nnn_tpu.convert import torch_to_tf
     from model_training_nnn_tpu.losses import adjusted_lens, ctc_per_trial
     from nejm_b2txt_utils.augmentation import transform_data
@@ -119,7 +120,7 @@ def agreement(torch_side, tf_trainer) -> dict:
     torch_to_tf(tf_trainer.model, init_state)
     batch = trainer.val_dataset[0]
     feats, n = transform_data(batch["input_features"], batch["n_time_steps"], trainer.transform_args, "val")
-    lens = ((n - trainer.patch_size) / trainer.patch_stride + 1).to(torch.int32)
+    lens = output_frames(n, trainer.patch_size, trainer.patch_stride)
     with torch.no_grad():
         ref = model(feats, batch["day_indicies"])
         ctc_ref = torch.nn.CTCLoss(blank=0, reduction="none")(ref.log_softmax(2).permute(1, 0, 2),  # (P, B, C)
