@@ -12,7 +12,7 @@ gives the in-process peak RSS):
   generator is importable, half Zipf word sequences from wordfreq: a pessimistic, high-diversity
   text), pruned at ``--big_prune``.
 
-    python benchmarks/tlg_build.py [--corpus lm_corpus.txt] [--big [--big_corpus FILE]] [--work DIR]
+    python -m benchmarks.tlg_build [--corpus lm_corpus.txt] [--big [--big_corpus FILE]] [--work DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.measure import print_result
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 ["--corpus", str(big), "--order", "3", "--prune", str(args.big_prune), "--keep_unpruned"],
                 work / "big_trigram",
             )
-    print(json.dumps(result, indent=2))
+    print_result(result)
     return 0
 
 

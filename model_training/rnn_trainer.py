@@ -8,10 +8,12 @@ optional torch.compile (``compile: auto`` = on CUDA only), atomic writes.
 
 Variants (``model_training_nnn``: the adversarial TripleGRUDecoder, its XLA trainer) subclass
 ``BrainToTextDecoder_Trainer`` and override hooks instead of copying ``__init__`` or the train step:
-``select_device``, ``build_model``, ``create_optimizer`` / ``create_lr_scheduler``, ``batch_to_device``,
-``compute_loss`` (per-trial objective, per-trial logged loss, extra log values), ``eval_forward`` (the
-forward used by validation; may return extra heads whose greedy PER is logged) and ``step_end`` (called
-once per optimizer step, e.g. ``torch_xla.sync()``).
+``select_device``, ``build_model``, ``create_optimizer`` / ``create_lr_scheduler``, ``wrap_networks`` (the
+train and eval networks: DDP, torch.compile), ``batch_to_device``, ``compute_loss`` (per-trial objective,
+per-trial logged loss, extra log values), ``eval_forward`` (the forward used by validation; may return extra
+heads whose greedy PER is logged) and ``step_end`` (called once per optimizer step, e.g. ``torch_xla.sync()``).
+The set-up (output dirs, logging, split and batches) is ``run_setup.py``, the loop and the validation
+bookkeeping ``training_loop.py``; both framework-free, shared with the TensorFlow trainer.
 """
 
 from __future__ import annotations
