@@ -28,6 +28,7 @@ FRAMEWORKS = ("torch", "tf")
 PROVIDERS: dict[str, dict[str, str]] = {
     "gru": {"torch": "model_training.rnn_model", "tf": "model_training_nnn_tpu.rnn_model_tf"},
     "triple_gru": {"torch": "model_training_nnn.rnn_model", "tf": "model_training_nnn_tpu.rnn_model_tf"},
+    "transformer": {"torch": "model_training.transformer_model"},  # causal, streaming (no TF port)
 }
 
 Builder = Callable[..., object]
@@ -79,13 +80,15 @@ def shared_model_kwargs(args: Mapping) -> dict:
     Args:
         args: ``model.n_input_features``, ``n_units``, ``rnn_dropout``, ``input_network.input_layer_dropout``,
             ``patch_size``, ``patch_stride``; ``dataset.sessions`` (one day layer each) and ``dataset.n_classes``.
+            ``model.day_layers: false`` (default true) builds ONE input layer (``n_days`` 1) that every session
+            shares (``rnn_model.DayLayerMixin``: a single day layer serves every day index).
 
     Returns:
         ``{neural_dim, n_units, n_days, n_classes, rnn_dropout, input_dropout, patch_size, patch_stride}``.
     """
     m = args["model"]
-    return dict(neural_dim=int(m["n_input_features"]), n_units=int(m["n_units"]),
-                n_days=len(args["dataset"]["sessions"]), n_classes=int(args["dataset"]["n_classes"]),
+    n_days = len(args["dataset"]["sessions"]) if bool(m.get("day_layers", True)) else 1
+    return dict(neural_dim=int(m["n_input_features"]), n_units=int(m["n_units"]), n_days=n_days, n_classes=int(args["dataset"]["n_classes"]),
                 rnn_dropout=float(m["rnn_dropout"]), input_dropout=float(m["input_network"]["input_layer_dropout"]),
                 patch_size=int(m["patch_size"]), patch_stride=int(m["patch_stride"]))
 

@@ -37,12 +37,14 @@ __all__ = ["ConfigError", "DEFAULT_CONFIG", "check_training_data", "load_config"
 INT_MINIMA = {"num_training_batches": 1, "batches_per_train_log": 1, "batches_per_val_step": 1,
               "dataset.batch_size": 1, "dataset.days_per_batch": 1, "model.patch_size": 0,
               "model.patch_stride": 1, "dataset.data_transforms.random_cut": 0, "model.n_units": 1,
-              "model.n_layers": 1, "model.n_input_features": 1, "dataset.data_transforms.smooth_kernel_size": 1}
+              "model.n_layers": 1, "model.n_input_features": 1, "dataset.data_transforms.smooth_kernel_size": 1,
+              "dataset.data_transforms.time_mask_count": 0, "dataset.data_transforms.time_mask_max_width": 1}
 #: Float keys and their allowed interval ``[low, high)`` (``high`` None: unbounded).
 FLOAT_RANGES = {"model.rnn_dropout": (0.0, 1.0), "model.input_network.input_layer_dropout": (0.0, 1.0),
                 "lr_max": (0.0, None), "lr_min": (0.0, None), "lr_max_day": (0.0, None), "lr_min_day": (0.0, None),
                 "epsilon": (0.0, None), "weight_decay": (0.0, None), "grad_norm_clip_value": (0.0, None),
-                "dataset.data_transforms.smooth_kernel_std": (0.0, None)}
+                "dataset.data_transforms.smooth_kernel_std": (0.0, None),
+                "dataset.data_transforms.speckle_mask_prob": (0.0, 1.0)}
 
 
 def _check_ints(cfg: DictConfig) -> None:

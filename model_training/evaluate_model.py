@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script from any folder: make `model_tr
 from tqdm import tqdm  # noqa: E402
 
 from model_training.checkpoint import CheckpointError, load_trained_model  # noqa: E402
+from model_training.ensemble import load_ensemble  # noqa: E402
 from model_training.eval_results import (  # noqa: E402
     PartialResults,
     PartialResultsError,
@@ -47,8 +48,10 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", default=str(HERE / "../data/t15_pretrained_rnn_baseline"),
-                   help="folder with checkpoint/args.yaml and checkpoint/best_checkpoint")
+    p.add_argument("--model_path", nargs="+", default=[str(HERE / "../data/t15_pretrained_rnn_baseline")],
+                   help="folder with checkpoint/args.yaml and checkpoint/best_checkpoint; several folders: an "
+                        "ensemble, their per-frame probabilities averaged (model_training/ensemble.py) into one "
+                        "logit stream for the LM (same frame rate, sessions and smoothing required)")
     p.add_argument("--data_dir", default=str(HERE / "../data/hdf5_data_final"), help="HDF5 root")
     p.add_argument("--eval_type", default="test", choices=("val", "test"), help="split to evaluate")
     p.add_argument("--csv_path", default=str(HERE / "../data/t15_copyTaskData_description.csv"),
@@ -190,10 +193,11 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     """Evaluate; ``load_model(model_path, device) -> (model, args.yaml)`` (the TF port passes its own loader)."""
     check_args(args)
-    model_path = Path(args.model_path)
+    model_paths = [Path(p) for p in ([args.model_path] if isinstance(args.model_path, str) else args.model_path)]
+    model_path = model_paths[0]
     out_dir = Path(args.out_dir) if args.out_dir else model_path
     device = select_device(args.gpu_number)
-    model, model_args = load_model(model_path, device)
+    model, model_args = load_ensemble(model_paths, device, load_model)
     sessions = list(model_args.dataset.sessions)
     lookup = None
     if Path(args.csv_path).is_file():
@@ -205,9 +209,12 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
         raise FileNotFoundError(f"{args.data_dir}: no data_{args.eval_type}.hdf5 for any of the model's "
                                 f"{len(sessions)} sessions")
     log.info("Total number of %s trials: %d", args.eval_type, n_total)
-    ckpt = model_path / "checkpoint" / "best_checkpoint"
-    st = ckpt.stat()
-    header = {"checkpoint": str(ckpt.resolve()), "checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
+    ckpts = [p / "checkpoint" / "best_checkpoint" for p in model_paths]
+    stats = [c.stat() for c in ckpts]
+    one = len(ckpts) == 1  # one model: the original header (so partial results of earlier runs still resume)
+    header = {"checkpoint": str(ckpts[0].resolve()) if one else [str(c.resolve()) for c in ckpts],
+              "checkpoint_size": stats[0].st_size if one else [st.st_size for st in stats],
+              "checkpoint_mtime_ns": stats[0].st_mtime_ns if one else [st.st_mtime_ns for st in stats],
               "data_dir": str(Path(args.data_dir).resolve()), "eval_type": args.eval_type, "lm": args.lm}
     store = PartialResults(out_dir / f".eval_partial_{args.eval_type}_{args.lm}.jsonl", header, args.restart)
     if len(store):

@@ -47,7 +47,8 @@ class DayLayerMixin:
     absent from the batch get no gradient, so AdamW leaves them untouched, as in the original);
     ``"index_select"`` stacks all days and gathers on the device (static shapes, no host read: XLA).
     ``day_gather="auto"`` uses index_select on an XLA device and the list elsewhere. The affine is a
-    ``bmm`` with both operands cast to ``x.dtype``.
+    ``bmm`` with both operands cast to ``x.dtype``. A model built with ONE day layer (``model.day_layers:
+    false``) applies it to every session: every day index maps to layer 0.
     """
 
     day_gather: str = "auto"
@@ -61,6 +62,8 @@ class DayLayerMixin:
     def day_layer(self, x: torch.Tensor, day_idx: torch.Tensor) -> torch.Tensor:
         """``x [B, T, D]``, ``day_idx [B]`` -> softsign(x @ W[day] + b[day]) with dropout, ``[B, T, D]``."""
         gather = self.day_gather
+        if len(self.day_weights) == 1:  # one shared input layer (model.day_layers: false)
+            day_idx = torch.zeros_like(day_idx)
         if gather == "auto":
             gather = "index_select" if x.device.type == "xla" else "list"
         if gather == "index_select":

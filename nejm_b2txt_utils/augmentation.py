@@ -3,9 +3,12 @@
 All functions take a padded batch ``[B, T, C]`` (time on axis 1, channels last). The order in which
 the trainer applies them lives once, in :func:`transform_data`:
 
-    static gain -> white noise -> constant offset -> random walk -> random cut -> Gaussian smoothing
+    static gain -> white noise -> constant offset -> random walk -> random cut -> time masking
+    -> speckled channel masking -> Gaussian smoothing
 
-Only the smoothing runs at validation and test time. Training (and the trainer's validation PER)
+Time masking (``time_mask_count`` spans of 1..``time_mask_max_width`` bins per trial set to 0, SpecAugment-
+style) and speckled masking (each bin x channel zeroed with probability ``speckle_mask_prob``) are off by
+default, as in the original. Only the smoothing runs at validation and test time. Training (and the trainer's validation PER)
 smooths with ``padding='same'``; the official evaluator with ``padding='valid'`` (T - 8 bins).
 """
 
@@ -136,6 +139,69 @@ def random_cut(features: torch.Tensor, n_time_steps: torch.Tensor, max_cut: int,
     return features[:, cut:, :], n_time_steps - cut, cut
 
 
+def time_mask_spans(n_time_steps: torch.Tensor, n_masks: int, max_width: int,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw ``n_masks`` spans per trial: width uniform in {1..max_width}, start uniform over the valid bins.
+
+    A trial shorter than a span's width gets the span clipped to its length (starting at 0). Spans may overlap.
+
+    Args:
+        n_time_steps: ``[B]`` valid lengths (bins).
+        n_masks: spans per trial (>= 0).
+        max_width: largest span width in bins (>= 1).
+        generator: torch RNG on the CPU (default: the global one).
+
+    Returns:
+        ``[B, n_masks, 2]`` int64 ``(start, width)`` pairs, ``start + width <= n_time_steps``.
+
+    Raises:
+        ValueError: ``n_masks < 0`` or ``max_width < 1``.
+    """
+    if n_masks < 0 or max_width < 1:
+        raise ValueError(f"time masking: expected time_mask_count >= 0 and time_mask_max_width >= 1, "
+                         f"got {n_masks} and {max_width}")
+    lens = n_time_steps.detach().to("cpu", torch.int64).unsqueeze(1)  # (B, 1)
+    shape = (lens.shape[0], n_masks)
+    widths = torch.randint(1, max_width + 1, shape, generator=generator)  # (B, n_masks)
+    widths = torch.minimum(widths, lens.clamp_min(0))
+    starts = (torch.rand(shape, generator=generator) * (lens - widths + 1)).floor().to(torch.int64)
+    return torch.stack([starts, widths], dim=2)  # (B, n_masks, 2)
+
+
+def time_mask(features: torch.Tensor, n_time_steps: torch.Tensor, n_masks: int, max_width: int,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Set ``n_masks`` random spans of 1..``max_width`` bins of every trial to 0 (all channels).
+
+    Args:
+        features: ``[B, T, C]`` batch (z-scored: 0 is the channel mean).
+        n_time_steps: ``[B]`` valid lengths (bins); spans lie inside them.
+        n_masks, max_width, generator: see :func:`time_mask_spans`.
+
+    Returns:
+        ``[B, T, C]`` masked copy.
+    """
+    spans = time_mask_spans(n_time_steps, n_masks, max_width, generator).to(features.device)  # (B, n, 2)
+    t = torch.arange(features.shape[1], device=features.device).view(1, 1, -1)  # (1, 1, T)
+    starts, ends = spans[..., :1], spans[..., :1] + spans[..., 1:]  # (B, n, 1) each
+    masked = ((t >= starts) & (t < ends)).any(dim=1)  # (B, T)
+    return features.masked_fill(masked.unsqueeze(2), 0.0)  # (B, T, 1) broadcast over channels
+
+
+def speckle_mask(features: torch.Tensor, prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero each (bin, channel) element independently with probability ``prob`` (no rescaling).
+
+    Args:
+        features: ``[B, T, C]`` batch.
+        prob: drop probability in [0, 1).
+        generator: torch RNG on the features' device (default: the global one).
+
+    Returns:
+        ``[B, T, C]`` masked copy.
+    """
+    keep = torch.rand(features.shape, device=features.device, generator=generator) >= prob
+    return features * keep.to(features.dtype)
+
+
 def transform_data(features: torch.Tensor, n_time_steps: torch.Tensor, transform_args: Mapping, mode: str = "train",
                    padding: str = "same") -> tuple[torch.Tensor, torch.Tensor]:
     """Augment (``mode='train'``) then smooth a padded batch, in the original's order (spec §4.1).
@@ -144,7 +210,7 @@ def transform_data(features: torch.Tensor, n_time_steps: torch.Tensor, transform
         features: ``[B, T, C]`` batch (20 ms bins, 512 channels).
         n_time_steps: ``[B]`` valid lengths (bins).
         transform_args: the yaml's ``dataset.data_transforms`` keys (noise stds, ``random_cut``,
-            ``smooth_data``, kernel std/size).
+            ``time_mask_count``, ``time_mask_max_width``, ``speckle_mask_prob``, ``smooth_data``, kernel std/size).
         mode: ``'train'`` augments; any other mode only smooths.
         padding: the smoothing's padding (``'same'`` in training, ``'valid'`` in evaluation).
 
@@ -163,6 +229,11 @@ def transform_data(features: torch.Tensor, n_time_steps: torch.Tensor, transform
                                    int(transform_args.get("random_walk_axis", -1)))
         if transform_args.get("random_cut", 0) > 0:
             features, n_time_steps, _ = random_cut(features, n_time_steps, int(transform_args["random_cut"]))
+        if transform_args.get("time_mask_count", 0) > 0:
+            features = time_mask(features, n_time_steps, int(transform_args["time_mask_count"]),
+                                 int(transform_args.get("time_mask_max_width", 1)))
+        if transform_args.get("speckle_mask_prob", 0) > 0:
+            features = speckle_mask(features, float(transform_args["speckle_mask_prob"]))
     if transform_args.get("smooth_data", False):
         features = gauss_smooth(features, features.device, transform_args.get("smooth_kernel_std", 2),
                                 transform_args.get("smooth_kernel_size", 100), padding=padding)
