@@ -21,6 +21,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+
 from nejm_b2txt_utils.cli_errors import ConfigError
 
 #: args.yaml keys every member must agree on (the evaluator smooths and indexes days once for all).

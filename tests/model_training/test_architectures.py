@@ -40,7 +40,8 @@ def test_shared_kwargs_are_read_once_and_each_builder_adds_its_own():
 
 
 def test_an_unknown_architecture_is_a_config_error_naming_the_known_ones():
-    with pytest.raises(ConfigError, match=r"model.architecture: expected one of \['gru', 'triple_gru'\], got 'lstm'"):
+    with pytest.raises(ConfigError,
+                       match=r"model.architecture: expected one of \['gru', 'transformer', 'triple_gru'\], got 'lstm'"):
         build_model(_args("lstm"))
 
 
