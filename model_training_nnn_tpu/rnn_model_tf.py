@@ -92,6 +92,8 @@ class DayLayers(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(dropout)
 
     def call(self, x: tf.Tensor, day_idx: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if self.n_days == 1:  # one shared input layer (model.day_layers: false), as the PyTorch DayLayerMixin
+            day_idx = tf.zeros_like(day_idx)
         w = tf.gather(tf.stack([tf.cast(v, x.dtype) for v in self.day_weights]), day_idx)  # (B, D, D)
         b = tf.gather(tf.stack([tf.cast(v, x.dtype) for v in self.day_biases]), day_idx)  # (B, 1, D)
         x = tf.nn.softsign(tf.linalg.matmul(x, w) + b)  # (B, T, D)
