@@ -5,6 +5,8 @@
 The LM side is ``language_model/language-model-standalone.py`` on the same Redis; ``--lm none``
 needs no server and writes greedy phoneme strings. Finished trials are saved as they complete,
 so a rerun after an interruption (e.g. the LM server died) decodes only the remaining ones.
+Beside the CSV (and ``--results_pkl``) a ``<file>.manifest.json`` records the command, git commit, package
+versions, CPU/GPU and the SHA-256 of the checkpoints and data files (``nejm_b2txt_utils/run_manifest.py``).
 Unlike the original this never FLUSHALLs Redis: stream positions start at the server's time.
 """
 
@@ -39,6 +41,7 @@ from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
 from nejm_b2txt_utils.redis_protocol import LMClient  # noqa: E402
+from nejm_b2txt_utils.run_manifest import write_manifests  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path  # noqa: E402
 from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, TEXT_NORMS  # noqa: E402
 
@@ -247,9 +250,17 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     csv_path = write_submission_csv([r["pred_sentence"] for r in records],
                                      out_dir / f"baseline_rnn_{args.eval_type}_predicted_sentences_{stamp}.csv")
     log.info("Wrote %s", csv_path)
+    written = [csv_path]
     if args.results_pkl:
         server_args = client.server_args() if client is not None else None  # what the scores were made with
-        log.info("Wrote %s", write_results_pkl(records, args.results_pkl, server_args))
+        written.append(write_results_pkl(records, args.results_pkl, server_args))
+        log.info("Wrote %s", written[-1])
+    inputs = {f"checkpoint_{i}": c for i, c in enumerate(ckpts)}
+    inputs.update({f"data_{s}": data_file_path(Path(args.data_dir), s, args.eval_type) for s in sessions
+                   if data_file_path(Path(args.data_dir), s, args.eval_type).is_file()})
+    if args.lm_params:
+        inputs["lm_params"] = args.lm_params
+    write_manifests(written, inputs, extra={"eval_type": args.eval_type, "lm": args.lm, "text_norm": args.text_norm})
     _, table = per_corpus_table(records, with_wer=args.eval_type == "val" and args.lm == "redis",
                                 text_norm=args.text_norm)
     print(table)

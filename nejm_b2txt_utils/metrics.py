@@ -37,6 +37,41 @@ def edit_distance(ref: Sequence, hyp: Sequence) -> int:
 calculate_error_rate = edit_distance
 
 
+def edit_counts(ref: Sequence, hyp: Sequence) -> dict[str, int]:
+    """Substitutions, deletions and insertions of a minimum-edit alignment of ``hyp`` to ``ref``.
+
+    Returns:
+        ``{"sub", "del", "ins", "total"}`` counts (``total`` = :func:`edit_distance`).
+    """
+    d = kaldialign.edit_distance([str(t) for t in ref], [str(t) for t in hyp])
+    return {"sub": int(d["sub"]), "del": int(d["del"]), "ins": int(d["ins"]), "total": int(d["total"])}
+
+
+def grouped_bootstrap_ci(edits: np.ndarray, ref_lens: np.ndarray, groups: Sequence, n_resamples: int = 10_000,
+                         seed: int | None = 0) -> tuple[float, float]:
+    """95 % CI of Σedits/Σref resampling whole groups (e.g. recording days) with replacement.
+
+    Trials of one day share that day's signal quality, so they are not independent draws: resampling days
+    gives the wider, honest interval when the question is "how would another set of days score".
+
+    Args:
+        edits: ``[N]`` edit counts per trial; ref_lens: ``[N]`` reference lengths; groups: ``[N]`` group labels.
+        n_resamples: bootstrap resamples; seed: RNG seed (``None``: unseeded).
+
+    Returns:
+        ``(low, high)`` fractions; NaNs for no items.
+    """
+    edits = np.asarray(edits, dtype=np.float64)
+    ref_lens = np.asarray(ref_lens, dtype=np.float64)
+    if edits.size == 0:
+        return float("nan"), float("nan")
+    _, group_idx = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    n_groups = int(group_idx.max()) + 1
+    per_group_edits = np.bincount(group_idx, weights=edits, minlength=n_groups)  # (G,)
+    per_group_lens = np.bincount(group_idx, weights=ref_lens, minlength=n_groups)  # (G,)
+    return bootstrap_ci(per_group_edits, per_group_lens, n_resamples, seed)
+
+
 @dataclass(frozen=True)
 class ErrorRate:
     """Aggregate error rate with its bootstrap 95 % CI and per-item rates (NaN for empty refs)."""

@@ -64,7 +64,7 @@ def test_the_decorator_reports_only_the_named_types(capsys):
 
 @pytest.mark.parametrize("script,extra,expected", [
     ("model_training/train_model.py", {"model.architecture": "foo"},
-     "model.architecture: expected one of ['gru', 'triple_gru'], got 'foo'"),
+     "model.architecture: expected one of ['gru', 'transformer', 'triple_gru'], got 'foo'"),
     ("model_training_nnn/train_model.py", {"model.architecture": "gru"},
      "model.architecture: the nnn trainer needs 'triple_gru'"),
     ("model_training/train_model.py", {"gpu_number": "abc", "device": "auto"},
