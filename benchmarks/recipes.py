@@ -6,8 +6,8 @@ does); PER is reported on the **test** split only (greedy CTC, the evaluator's '
 tuned on what is reported. Per recipe: PER per seed with a trial-bootstrap 95 % CI, mean +- SEM over seeds,
 training steps/s and parameter count. Prints JSON.
 
-    python benchmarks/recipes.py                          # synthetic small, 300 batches, 2 seeds (long on CPU)
-    python benchmarks/recipes.py --preset tiny --batches 60 --seeds 1    # a smoke run (minutes)
+    python -m benchmarks.recipes                          # synthetic small, 300 batches, 2 seeds (long on CPU)
+    python -m benchmarks.recipes --preset tiny --batches 60 --seeds 1    # a smoke run (minutes)
 
 Honest reading: the recipes were measured on the real data (time masking, a causal Transformer with masking, one
 shared input layer for the Transformer). The synthetic generator has per-day drift that a per-day input layer
@@ -19,7 +19,6 @@ here, and this benchmark does not claim it does.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -29,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.measure import print_result
+from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.metrics import bootstrap_ci, ctc_greedy_decode, edit_distance
 
-from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
-from nejm_b2txt_utils.metrics import bootstrap_ci, ctc_greedy_decode, edit_distance  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("recipes")
 
@@ -127,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                              "test_PER_sem": sem, "steps_per_s": float(np.mean([r["steps_per_s"] for r in runs])),
                              "parameters": runs[0]["parameters"]}
             log.warning("%s: test PER %.4f +- %.4f", name, pers.mean(), sem)
-    print(json.dumps({"benchmark": "recipes", "preset": None if args.data_dir else args.preset,
-                      "batches": args.batches, "seeds": args.seeds, "split_reported": "test",
-                      "checkpoint_chosen_on": "val", "recipes": results}, indent=2))
+    print_result({"benchmark": "recipes", "preset": None if args.data_dir else args.preset,
+                  "batches": args.batches, "seeds": args.seeds, "split_reported": "test",
+                  "checkpoint_chosen_on": "val", "recipes": results})
     return 0
 
 
