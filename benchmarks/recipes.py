@@ -74,11 +74,13 @@ def run_recipe(name: str, seed: int, data_dir: Path, out: Path, batches: int) ->
     """Train one recipe with one seed; returns its test PER (+ CI), steps/s and parameter count."""
     from model_training.config import load_config
     from model_training.rnn_trainer import BrainToTextDecoder_Trainer
+    from nejm_b2txt_utils.t15_hdf5 import list_sessions
 
     kv = {"output_dir": str(out), "device": "cpu", "compile": "false", "num_training_batches": batches,
           "batches_per_val_step": max(batches // 3, 1), "batches_per_train_log": max(batches // 3, 1),
           "lr_warmup_steps": max(batches // 10, 1), "lr_warmup_steps_day": max(batches // 10, 1),
           "seed": seed, "dataset.seed": seed, "dataset.num_dataloader_workers": 0,
+          "dataset.days_per_batch": min(4, len(list_sessions(data_dir))),  # the tiny preset has 3 sessions
           "dataset.dataset_dir": str(data_dir), "dataset.sessions": "auto", "dataset.dataset_probability_val": "auto",
           **RECIPES[name]}
     cfg = load_config(REPO / "model_training" / "rnn_args_small.yaml", [f"{k}={v}" for k, v in kv.items()])
