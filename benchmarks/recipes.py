@@ -19,6 +19,7 @@ here, and this benchmark does not claim it does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import sys
@@ -84,13 +85,14 @@ def run_recipe(name: str, seed: int, data_dir: Path, out: Path, batches: int) ->
           "dataset.dataset_dir": str(data_dir), "dataset.sessions": "auto", "dataset.dataset_probability_val": "auto",
           **RECIPES[name]}
     cfg = load_config(REPO / "model_training" / "rnn_args_small.yaml", [f"{k}={v}" for k, v in kv.items()])
-    trainer = BrainToTextDecoder_Trainer(cfg)
-    n_params = sum(p.numel() for p in trainer.model.parameters())
-    t0 = time.perf_counter()
-    try:
-        trainer.train()
-    finally:
-        trainer.close()
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines: stdout carries only the JSON result
+        trainer = BrainToTextDecoder_Trainer(cfg)
+        n_params = sum(p.numel() for p in trainer.model.parameters())
+        t0 = time.perf_counter()
+        try:
+            trainer.train()
+        finally:
+            trainer.close()
     wall = time.perf_counter() - t0  # includes the validation passes, as a real run
     edits, lens = test_per(out, data_dir)
     low, high = bootstrap_ci(edits, lens)
