@@ -13,22 +13,44 @@ import numpy as np
 import torch
 
 from nejm_b2txt_utils.augmentation import gauss_smooth
+from nejm_b2txt_utils.causal_features import SMOOTHING_MODES, causal_smooth
 from nejm_b2txt_utils.t15_hdf5 import n_output_frames
 
 
 @torch.no_grad()
 def infer_trial(model: torch.nn.Module, features: np.ndarray, day_idx: int, device: torch.device | str,
-                transform_args: Mapping) -> np.ndarray:
-    """``features [T, C]`` -> float32 logits ``[P, 41]`` in model order (empty when T is too short)."""
+                transform_args: Mapping, smoothing: str = "centred") -> np.ndarray:
+    """``features [T, C]`` -> float32 logits ``[P, 41]`` in model order (empty when T is too short).
+
+    Args:
+        model: a ``GRUDecoder`` (or ``TripleGRUDecoder``, inference mode), eval mode.
+        features: ``[T, C]`` 20 ms bins.
+        day_idx: the session's day-layer index.
+        device: where to run.
+        transform_args: the config's ``dataset.data_transforms`` (``smooth_data``, kernel std/size).
+        smoothing: ``centred`` (the offline 'valid' smoothing, T - 8 bins), ``causal`` (the real-time decoder's
+            one-sided kernel, T bins: ``causal_features.causal_smooth``) or ``none``; ignored when
+            ``smooth_data`` is false.
+
+    Returns:
+        ``[P, 41]`` float32 logits, P = ``n_output_frames`` of the smoothed length.
+
+    Raises:
+        ValueError: an unknown ``smoothing``.
+    """
+    if smoothing not in SMOOTHING_MODES:
+        raise ValueError(f"smoothing: expected one of {SMOOTHING_MODES}, got {smoothing!r}")
     device = torch.device(device)
     use_bf16 = device.type == "cuda"
     x = torch.as_tensor(np.asarray(features), device=device).unsqueeze(0)
     x = x.to(torch.bfloat16 if use_bf16 else torch.float32)
     day = torch.tensor([day_idx], device=device)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        if transform_args.get("smooth_data", True):
-            x = gauss_smooth(x, device, transform_args.get("smooth_kernel_std", 2),
-                             transform_args.get("smooth_kernel_size", 100), padding="valid")
+        std, size = transform_args.get("smooth_kernel_std", 2), transform_args.get("smooth_kernel_size", 100)
+        if transform_args.get("smooth_data", True) and smoothing == "causal":
+            x = causal_smooth(x, std, size)
+        elif transform_args.get("smooth_data", True) and smoothing == "centred":
+            x = gauss_smooth(x, device, std, size, padding="valid")
         patching = int(getattr(model, "patch_size", 0)), int(getattr(model, "patch_stride", 1))
         if n_output_frames(x.shape[1], *patching) == 0:
             return np.zeros((0, model.n_classes), dtype=np.float32)

@@ -1,0 +1,166 @@
+"""Where the real-time decoder's 20 ms bins come from: HDF5 trials replayed, or a Redis stream.
+
+A source is an iterator of :class:`Bin` and :class:`SentenceEnd` events. ``Bin.arrival`` is the
+``time.perf_counter()`` at which the bin became available (the latencies are measured from it).
+
+Redis stream :data:`BIN_STREAM` (what a lab's acquisition system writes, one entry per bin): field
+``features`` = C float32 values (C-order bytes), optional ``day`` (day-layer index, default 0) and
+``sentence`` (an id); an entry with ``sentence_end`` = 1 (and no features) closes the sentence (the
+trial end: the decoder's fallback when no end of speech was detected).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nejm_b2txt_utils.t15_hdf5 import T15File, data_file_path
+
+log = logging.getLogger(__name__)
+
+BIN_MS = 20.0
+#: The stream a lab's acquisition system writes bins to.
+BIN_STREAM = "realtime_neural_bins"
+
+
+@dataclass
+class Bin:
+    """One 20 ms bin: ``values`` (raw; checked by the decoder), day-layer index, sentence id, arrival time,
+    where it came from (for error lines) and the sentence's reference text when a replay knows it (scoring only)."""
+
+    values: object
+    day: int
+    sentence: str
+    arrival: float
+    where: str = "bin"
+    label: str | None = None
+
+
+@dataclass
+class SentenceEnd:
+    """The trial is over (fallback end of speech); ``label`` is the reference sentence when known."""
+
+    sentence: str
+    label: str | None = None
+    arrival: float = 0.0
+
+
+def replay_hdf5(data_dir: str | Path, sessions: list[str], split: str = "val", speed: float = 1.0,
+                max_trials: int | None = None, feature_subset: list[int] | None = None) -> Iterator[Bin | SentenceEnd]:
+    """Replay the trials of ``data_<split>.hdf5`` of each session bin by bin.
+
+    Args:
+        data_dir: the HDF5 root (``<data_dir>/<session>/data_<split>.hdf5``).
+        sessions: the model's sessions (their order gives the day index).
+        split: ``val`` or ``test`` (or ``train``).
+        speed: 1 = real time (one bin every 20 ms), 2 = twice as fast, 0 = as fast as the decoder takes them.
+        max_trials: stop after this many trials (all sessions together).
+        feature_subset: the model's ``dataset.feature_subset`` channels, if any.
+
+    Yields:
+        :class:`Bin` for every bin, then a :class:`SentenceEnd` per trial (id ``session/block/trial``).
+
+    Raises:
+        FileNotFoundError: no session has the split.
+    """
+    paths = [(day, data_file_path(data_dir, s, split)) for day, s in enumerate(sessions)]
+    paths = [(day, p) for day, p in paths if p.is_file()]
+    if not paths:
+        raise FileNotFoundError(f"{data_dir}: no data_{split}.hdf5 for any of the model's {len(sessions)} sessions")
+    n = 0
+    clock = time.perf_counter()
+    for day, path in paths:
+        with T15File(path, patching=None) as f:
+            for key in f.keys:
+                if max_trials is not None and n >= max_trials:
+                    return
+                trial = f.read_trial(key)
+                feats = trial.input_features if not feature_subset else trial.input_features[:, list(feature_subset)]
+                sid = f"{trial.session}/{trial.block_num}/{trial.trial_num}"
+                clock = time.perf_counter()
+                for i, row in enumerate(feats):
+                    if speed > 0:
+                        due = clock + (i + 1) * BIN_MS / 1000.0 / speed  # bin i is complete at its end
+                        delay = due - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
+                        arrival = max(due, time.perf_counter()) if delay > 0 else due
+                    else:
+                        arrival = time.perf_counter()
+                    yield Bin(row, day, sid, arrival, f"{path} {key} bin {i}", trial.sentence_label)
+                yield SentenceEnd(sid, trial.sentence_label, time.perf_counter())
+                n += 1
+
+
+def redis_bins(r, stream: str = BIN_STREAM, start: str | bytes = "$", block_ms: int = 200,
+               idle_timeout_s: float | None = None) -> Iterator[Bin | SentenceEnd]:
+    """Read bins from a Redis stream as the acquisition system writes them.
+
+    A lost connection (Redis restarting) is retried with backoff; entries written while it was down are
+    lost with the server's memory, finished sentences are not (the decoder has saved them).
+
+    Args:
+        r: a redis-py client.
+        stream: the stream name.
+        start: ``$`` (only new entries) or an entry id to read after (``0`` = from the beginning).
+        block_ms: one XREAD's block (ms).
+        idle_timeout_s: stop after this long without an entry (None: never).
+
+    Yields:
+        :class:`Bin` / :class:`SentenceEnd` events; a bin whose ``features`` field is missing or not float32
+        bytes is yielded as is (the decoder reports it and goes on).
+    """
+    import redis
+
+    last: str | bytes = start
+    if last == "$":  # resolve now, so that a reconnect does not skip entries written in between
+        info = r.xinfo_stream(stream) if r.exists(stream) else None
+        last = info["last-generated-id"] if info else "0-0"
+    idle_since = time.monotonic()
+    backoff = 0.1
+    while True:
+        try:
+            resp = r.xread({stream: last}, count=64, block=block_ms)
+            backoff = 0.1
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("bin stream %s: redis connection lost (%s); retrying in %.1f s", stream, exc, backoff)
+            time.sleep(backoff)
+            backoff = min(2 * backoff, 2.0)
+            continue
+        now = time.perf_counter()
+        if not resp:
+            if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
+                return
+            continue
+        idle_since = time.monotonic()
+        for entry_id, fields in resp[0][1]:
+            last = entry_id
+            sid = fields.get(b"sentence", b"0").decode(errors="replace")
+            if fields.get(b"sentence_end", b"0") not in (b"0", b""):
+                yield SentenceEnd(sid, None, now)
+                continue
+            payload = fields.get(b"features", b"")
+            where = f"{stream} entry {entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
+            values = (np.frombuffer(payload, dtype=np.float32) if len(payload) % 4 == 0
+                      else np.full(len(payload) // 4 + 1, np.nan, dtype=np.float32))
+            try:
+                day = int(fields.get(b"day", b"0"))
+            except ValueError:
+                day = -1  # the decoder rejects it with the bin
+            yield Bin(values, day, sid, now, where)
+
+
+def write_bin(r, values: np.ndarray, sentence: str, day: int = 0, stream: str = BIN_STREAM) -> None:
+    """What an acquisition system does per bin: XADD ``features`` (float32 bytes), ``day``, ``sentence``."""
+    r.xadd(stream, {"features": np.ascontiguousarray(values, dtype=np.float32).tobytes(), "day": int(day),
+                    "sentence": sentence})
+
+
+def write_sentence_end(r, sentence: str, stream: str = BIN_STREAM) -> None:
+    """Mark the end of a sentence (trial) on the bin stream."""
+    r.xadd(stream, {"sentence_end": 1, "sentence": sentence})

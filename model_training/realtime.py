@@ -1,0 +1,276 @@
+"""Real-time decoding: bins -> streaming model -> logits frame by frame to the LM server -> partial/final text.
+
+    for each event of a bin source (model_training.bin_sources):
+        Bin         -> StreamingModel.push -> Frame (every 4 bins) -> LM partial (remote_lm_input, LM order)
+                       -> EndpointRule.update -> end of speech?  -> finalize (remote_lm_finalize) -> Sentence
+        SentenceEnd -> finalize if speech has not ended yet (the trial-end fallback)
+
+Between sentences (and only there) the decoder runs the ``on_sentence_end`` callbacks, reads
+``decoderControl:stream`` (key ``newModelPath``) and applies a model given to :meth:`RealtimeDecoder.load_model`,
+so an online recalibration can swap weights without touching a sentence in progress. Every finished
+sentence is handed to ``on_sentence`` at once (the entry point appends it to a JSONL file), so a Redis or LM
+restart mid-sentence loses at most that sentence's wait: the LM session is rebuilt (reset + the frames so
+far in one message) and decoding goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from model_training.bin_sources import Bin, SentenceEnd
+from model_training.streaming import StreamingModel
+from nejm_b2txt_utils.causal_features import BadBinError
+from nejm_b2txt_utils.endpoint import EndpointRule
+from nejm_b2txt_utils.metrics import ctc_greedy_decode
+from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order
+
+log = logging.getLogger(__name__)
+
+CONTROL_STREAM = "decoderControl:stream"
+NEW_MODEL_KEY = b"newModelPath"
+
+
+@dataclass
+class Sentence:
+    """A finished sentence and its timings (ms; ``perf_counter`` based)."""
+
+    sentence: str
+    text: str
+    reason: str  # "end_of_speech" or "trial_end"
+    n_frames: int
+    final_ms: float  # from the end-of-speech decision (or the trial's last bin) to the final text
+    label: str | None = None
+    partials: list[str] = field(default_factory=list)
+    frame_model_ms: list[float] = field(default_factory=list)
+    frame_lm_ms: list[float] = field(default_factory=list)
+    frame_age_ms: list[float] = field(default_factory=list)  # newest bin's age when its partial was shown
+    logits: np.ndarray | None = None  # [n_frames, 41] model order
+    candidates: dict | None = None
+
+    def record(self) -> dict:
+        """The JSON-able summary (no logits)."""
+        return {"sentence": self.sentence, "text": self.text, "label": self.label, "reason": self.reason,
+                "n_frames": self.n_frames, "final_ms": round(self.final_ms, 3),
+                "frame_model_ms": [round(v, 3) for v in self.frame_model_ms],
+                "frame_lm_ms": [round(v, 3) for v in self.frame_lm_ms],
+                "frame_age_ms": [round(v, 3) for v in self.frame_age_ms], "partials": self.partials}
+
+
+class LiveView:
+    """The partial text rewritten in place on one stderr line, the final text on its own line; silent when
+    the stream is not a terminal (or ``enabled`` is False)."""
+
+    def __init__(self, stream=None, enabled: bool | None = None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+
+    def partial(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K" + text[-200:])
+            self.stream.flush()
+
+    def final(self, sentence: str, text: str) -> None:
+        if self.enabled:
+            self.stream.write(f"\r\x1b[K[{sentence}] {text}\n")
+            self.stream.flush()
+
+    def message(self, line: str) -> None:
+        """A line of its own (an error), not overwritten by the next partial nor mixed into a progress bar."""
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+        tqdm.write(line, file=self.stream)
+
+
+class GreedyText:
+    """The LM-less stand-in: greedy CTC phonemes of the frames so far (no server)."""
+
+    def start(self) -> None:
+        self.frames: list[np.ndarray] = []
+
+    def frame(self, logits_model: np.ndarray) -> str:
+        self.frames.append(logits_model)
+        return " ".join(model_ids_to_phonemes(ctc_greedy_decode(np.stack(self.frames))))
+
+    def finish(self) -> tuple[str, dict | None]:
+        return (" ".join(model_ids_to_phonemes(ctc_greedy_decode(np.stack(self.frames)))) if self.frames else ""), None
+
+
+class StreamingLM:
+    """One sentence at a time on the LM server's original streams (``RemoteLMClient``), frame by frame.
+
+    A lost Redis connection or an LM timeout mid-sentence is retried up to ``retries`` times: the client
+    resynchronises, resets the utterance and sends the frames so far as one message (the server's partial
+    decoding of a chunk equals that of its frames sent one by one).
+    """
+
+    def __init__(self, client, retries: int = 3):
+        self.client = client
+        self.retries = retries
+
+    def _retry(self, step: Callable[[], object]):
+        import redis
+
+        from nejm_b2txt_utils.redis_protocol import LMTimeoutError
+
+        for attempt in range(self.retries + 1):
+            try:
+                return step()
+            except (LMTimeoutError, redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt == self.retries:
+                    raise LMTimeoutError(f"LM server or Redis gone mid-sentence after {self.retries} retries: "
+                                         f"{exc}") from exc
+                log.warning("LM request failed mid-sentence (%s); rebuilding the utterance (retry %d/%d)",
+                            str(exc).split(":")[0], attempt + 1, self.retries)
+                time.sleep(min(2.0, 0.2 * 2**attempt))
+                try:
+                    self.client.sync_time()
+                    self.client.reset()
+                    if self.frames:
+                        self.client.send_logits(np.stack(self.frames))
+                except (LMTimeoutError, redis.ConnectionError, redis.TimeoutError):
+                    continue  # counted as this attempt; the next one rebuilds again
+        raise AssertionError("unreachable")
+
+    def start(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self._retry(self.client.reset)
+
+    def frame(self, logits_model: np.ndarray) -> str:
+        lm = model_to_lm_order(logits_model[None, :])  # (1, 41) LM order
+        partial = self._retry(lambda: self.client.send_logits(lm))
+        self.frames.append(lm[0])
+        return partial
+
+    def finish(self) -> tuple[str, dict]:
+        candidates = self._retry(self.client.finalize)
+        return candidates["candidate_sentences"][0], candidates
+
+
+class RealtimeDecoder:
+    """Runs a bin source through the streaming model, the LM and the end-of-speech rule.
+
+    Args:
+        stream: the :class:`StreamingModel`.
+        text: :class:`StreamingLM` (LM server) or :class:`GreedyText` (none).
+        endpoint: the end-of-speech rule (None: the trial end only).
+        view: the live terminal view.
+        control: a redis-py client polled between sentences for ``decoderControl:stream`` / ``newModelPath``.
+        model_loader: ``path -> model`` used by :meth:`load_model`.
+        n_days: day-layer count (a bin's ``day`` must be below it).
+    """
+
+    def __init__(self, stream: StreamingModel, text, endpoint: EndpointRule | None = None,
+                 view: LiveView | None = None, control=None, model_loader: Callable | None = None,
+                 n_days: int | None = None):
+        self.stream, self.text, self.endpoint = stream, text, endpoint
+        self.view = view or LiveView(enabled=False)
+        self.control, self.model_loader, self.n_days = control, model_loader, n_days
+        self.on_sentence_end: list[Callable[[Sentence], None]] = []
+        self.pending_model = None
+        self.bad_bins = 0
+        if control is not None:
+            from nejm_b2txt_utils.redis_protocol import redis_time_ms
+
+            self.control_last = redis_time_ms(control)
+
+    def load_model(self, model_or_path) -> None:
+        """Use this model (or the checkpoint folder at this path) from the next sentence start on."""
+        self.pending_model = model_or_path
+
+    def _between_sentences(self) -> None:
+        if self.control is not None:
+            import redis
+
+            try:
+                resp = self.control.xread({CONTROL_STREAM: self.control_last}, count=100, block=None)
+            except (redis.ConnectionError, redis.TimeoutError):
+                resp = None
+            for entry_id, fields in (resp[0][1] if resp else []):
+                self.control_last = entry_id
+                if NEW_MODEL_KEY in fields:
+                    self.load_model(fields[NEW_MODEL_KEY].decode())
+        if self.pending_model is None:
+            return
+        model, self.pending_model = self.pending_model, None
+        if isinstance(model, str):
+            if self.model_loader is None:
+                self.view.message(f"error: {CONTROL_STREAM}: newModelPath {model!r} given but no model loader")
+                return
+            try:
+                model = self.model_loader(model)
+            except Exception as exc:  # a bad checkpoint must not stop the decoder: keep the current model
+                self.view.message(f"error: newModelPath {model!r}: {exc}; keeping the current model")
+                return
+        self.stream.set_model(model)
+        log.info("model swapped between sentences")
+
+    def run(self, events: Iterable[Bin | SentenceEnd]) -> Iterator[Sentence]:
+        """Decode every sentence of ``events``; yields each :class:`Sentence` as soon as it is final."""
+        current: Sentence | None = None
+        done: set[str] = set()  # sentences finalised by the end-of-speech rule, their remaining bins ignored
+        frames: list[np.ndarray] = []
+        for ev in events:
+            if isinstance(ev, SentenceEnd):
+                if current is not None and current.sentence == ev.sentence:
+                    yield self._finish(current, frames, "trial_end", ev.arrival)
+                    current = None
+                done.discard(ev.sentence)
+                continue
+            if ev.sentence in done:
+                continue
+            if current is not None and current.sentence != ev.sentence:  # a new id without an end marker
+                yield self._finish(current, frames, "trial_end", ev.arrival)
+                current = None
+            if current is None:
+                if self.n_days is not None and not 0 <= ev.day < self.n_days:
+                    self.bad_bins += 1
+                    self.view.message(f"error: {ev.where}: day {ev.day} is not a day-layer index 0..{self.n_days - 1}"
+                                      "; bin skipped")
+                    continue
+                self._between_sentences()
+                self.stream.reset(ev.day)
+                self.text.start()
+                if self.endpoint is not None:
+                    self.endpoint.reset()
+                current, frames = Sentence(ev.sentence, "", "", 0, 0.0, label=ev.label), []
+            try:
+                frame = self.stream.push(ev.values, ev.where)
+            except BadBinError as exc:
+                self.bad_bins += 1
+                self.view.message(f"error: {exc}; bin skipped")
+                continue
+            if frame is None:
+                continue
+            t0 = time.perf_counter()
+            partial = self.text.frame(frame.logits)
+            shown = time.perf_counter()
+            self.view.partial(partial)
+            frames.append(frame.logits)
+            current.partials.append(partial)
+            current.frame_model_ms.append(frame.model_ms)
+            current.frame_lm_ms.append((shown - t0) * 1000.0)
+            current.frame_age_ms.append((shown - ev.arrival) * 1000.0)
+            if self.endpoint is not None and self.endpoint.update(frame.logits):
+                done.add(current.sentence)
+                yield self._finish(current, frames, "end_of_speech", time.perf_counter())
+                current = None
+        if current is not None:
+            yield self._finish(current, frames, "trial_end", time.perf_counter())
+
+    def _finish(self, s: Sentence, frames: list[np.ndarray], reason: str, t_end: float) -> Sentence:
+        s.text, s.candidates = self.text.finish()
+        s.final_ms = (time.perf_counter() - t_end) * 1000.0
+        s.reason, s.n_frames = reason, len(frames)
+        s.logits = np.stack(frames) if frames else np.zeros((0, 41), dtype=np.float32)
+        self.view.final(s.sentence, s.text)
+        self.stream.end_sentence()
+        for callback in self.on_sentence_end:
+            callback(s)
+        return s

@@ -1,0 +1,277 @@
+"""Real-time decoding: streamed frames equal the offline path, end of speech, Redis restarts, malformed bins."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from model_training import decode_realtime
+from model_training.bin_sources import replay_hdf5, write_bin, write_sentence_end
+from model_training.checkpoint import load_trained_model
+from model_training.inference import infer_trial
+from model_training.realtime import GreedyText, RealtimeDecoder, StreamingLM
+from model_training.realtime_stats import summarise, word_flicker
+from model_training.streaming import StreamingModel
+from nejm_b2txt_utils import redis_protocol as rp
+from nejm_b2txt_utils.augmentation import gauss_smooth
+from nejm_b2txt_utils.causal_features import RollingZScore, StreamingSmoother, causal_smooth
+from nejm_b2txt_utils.endpoint import EndpointRule
+from nejm_b2txt_utils.metrics import ctc_greedy_decode
+from nejm_b2txt_utils.phonemes import SIL_ID_MODEL, model_ids_to_phonemes
+from nejm_b2txt_utils.redis_server import RedisServer
+from nejm_b2txt_utils.t15_hdf5 import n_output_frames
+
+
+def val_trials(data_root, sessions):
+    from nejm_b2txt_utils.t15_hdf5 import T15File, data_file_path
+
+    out = []
+    for day, s in enumerate(sessions):
+        path = data_file_path(data_root / "hdf5_data_final", s, "val")
+        if path.is_file():
+            with T15File(path, patching=None) as f:
+                out += [(day, f.read_trial(k)) for k in f.keys]
+    return out
+
+
+def stream_trial(stream: StreamingModel, features: np.ndarray, day: int) -> np.ndarray:
+    stream.reset(day)
+    frames = [f.logits for row in features if (f := stream.push(row)) is not None]
+    return np.stack(frames) if frames else np.zeros((0, 41), np.float32)
+
+
+def test_smoothers_match_their_offline_counterparts():
+    x = np.random.default_rng(0).standard_normal((1, 40, 6)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    for mode, offline in (("causal", causal_smooth(xt)), ("centred", gauss_smooth(xt, padding="valid"))):
+        sm = StreamingSmoother(mode)
+        out = [y for row in x[0] if (y := sm.push(row)) is not None]
+        assert np.abs(np.stack(out) - offline.numpy()[0]).max() < 1e-6
+        assert len(out) == (40 if mode == "causal" else 32)
+    # the centred taps [.02763 .06628 .12383 .18017 .20416] cut at the centre, renormalised
+    assert np.allclose(StreamingSmoother("causal").kernel, [0.0459, 0.1101, 0.2057, 0.2993, 0.3391], atol=1e-4)
+
+
+def test_rolling_zscore_uses_only_finished_sentences():
+    z = RollingZScore(2)
+    a, b, c = (np.full((5, 3), v, np.float32) + np.arange(5)[:, None] for v in (0.0, 10.0, 100.0))
+    assert np.array_equal(z.push(a[0]), a[0])  # nothing finished yet: pass through
+    z = RollingZScore(2)
+    for s in (a, b, c):
+        z.add_sentence(s)
+    both = np.concatenate([b, c])  # the last 2 sentences only
+    assert np.allclose(z.mean, both.mean(0)) and np.allclose(z.std, both.std(0))
+    assert np.allclose(z.normalise(c), (c - both.mean(0)) / both.std(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("smoothing", ["causal", "centred"])
+def test_streamed_logits_equal_offline(trained_model, tiny_data, smoothing):
+    model, margs = load_trained_model(trained_model)
+    transforms = margs.dataset.data_transforms
+    stream = StreamingModel(model, "cpu", transforms, smoothing)
+    worst = 0.0
+    for day, t in val_trials(tiny_data, list(margs.dataset.sessions))[:4]:
+        offline = infer_trial(model, t.input_features, day, "cpu", transforms, smoothing=smoothing)
+        streamed = stream_trial(stream, t.input_features, day)
+        lost = 8 if smoothing == "centred" else 0
+        assert len(streamed) == len(offline) == n_output_frames(len(t.input_features) - lost)
+        worst = max(worst, float(np.abs(streamed - offline).max()))
+    assert worst < 1e-4, f"max |diff| streamed vs offline = {worst:.2e}"
+
+
+def test_triple_gru_decoder_streams_its_inference_path():
+    from model_training_nnn.rnn_model import TripleGRUDecoder
+
+    torch.manual_seed(0)
+    model = TripleGRUDecoder(neural_dim=16, n_units=24, n_days=2, n_classes=41, patch_size=14, patch_stride=4).eval()
+    x = np.random.default_rng(1).standard_normal((61, 16)).astype(np.float32)
+    transforms = {"smooth_data": True, "smooth_kernel_std": 2, "smooth_kernel_size": 100}
+    offline = infer_trial(model, x, 1, "cpu", transforms, smoothing="causal")
+    streamed = stream_trial(StreamingModel(model, "cpu", transforms, "causal", n_channels=16), x, 1)
+    assert streamed.shape == offline.shape == (12, 41)
+    assert np.abs(streamed - offline).max() < 1e-4
+
+
+def frame(best: int, p_best: float) -> np.ndarray:
+    """Model-order logits whose softmax puts ``p_best`` on ``best`` and the rest evenly on the others."""
+    p = np.full(41, (1 - p_best) / 40)
+    p[best] = p_best
+    return np.log(p)
+
+
+def test_end_of_speech_rule_on_made_up_logits():
+    rule = EndpointRule(trailing_ms=240, silence_prob=0.9)  # 3 frames of 80 ms
+    assert rule.trailing_frames == 3
+    blank, sil, phone = frame(0, 0.97), frame(SIL_ID_MODEL, 0.97), frame(5, 0.8)
+    # leading silence never ends speech that has not started
+    assert not any(rule.update(blank) for _ in range(10))
+    # speech, then a silence tail: ends on exactly the 3rd silent frame
+    assert [rule.update(f) for f in (phone, phone, blank, sil)] == [False] * 4
+    assert rule.update(blank) is True and rule.ended
+    # no tail: speech up to the end never fires
+    rule.reset()
+    assert not any(rule.update(f) for f in [blank, phone, blank, blank, phone, phone])
+    # noise: blank best but P(BLANK)+P(SIL) = 0.6 < 0.9 breaks the tail every time
+    rule.reset()
+    noisy = frame(0, 0.6)
+    seq = [phone, blank, blank, noisy, blank, blank, noisy, blank]
+    assert not any(rule.update(f) for f in seq) and rule.silent_run == 1
+    assert [rule.update(blank) for _ in range(2)] == [False, True]
+    with pytest.raises(ValueError, match="41"):
+        rule.update(np.zeros(40))
+
+
+def test_word_flicker_counts_changed_words():
+    assert word_flicker(["the", "the cat", "a cat sat"], "a cat sat") == (1, 6)
+    assert word_flicker(["x y z"], "x") == (2, 3)
+
+
+class FakeLM:
+    """The LM protocol on a real Redis; survives a restart of the server; answers 'i heard N frames' where N
+    counts the frames since the last reset."""
+
+    def __init__(self, port: int):
+        import redis
+
+        self.r = redis.Redis(port=port, socket_timeout=1.0)
+        self.stop = threading.Event()
+        self.frames = 0
+        self.start_ms = rp.redis_time_ms(self.r)
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        import redis
+
+        last = {s: self.start_ms for s in (rp.RESET_STREAM, rp.INPUT_STREAM, rp.FINALIZE_STREAM)}
+        while not self.stop.is_set():
+            try:
+                resp = self.r.xread(last, count=1, block=20) or []
+            except (redis.ConnectionError, redis.TimeoutError):
+                time.sleep(0.05)
+                continue
+            for stream, entries in resp:
+                stream = stream.decode()
+                entry_id, fields = entries[0]
+                last[stream] = entry_id
+                cid = fields.get(b"client_id", b"")
+                if stream == rp.RESET_STREAM:
+                    self.frames = 0
+                    self.r.xadd(rp.DONE_RESETTING_STREAM, {"done": 1, "client_id": cid})
+                elif stream == rp.INPUT_STREAM:
+                    self.frames += len(rp.decode_logits(fields[b"logits"]))
+                    self.r.xadd(rp.PARTIAL_OUTPUT_STREAM, {"lm_response_partial": f"w{self.frames}",
+                                                           "client_id": cid})
+                else:
+                    scoring = rp.format_scoring([rp.Candidate(f"i heard {self.frames} frames", -1, -2, 0, -2.3)])
+                    self.r.xadd(rp.FINAL_OUTPUT_STREAM, {"scoring": scoring, "client_id": cid})
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+@pytest.mark.slow
+def test_redis_restart_mid_sentence_loses_no_sentence(trained_model, tiny_data, tmp_path):
+    import redis
+
+    model, margs = load_trained_model(trained_model)
+    sessions = list(margs.dataset.sessions)
+    trials = val_trials(tiny_data, sessions)[:3]
+    expected = [len(infer_trial(model, t.input_features, d, "cpu", margs.dataset.data_transforms, "causal"))
+                for d, t in trials]
+    servers = [RedisServer().start()]
+    port = servers[0].port
+    lm = FakeLM(port)
+    finished = []
+
+    def source():  # restart redis-server 10 bins into the second sentence, after the first is final
+        for i, ev in enumerate(replay_hdf5(tiny_data / "hdf5_data_final", sessions, "val", 0, 3)):
+            yield ev
+            if i == len(trials[0][1].input_features) + 1 + 10:
+                assert len(finished) == 1
+                servers[0].stop()
+                time.sleep(0.2)
+                servers.append(RedisServer(port=port).start())  # a fresh, empty server on the same port
+
+    try:
+        client = rp.RemoteLMClient(redis.Redis(port=port, socket_timeout=2.0), timeout_s=3.0)
+        decoder = RealtimeDecoder(StreamingModel(model, "cpu", margs.dataset.data_transforms, "causal"),
+                                  StreamingLM(client, retries=5))
+        decoder.on_sentence_end.append(finished.append)
+        texts = [s.text for s in decoder.run(source())]
+    finally:
+        lm.close()
+        for server in servers:
+            server.stop()
+    assert len(servers) == 2
+    assert texts == [f"i heard {n} frames" for n in expected]  # the second sentence rebuilt with all its frames
+    assert [s.sentence for s in finished] == [f"{t.session}/{t.block_num}/{t.trial_num}" for _, t in trials]
+
+
+def test_decoder_greedy_equals_offline_and_malformed_bins_are_error_lines(trained_model, tiny_data, tmp_path,
+                                                                           capsys):
+    model, margs = load_trained_model(trained_model)
+    day, t = val_trials(tiny_data, list(margs.dataset.sessions))[0]
+    offline = infer_trial(model, t.input_features, day, "cpu", margs.dataset.data_transforms, "causal")
+    greedy = " ".join(model_ids_to_phonemes(ctc_greedy_decode(offline)))
+    with RedisServer() as server:
+        r = server.client()
+        for i, row in enumerate(t.input_features):
+            if i == 5:
+                write_bin(r, row[:-1], "s1", day)  # wrong width
+            if i == 9:
+                bad = row.copy()
+                bad[3] = np.nan
+                write_bin(r, bad, "s1", day)
+            write_bin(r, row, "s1", day)
+        r.xadd("realtime_neural_bins", {"features": b"\x00" * 7, "sentence": "s1"})  # not float32 bytes
+        write_sentence_end(r, "s1")
+        out = tmp_path / "rt.jsonl"
+        code = decode_realtime.main(["--model_path", str(trained_model), "--source", "redis", "--from_start",
+                                     "--idle_timeout", "0.5", "--lm", "none", "--no_endpoint", "--redis_port",
+                                     str(server.port), "--out", str(out), "--summary_json", str(tmp_path / "s.json")])
+    assert code == 0
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3
+    width = t.input_features.shape[1]
+    assert f"expected {width} float32 features, got {width - 1}; bin skipped" in errors[0] and "NaN/Inf" in errors[1]
+    assert errors[2].endswith("expected 512 float32 features, got 2; bin skipped")
+    recs = [json.loads(x) for x in out.read_text().splitlines()[1:]]
+    assert [r["text"] for r in recs] == [greedy] and recs[0]["n_frames"] == len(offline)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == len(offline) and summary["frame_model_ms"]["n"] == len(offline)
+
+
+def test_replay_entry_point_resumes_and_swaps_models_between_sentences(trained_model, tiny_data, tmp_path):
+    out = tmp_path / "replay.jsonl"
+    base = ["--model_path", str(trained_model), "--data_dir", str(tiny_data / "hdf5_data_final"), "--speed", "0",
+            "--lm", "none", "--out", str(out)]
+    assert decode_realtime.main([*base, "--max_trials", "2"]) == 0
+    assert decode_realtime.main([*base, "--max_trials", "3"]) == 0  # the first two are not decoded again
+    ids = [json.loads(x)["id"] for x in out.read_text().splitlines()[1:]]
+    assert len(ids) == len(set(ids)) == 3
+    assert decode_realtime.main([*base, "--speed", "-1"]) == 2
+
+    model, margs = load_trained_model(trained_model)
+    other, _ = load_trained_model(trained_model)
+    with torch.no_grad():
+        other.out.bias += 100.0 * torch.nn.functional.one_hot(torch.tensor(7), 41).float()  # phoneme 7 everywhere
+    stream = StreamingModel(model, "cpu", margs.dataset.data_transforms, "causal")
+    decoder = RealtimeDecoder(stream, GreedyText())
+    seen = []
+
+    def swap(sentence):
+        seen.append(stream.model is other)
+        decoder.load_model(other)
+    decoder.on_sentence_end.append(swap)
+    events = replay_hdf5(tiny_data / "hdf5_data_final", list(margs.dataset.sessions), "val", 0, 2)
+    sentences = list(decoder.run(events))
+    assert seen == [False, True]  # swapped at the second sentence's start, not mid-sentence
+    assert set(ctc_greedy_decode(sentences[1].logits)) == {7} and summarise(sentences)["sentences"] == 2
