@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("report")
 ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps",
-       "tf_vs_torch", "demo")
+       "tf_vs_torch", "demo", "realtime_latency")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -133,6 +133,18 @@ def plan(args: argparse.Namespace) -> list[Step]:
         demo = work / f"demo_{args.demo}"
         cmd = [py, "-m", "end_to_end.run_demo", "--out", str(demo), *(["--quick"] if args.demo == "quick" else [])]
         steps.append(Step("demo", cmd, done=demo / "timings.json"))
+    if "realtime_latency" in wanted:  # replays the demo's val trials through its model and 3-gram
+        demo = args.demo_dir or (work / f"demo_{args.demo}" if "demo" in wanted else None)
+        if demo is None:
+            log.warning("realtime_latency skipped: it needs the demo's model and LM (give --demo_dir or run the demo)")
+        else:
+            quick = (["--configs", "small", "--trials", "2", "--wer_trials", "4", "--llm", "none", "--no_beside"]
+                     if args.quick else ["--llm", args.llm])
+            steps.append(json_step("realtime_latency", [py, str(BENCH / "realtime_latency.py"), "--data_dir",
+                                                        str(demo / "data" / "hdf5_data_final"), "--lm_path",
+                                                        str(demo / "lm" / "3gram_lm_sil"), "--model_path",
+                                                        str(demo / "model"), "--work", str(work / "realtime_latency"),
+                                                        *quick], parts))
     return steps
 
 
@@ -200,6 +212,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
             c = tlg[case]
             rows.append(("TLG build", f"{case} ({c['vocabulary']} words, {c['tlg_states']} states, {c['tlg_mb']} MB)",
                          f"{c['wall_seconds']:.1f} s", f"{c['peak_rss_mb']:.0f}"))
+    rows += realtime_rows(report.get("realtime_latency", {}), rss.get("realtime_latency"))
     rows += xla_rows(report.get("xla_steps", {}), rss.get("xla_steps"))
     rows += tf_rows(report.get("tf_vs_torch", {}), rss.get("tf_vs_torch"))
     demo = report.get("demo", {})
@@ -213,6 +226,28 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
         total = demo.get("timings", {}).get("total", {})
         if "wall_s" in total:
             rows.append(("end to end", f"{demo['mode']}: total wall time", f"{total['wall_s']:.0f} s", "-"))
+    return rows
+
+
+def realtime_rows(rt: dict, bench_rss: float | None) -> list[tuple[str, str, str, str]]:
+    """Rows of ``realtime_latency``: per-frame tails and misses, final-sentence tails, causal vs offline PER."""
+    rows = []
+    for r in rt.get("rows", []):
+        what = (f"{r['config']} {r.get('gru', '')} ({r['weights'].split('/')[-1]} weights"
+                f"{', beside ' + r['beside'] if r.get('beside') else ''}{', + ' + r['llm'] if r.get('llm') else ''})")
+        age, final = r["frame_age_ms"], r["final_ms"]
+        if age.get("n"):
+            rows.append(("real time", f"{what}: newest bin -> partial, p50 / p99 / max",
+                         f"{age['p50_ms']:.0f} / {age['p99_ms']:.0f} / {age['max_ms']:.0f} ms, "
+                         f"{100 * r['missed_deadline_fraction']:.1f} % > 80 ms", _mb(bench_rss)))
+        if final.get("n"):
+            rows.append(("real time", f"{what}: end of speech -> final sentence, p50 / p95",
+                         f"{final['p50_ms']:.0f} / {final['p95_ms']:.0f} ms", "-"))
+    acc = rt.get("accuracy")
+    if acc:
+        rows.append(("real time", "PER offline centred -> causal smoothing (val)",
+                     f"{100 * acc['centred']['per']:.1f} -> {100 * acc['causal']['per']:.1f} % "
+                     f"({100 * acc['per_relative_cost']:+.1f} % relative)", "-"))
     return rows
 
 
@@ -376,7 +411,7 @@ def make_report(args: argparse.Namespace) -> int:
         if "peak_rss_mb" in info:
             report["benchmark_process_peak_rss_mb"][step.name] = info["peak_rss_mb"]
     for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps",
-                 "tf_vs_torch"):
+                 "tf_vs_torch", "realtime_latency"):
         part = parts / f"{name}.json"
         if part.exists() and name not in args.skip:
             report[name] = read_json(part)

@@ -91,6 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     p.add_argument("--no_llm", action="store_true", help="skip the causal-LM (SmolLM2) rescoring")
     p.add_argument("--fresh", action="store_true", help="delete the run folder first")
+    p.add_argument("--realtime", type=int, nargs="?", const=5, default=0, metavar="N",
+                   help="also replay N val trials (default 5) at real pace through the running servers "
+                        "(model_training/decode_realtime.py: causal smoothing, partial text per 80 ms frame, end of "
+                        "speech) and print the latency table")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -186,6 +190,19 @@ def lm_eval_step(p: dict, name: str, out: Path) -> Step:
     return Step(name, cmd, done=out / "results.pkl")
 
 
+def realtime_step(p: dict, port: int, n_trials: int) -> Step:
+    """``decode_realtime.py``: ``n_trials`` val trials at real pace through the running servers (redone every
+    time: its output is the latency table of this machine now)."""
+    out = p["out"] / "realtime"
+    (out / "summary.json").unlink(missing_ok=True)
+    return Step("realtime", [env_python("b2txt25"), str(REPO / "model_training" / "decode_realtime.py"),
+                             "--model_path", str(p["model"]), "--data_dir", str(p["data"] / "hdf5_data_final"),
+                             "--eval_type", "val", "--max_trials", str(n_trials), "--speed", "1", "--redis_ip",
+                             "127.0.0.1", "--redis_port", str(port), "--redis_timeout", "120", "--out",
+                             str(out / "realtime_val.jsonl"), "--restart", "--live", "off", "--threads", "1",
+                             "--summary_json", str(out / "summary.json")], done=out / "summary.json")
+
+
 def tuned_table(p: dict) -> tuple[str, list[dict]]:
     """The held-out block: WER on the trials the tuning never saw, documented vs tuned weights."""
     from analyses.pkl_io import read_pickle
@@ -266,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             for step in build_steps(args, p):
                 timings[step.name] = run_step(step, p["logs"])
             lm_evals = [lm_eval_step(p, "eval_lm", p["eval"]), lm_eval_step(p, "eval_lm_tuned", p["eval_tuned"])]
-            if all(step.done.exists() for step in lm_evals):
+            if all(step.done.exists() for step in lm_evals) and not args.realtime:
                 log.info("[eval_lm] already done (%s, %s): reusing them", *(step.done for step in lm_evals))
                 raise _AlreadyDone
             port, lm_child, redis_child = start_services(args, p, sup)
@@ -274,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                 step.cmd[step.cmd.index("--redis_port") + 1] = str(port)
                 timings[step.name] = run_step(step, p["logs"])
             atomic_write_text(p["eval_tuned"] / TUNED_USED, p["lm_params"].read_text())
+            if args.realtime:  # after the tuned run: the server keeps the tuned weights
+                timings["realtime"] = run_step(realtime_step(p, port, args.realtime), p["logs"])
             timings["lm-server"] = {"peak_rss_mb": lm_child.peak_rss_mb()}
             timings["redis-server"] = {"peak_rss_mb": redis_child.peak_rss_mb()}
         except _AlreadyDone:
