@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from model_training.realtime import Bin, SentenceEnd
 from nejm_b2txt_utils.t15_hdf5 import T15File, data_file_path
 
 log = logging.getLogger(__name__)
@@ -26,28 +26,6 @@ log = logging.getLogger(__name__)
 BIN_MS = 20.0
 #: The stream a lab's acquisition system writes bins to.
 BIN_STREAM = "realtime_neural_bins"
-
-
-@dataclass
-class Bin:
-    """One 20 ms bin: ``values`` (raw; checked by the decoder), day-layer index, sentence id, arrival time,
-    where it came from (for error lines) and the sentence's reference text when a replay knows it (scoring only)."""
-
-    values: object
-    day: int
-    sentence: str
-    arrival: float
-    where: str = "bin"
-    label: str | None = None
-
-
-@dataclass
-class SentenceEnd:
-    """The trial is over (fallback end of speech); ``label`` is the reference sentence when known."""
-
-    sentence: str
-    label: str | None = None
-    arrival: float = 0.0
 
 
 def replay_hdf5(data_dir: str | Path, sessions: list[str], split: str = "val", speed: float = 1.0,

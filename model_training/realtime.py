@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from model_training.bin_sources import Bin, SentenceEnd
 from model_training.streaming import StreamingModel
 from nejm_b2txt_utils.causal_features import BadBinError
 from nejm_b2txt_utils.endpoint import EndpointRule
@@ -35,6 +34,28 @@ log = logging.getLogger(__name__)
 
 CONTROL_STREAM = "decoderControl:stream"
 NEW_MODEL_KEY = b"newModelPath"
+
+
+@dataclass
+class Bin:
+    """One 20 ms bin: ``values`` (raw; checked by the decoder), day-layer index, sentence id, arrival time,
+    where it came from (for error lines) and the sentence's reference text when a replay knows it (scoring only)."""
+
+    values: object
+    day: int
+    sentence: str
+    arrival: float
+    where: str = "bin"
+    label: str | None = None
+
+
+@dataclass
+class SentenceEnd:
+    """The trial is over (fallback end of speech); ``label`` is the reference sentence when known."""
+
+    sentence: str
+    label: str | None = None
+    arrival: float = 0.0
 
 
 @dataclass
