@@ -267,7 +267,7 @@ def merge_timings(path: Path, timings: dict[str, dict]) -> dict[str, dict]:
 @exit_2_on_bad_input()
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    check_flags(args, {"seed": 0})
+    check_flags(args, {"seed": 0, "realtime": 0})
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
