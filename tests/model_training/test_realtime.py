@@ -14,7 +14,7 @@ from model_training import decode_realtime
 from model_training.bin_sources import replay_hdf5, write_bin, write_sentence_end
 from model_training.checkpoint import load_trained_model
 from model_training.inference import infer_trial
-from model_training.realtime import GreedyText, RealtimeDecoder, StreamingLM
+from model_training.realtime import CONTROL_STREAM, GreedyText, RealtimeDecoder, StreamingLM
 from model_training.realtime_stats import summarise, word_flicker
 from model_training.streaming import StreamingModel
 from nejm_b2txt_utils import redis_protocol as rp
@@ -249,7 +249,7 @@ def test_decoder_greedy_equals_offline_and_malformed_bins_are_error_lines(traine
     assert summary["frames"] == len(offline) and summary["frame_model_ms"]["n"] == len(offline)
 
 
-def test_replay_entry_point_resumes_and_swaps_models_between_sentences(trained_model, tiny_data, tmp_path):
+def test_replay_entry_point_resumes_and_swaps_models_between_sentences(trained_model, tiny_data, tmp_path, capsys):
     out = tmp_path / "replay.jsonl"
     base = ["--model_path", str(trained_model), "--data_dir", str(tiny_data / "hdf5_data_final"), "--speed", "0",
             "--lm", "none", "--out", str(out)]
@@ -264,14 +264,25 @@ def test_replay_entry_point_resumes_and_swaps_models_between_sentences(trained_m
     with torch.no_grad():
         other.out.bias += 100.0 * torch.nn.functional.one_hot(torch.tensor(7), 41).float()  # phoneme 7 everywhere
     stream = StreamingModel(model, "cpu", margs.dataset.data_transforms, "causal")
-    decoder = RealtimeDecoder(stream, GreedyText())
-    seen = []
+    with RedisServer() as server:
+        r = server.client()
+        loaded = []
 
-    def swap(sentence):
-        seen.append(stream.model is other)
-        decoder.load_model(other)
-    decoder.on_sentence_end.append(swap)
-    events = replay_hdf5(tiny_data / "hdf5_data_final", list(margs.dataset.sessions), "val", 0, 2)
-    sentences = list(decoder.run(events))
-    assert seen == [False, True]  # swapped at the second sentence's start, not mid-sentence
-    assert set(ctc_greedy_decode(sentences[1].logits)) == {7} and summarise(sentences)["sentences"] == 2
+        def loader(path):
+            loaded.append(path)
+            if path == "bad":
+                raise FileNotFoundError("bad: checkpoint file not found")
+            return other
+        decoder = RealtimeDecoder(stream, GreedyText(), control=r, model_loader=loader)
+        seen = []
+
+        def swap(sentence):  # what issue 25's recalibration does after a sentence: announce a new model
+            seen.append(stream.model is other)
+            r.xadd(CONTROL_STREAM, {"newModelPath": "bad" if len(seen) == 1 else "/models/v2"})
+        decoder.on_sentence_end.append(swap)
+        events = replay_hdf5(tiny_data / "hdf5_data_final", list(margs.dataset.sessions), "val", 0, 3)
+        sentences = list(decoder.run(events))
+    assert loaded == ["bad", "/models/v2"] and seen == [False, False, True]  # a bad path keeps the model
+    assert "error: newModelPath 'bad'" in capsys.readouterr().err
+    assert set(ctc_greedy_decode(sentences[2].logits)) == {7} != set(ctc_greedy_decode(sentences[1].logits))
+    assert summarise(sentences)["sentences"] == 3
