@@ -93,11 +93,13 @@ class LiveView:
         self.enabled = self.stream.isatty() if enabled is None else enabled
 
     def partial(self, text: str) -> None:
+        """Show ``text`` (its last 200 characters) in place of the previous partial."""
         if self.enabled:
             self.stream.write("\r\x1b[K" + text[-200:])
             self.stream.flush()
 
     def final(self, sentence: str, text: str) -> None:
+        """Replace the partial line by ``[sentence id] final text`` and a newline."""
         if self.enabled:
             self.stream.write(f"\r\x1b[K[{sentence}] {text}\n")
             self.stream.flush()
@@ -113,13 +115,16 @@ class GreedyText:
     """The LM-less stand-in: greedy CTC phonemes of the frames so far (no server)."""
 
     def start(self) -> None:
+        """Begin a sentence."""
         self.frames: list[np.ndarray] = []
 
     def frame(self, logits_model: np.ndarray) -> str:
+        """One ``[41]`` model-order frame -> the greedy phonemes of the sentence so far."""
         self.frames.append(logits_model)
         return " ".join(model_ids_to_phonemes(ctc_greedy_decode(np.stack(self.frames))))
 
     def finish(self) -> tuple[str, dict | None]:
+        """The final greedy phonemes and no candidates."""
         return (" ".join(model_ids_to_phonemes(ctc_greedy_decode(np.stack(self.frames)))) if self.frames else ""), None
 
 
@@ -160,16 +165,24 @@ class StreamingLM:
         raise AssertionError("unreachable")
 
     def start(self) -> None:
+        """Reset the utterance on the server (``remote_lm_reset``)."""
         self.frames: list[np.ndarray] = []
         self._retry(self.client.reset)
 
     def frame(self, logits_model: np.ndarray) -> str:
+        """Send one ``[41]`` model-order frame in LM order (``remote_lm_input``); returns the server's partial.
+
+        Raises:
+            LMTimeoutError: no answer after ``retries`` rebuilds of the utterance.
+            LMProtocolError: the server rejected the frame.
+        """
         lm = model_to_lm_order(logits_model[None, :])  # (1, 41) LM order
         partial = self._retry(lambda: self.client.send_logits(lm))
         self.frames.append(lm[0])
         return partial
 
     def finish(self) -> tuple[str, dict]:
+        """``remote_lm_finalize``: the best sentence and the parsed candidates (``parse_scoring``)."""
         candidates = self._retry(self.client.finalize)
         return candidates["candidate_sentences"][0], candidates
 
