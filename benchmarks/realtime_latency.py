@@ -1,6 +1,6 @@
 """Real-time decoding latency and the accuracy cost of causal processing.
 
-``python benchmarks/realtime_latency.py --data_dir runs/demo/data/hdf5_data_final --lm_path
+``python -m benchmarks.realtime_latency --data_dir runs/demo/data/hdf5_data_final --lm_path
 runs/demo/lm/3gram_lm_sil --model_path runs/demo/model``
 
 Starts redis-server and the LM server (the demo's flags) and replays val trials through
@@ -19,7 +19,6 @@ Prints JSON; ``benchmarks/report.py`` collects it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -29,17 +28,17 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.measure import print_result
+from model_training.bin_sources import replay_hdf5
+from model_training.checkpoint import build_model, load_trained_model
+from model_training.config import load_config
+from model_training.realtime import RealtimeDecoder, StreamingLM
+from model_training.realtime_stats import summarise
+from model_training.streaming import StreamingModel
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.endpoint import EndpointRule
 
-from model_training.bin_sources import replay_hdf5  # noqa: E402
-from model_training.checkpoint import build_model, load_trained_model  # noqa: E402
-from model_training.config import load_config  # noqa: E402
-from model_training.realtime import RealtimeDecoder, StreamingLM  # noqa: E402
-from model_training.realtime_stats import summarise  # noqa: E402
-from model_training.streaming import StreamingModel  # noqa: E402
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input  # noqa: E402
-from nejm_b2txt_utils.endpoint import EndpointRule  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("realtime_latency")
 CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
@@ -184,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             result["accuracy"] = accuracy(trained[0], trained[1].dataset.data_transforms, sessions, args, port)
         if not args.no_beside and args.configs:
             name = args.configs[0]
-            neighbour = subprocess.Popen([sys.executable, __file__, "--beside_worker", "3600"],
-                                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+            neighbour = subprocess.Popen([sys.executable, "-m", "benchmarks.realtime_latency", "--beside_worker",
+                                          "3600"], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
             try:
                 time.sleep(5)  # past its start-up
                 model, transforms, gru = random_model(name, sessions)
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 "small", sessions)[:2]
             result["rows"].append(row("trained" if trained else "small", str(args.model_path or "random"),
                                       replay(model, transforms, sessions, args, port, args.trials), llm=args.llm))
-    print(json.dumps(result, indent=2))
+    print_result(result)
     return 0
 
 

@@ -140,7 +140,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
         else:
             quick = (["--configs", "small", "--trials", "2", "--wer_trials", "4", "--llm", "none", "--no_beside"]
                      if args.quick else ["--llm", args.llm])
-            steps.append(json_step("realtime_latency", [py, str(BENCH / "realtime_latency.py"), "--data_dir",
+            steps.append(json_step("realtime_latency", [py, "-m", "benchmarks.realtime_latency", "--data_dir",
                                                         str(demo / "data" / "hdf5_data_final"), "--lm_path",
                                                         str(demo / "lm" / "3gram_lm_sil"), "--model_path",
                                                         str(demo / "model"), "--work", str(work / "realtime_latency"),
