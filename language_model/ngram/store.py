@@ -9,6 +9,13 @@ k+1, sorted by word), and ``header.json`` written last. Order-1 entries are inde
 time), :class:`NgramStore` opens it (``np.load(mmap_mode="r")``: pages are read on demand, so start-up costs
 the header checks and ``vocab.txt``) and scores whole batches of sentences with one vectorised binary search
 per order over the memmaps (:meth:`NgramStore.score_ids`). Scores are the ARPA's (KenLM/SRILM) semantics.
+
+Why a format of our own rather than KenLM's binary: it installs with pip alone (numpy; no C++ build), the
+vectorised builder (``ngram/streamed_build.py``) writes it directly, and numpy reads it. Size: 20 bytes per
+n-gram of the orders below the highest (word 4, logp 4, bow 4, child offset 8) and 8 for the highest; a
+3-gram of 1.0M n-grams (``benchmarks/lm_scale.py``, 1M tokens) takes 13 MB (12.9 bytes per n-gram). Opening it
+costs the header checks and ``vocab.txt``: 0.2 s and +3 MB RSS for 23k words; one 100-best of 12-word
+sentences scores in ~31 ms (p50, on a 2-core machine at load 14).
 """
 
 from __future__ import annotations
