@@ -20,8 +20,8 @@ The peer lives only in ``envs/bench_peer`` (``requirements/bench_peer.txt``), ne
 ends in SIL (the optional silence of our L), and ``ln(blank_penalty)`` is taken off the blank column as ours does.
 The peer breaks score ties by memory order, so its output can vary between identical runs; ours is deterministic.
 
-    envs/b2txt25_lm/bin/python benchmarks/decoder_vs_peer.py --setup
-    envs/b2txt25_lm/bin/python benchmarks/decoder_vs_peer.py --results_pkl runs/demo/eval_greedy/results.pkl \\
+    envs/b2txt25_lm/bin/python -m benchmarks.decoder_vs_peer --setup
+    envs/b2txt25_lm/bin/python -m benchmarks.decoder_vs_peer --results_pkl runs/demo/eval_greedy/results.pkl \\
         --lm_path runs/demo/lm/3gram_lm_sil
 """
 
@@ -41,12 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.measure import percentile, print_result
+from nejm_b2txt_utils.memory import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 PEER_ENV = REPO / "envs" / "bench_peer"
 PEER_REQS = REPO / "requirements" / "bench_peer.txt"
-
-from nejm_b2txt_utils.memory import peak_rss_mb  # noqa: E402 - after the repo joins sys.path
 
 OURS_GRID = {"acoustic_scale": [0.5, 1.0, 2.0, 3.0], "blank_penalty": [1.0, 9.0, 90.0, 300.0], "min_active": [200, 1]}
 OURS_FIXED = {"gpu_number": -1}  # everything else: the table's defaults (nbest 100, exact_ngram 1, beam 17, ...)
@@ -194,7 +194,7 @@ def run_worker(kind: str, job: dict, python: str) -> dict:
         with open(src, "wb") as f:
             pickle.dump(job, f)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([python, __file__, "--worker", kind, str(src), str(dst)], capture_output=True,
+        proc = subprocess.run([python, "-m", "benchmarks.decoder_vs_peer", "--worker", kind, str(src), str(dst)], capture_output=True,
                               text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
@@ -264,8 +264,8 @@ def compare(results_pkl: Path, lm_path: str, peer_python: str, repeats: int = 3)
         result[kind].update({
             "wer": wer_by_corpus([refs[i] for i in test_idx], scored[0]["hyps"][0], [corpora[i] for i in test_idx]),
             "same_output_every_repeat": all(r["hyps"][0] == scored[0]["hyps"][0] for r in scored),
-            "ms_per_utt_p50": round(float(np.percentile(ms, 50)), 1),
-            "ms_per_utt_p95": round(float(np.percentile(ms, 95)), 1),
+            "ms_per_utt_p50": percentile(ms, 50),
+            "ms_per_utt_p95": percentile(ms, 95),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in scored), 1),
             "startup_s": round(min(r["startup_s"] for r in scored), 2)})
     return result
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         from nejm_b2txt_utils.atomic_io import atomic_write_json
 
         atomic_write_json(args.out, result)
-    print(json.dumps(result, indent=2))
+    print_result(result)
     return 0
 
 

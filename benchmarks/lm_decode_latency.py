@@ -23,7 +23,7 @@ times a second, back-to-back run. On the 2-core VM these differ by ~0.1 s whatev
 are slow to reach again after the CPU did other work (reading all SmolLM2 weights: 32 ms back to back, 117 ms
 after 0.7 s idle).
 
-    python benchmarks/lm_decode_latency.py [--work DIR] [--corpus FILE] [--n_sentences 30] [--llm none] [--llm_only]
+    python -m benchmarks.lm_decode_latency [--work DIR] [--corpus FILE] [--n_sentences 30] [--llm none] [--llm_only]
         [--llm_variants batch,tree,default] [--llm_warm] [--torch_threads 2]
 """
 
@@ -44,25 +44,20 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
+# (the imports below come after it)
+from benchmarks.measure import latency_ms, percentile, print_result  # noqa: E402
 from language_model.graph.lexicon import read_lexicon  # noqa: E402
 from language_model.graph.toy_lm import synthetic_logits  # noqa: E402
 from language_model.serving.service import LMService  # noqa: E402
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
-from nejm_b2txt_utils.lm_params import LMParams  # noqa: E402
+from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION, LMParams, documented_flags  # noqa: E402
 from nejm_b2txt_utils.metrics import word_error_rate  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+
 log = logging.getLogger("lm_decode_latency")
-PARAMS = dict(acoustic_scale=0.325, blank_penalty=90.0, alpha=0.55, nbest=100)  # the README's invocation
-
-
-def pct(values: list[float]) -> dict:
-    a = np.asarray(values, dtype=float) * 1000.0
-    return {"p50_ms": round(float(np.percentile(a, 50)), 1), "p95_ms": round(float(np.percentile(a, 95)), 1),
-            "mean_ms": round(float(a.mean()), 1), "n": int(a.size)}
+PARAMS = dict(DOCUMENTED_INVOCATION)  # the README's invocation
 
 
 def zipf_corpus(path: Path, n_words: int, seed: int = 0) -> None:
@@ -138,10 +133,10 @@ def bench_lm(name: str, lm_dir: Path, sentences: list[str], args, rescore: bool)
             best = max(result.candidates, key=lambda c: c.total).sentence if result.candidates else ""
             correct += best == sent
             bests.append(best)
-        entry = {"finalize": pct(final_t), "sentence_correct": round(correct / len(sentences), 3),
+        entry = {"finalize": latency_ms(final_t), "sentence_correct": round(correct / len(sentences), 3),
                  "nbest_after_augmentation": {"mean": round(float(np.mean(n_aug)), 1), "max": int(max(n_aug))}}
         if mode == "ngram":
-            entry["chunk"] = pct(chunk_t)
+            entry["chunk"] = latency_ms(chunk_t)
             entry["nbest_distinct"] = {"mean": round(float(np.mean(n_raw)), 1), "min": int(min(n_raw)),
                                        "max": int(max(n_raw))}
         if mode == "ngram_llm" and "ngram_llm_batch" in out:
@@ -229,9 +224,9 @@ def bench_llm_scoring(lm_dir: Path, sentences: list[str], args) -> dict:
                                   "top_k": LLM_VARIANTS[v][3]}
                               for v in names}}
     for v in names:
-        entry = pct(times[v])
+        entry = latency_ms(times[v])
         entry |= {"p50_s": round(entry["p50_ms"] / 1000, 3), "p95_s": round(entry["p95_ms"] / 1000, 3),
-                  "cpu_p50_s": round(float(np.percentile(cpu_times[v], 50)), 3),
+                  "cpu_p50_s": percentile(cpu_times[v], 50, 3),
                   "wer": round(word_error_rate(sentences, bests[v], n_resamples=200).rate, 4),
                   "sentence_correct": round(float(np.mean([b == r for b, r in zip(bests[v], sentences)])), 3)}
         for key in ("candidates", "nodes", "nodes_evaluated", "scored", "forwards"):
@@ -256,8 +251,8 @@ def redis_round_trip(lm_dir: Path, sentences: list[str], args) -> dict:
     lexicon = read_lexicon(lm_dir / "lexicon.txt")
     with RedisServer() as rs:
         cmd = [sys.executable, str(REPO / "language_model" / "language-model-standalone.py"), "--lm_path",
-               str(lm_dir), "--redis_ip", "127.0.0.1", "--redis_port", str(rs.port), "--acoustic_scale", "0.325",
-               "--blank_penalty", "90", "--log_level", "WARNING"]
+               str(lm_dir), "--redis_ip", "127.0.0.1", "--redis_port", str(rs.port), *documented_flags(),
+               "--log_level", "WARNING"]
         srv = subprocess.Popen(cmd, cwd=str(REPO))
         try:
             r = rs.client()
@@ -275,7 +270,7 @@ def redis_round_trip(lm_dir: Path, sentences: list[str], args) -> dict:
                 times.append(time.perf_counter() - t)
         finally:
             stop_process(srv, grace_s=30)
-    return {"decode_trial": pct(times)}
+    return {"decode_trial": latency_ms(times)}
 
 
 @exit_2_on_bad_input()
@@ -347,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.llm != "none":
             result["llm_rescoring_1gram"] = bench_llm_scoring(work / "unigram", sentences, args)
         if args.llm_only:
-            print(json.dumps(result, indent=2))
+            print_result(result)
             return 0
         result["1gram"] = bench_lm("1gram", work / "unigram", sentences, args, rescore=False)
         result["1gram"]["redis_round_trip_no_llm"] = redis_round_trip(work / "unigram", sentences[:10], args)
@@ -356,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             result["build_3gram"] = build(["--corpus", str(corpus), "--order", "3", "--prune", "1e-7",
                                            "--keep_unpruned"], work / "trigram")
             result["3gram"] = bench_lm("3gram", work / "trigram", sentences, args, rescore=True)
-    print(json.dumps(result, indent=2))
+    print_result(result)
     return 0
 
 

@@ -22,7 +22,7 @@ from the corpus with synthetic logits (``toy_lm.synthetic_logits`` over the lexi
 ``results.pkl`` has the original's vocabulary, which a generated corpus does not cover). For the store alone:
 bytes per n-gram, open time and RSS after opening, ms to score one 100-best of 12-word sentences.
 
-    envs/b2txt25_lm/bin/python benchmarks/lm_scale.py --sizes 1e6,1e7 --orders 3,4 --work runs/lm_scale
+    envs/b2txt25_lm/bin/python -m benchmarks.lm_scale --sizes 1e6,1e7 --orders 3,4 --work runs/lm_scale
 """
 
 from __future__ import annotations
@@ -41,20 +41,19 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import decoder_vs_peer  # noqa: E402 - the peer's set-up and the decoding workers, reused
-import lm_decode_latency  # noqa: E402 - the test sentences, reused
-import tlg_build  # noqa: E402 - build_lm.py in a subprocess with its build_info
-
+# (the imports below come after it)
+# reused: the peer's set-up and decoding workers, the test sentences, build_lm.py runs with their build_info
+from benchmarks import decoder_vs_peer, lm_decode_latency, tlg_build  # noqa: E402
+from benchmarks.measure import percentile, print_result  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("lm_scale")
 CONVERT_LM = REPO / "language_model" / "convert_lm.py"
-OURS = {"acoustic_scale": 0.325, "blank_penalty": 90.0, "nbest": 100, "gpu_number": -1}  # the README's server flags
+OURS = {**DOCUMENTED_INVOCATION, "gpu_number": -1}  # the README's server flags
 PEER = {"beam_size": 1000, "beam_threshold": 50.0, "lm_weight": 2.5, "word_score": 0.0, "blank_penalty": 9.0}
 
 
@@ -140,15 +139,14 @@ def store_worker(store: str, words_txt: str) -> dict:
         target.exact_costs(nbest)
         ms.append(1000 * (time.perf_counter() - t))
     return {"open_s": round(open_s, 3), "rss_mb_before_open": round(before, 1), "rss_mb_after_open": round(after, 1),
-            "ms_per_100best_p50": round(float(np.percentile(ms, 50)), 2),
-            "ms_per_100best_p95": round(float(np.percentile(ms, 95)), 2)}
+            "ms_per_100best_p50": percentile(ms, 50, 2), "ms_per_100best_p95": percentile(ms, 95, 2)}
 
 
 def _run_store_worker(store: Path, words_txt: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="lm_scale-") as tmp:
         dst = Path(tmp) / "out.json"
-        proc = subprocess.run([sys.executable, __file__, "--worker", "store", str(store), str(words_txt),
-                               "--worker_out", str(dst)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.lm_scale", "--worker", "store", str(store),
+                               str(words_txt), "--worker_out", str(dst)], capture_output=True, text=True, cwd=REPO)
         if proc.returncode != 0:
             raise RuntimeError(f"store worker failed:\n{proc.stderr[-2000:]}")
         return json.loads(dst.read_text())
@@ -161,8 +159,7 @@ def _decode(kind: str, lm_path: Path, values: dict, logits: list, refs: list[str
                                      python)
     ms = np.asarray(out["ms"][0])
     return {"startup_s": round(out["startup_s"], 2), "peak_rss_mb": round(out["peak_rss_mb"], 1),
-            "ms_per_utt_p50": round(float(np.percentile(ms, 50)), 1),
-            "ms_per_utt_p95": round(float(np.percentile(ms, 95)), 1),
+            "ms_per_utt_p50": percentile(ms, 50), "ms_per_utt_p95": percentile(ms, 95),
             "wer": round(float(word_error_rate(refs, out["hyps"][0]).rate), 4)}
 
 
@@ -282,12 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                 case = {"tokens": size, **sweep_case(corpus, order, folder, args, peer_python)}
                 result["runs"].append(case)
                 print(json.dumps(case), file=sys.stderr)
-    text = json.dumps(result, indent=2)
     if args.out:
         from nejm_b2txt_utils.atomic_io import atomic_write_text
 
-        atomic_write_text(args.out, text + "\n")
-    print(text)
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    print_result(result)
     return 0
 
 

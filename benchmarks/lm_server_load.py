@@ -20,13 +20,12 @@ Every loop is bounded in count and time; nothing listens beyond 127.0.0.1.
     ``--num_workers 2``: answers correct / empty / errors;
   * the server's peak RSS (all its processes together) in every scenario.
 
-    python benchmarks/lm_server_load.py [--workers 1 2 4] [--clients 4] [--trials 10] [--frames 1000 3000 6000]
+    python -m benchmarks.lm_server_load [--workers 1 2 4] [--clients 4] [--trials 10] [--frames 1000 3000 6000]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -40,62 +39,22 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
+# (the imports below come after it)
+from benchmarks.measure import ProcessTreeRss, latency_ms, print_result  # noqa: E402
 from language_model.graph.toy_lm import build_toy_lm, long_synthetic_logits, synthetic_logits  # noqa: E402
 from nejm_b2txt_utils import redis_multi_client as rmc  # noqa: E402
 from nejm_b2txt_utils import redis_protocol as rp  # noqa: E402
+from nejm_b2txt_utils.lm_params import documented_flags  # noqa: E402
 from nejm_b2txt_utils.redis_server import RedisServer, stop_process  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("lm_server_load")
 STANDALONE = REPO / "language_model" / "language-model-standalone.py"
 SENTENCES = ["i need water", "please help me", "open the door", "i want to go home", "you need some water",
              "help me now", "go home now", "open the red door"]
 TINY = "go home now"
-
-
-def pct(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    a = np.asarray(values, dtype=float) * 1000.0
-    return {"p50_ms": round(float(np.percentile(a, 50)), 1), "p95_ms": round(float(np.percentile(a, 95)), 1),
-            "max_ms": round(float(a.max()), 1), "n": int(a.size)}
-
-
-class RssSampler(threading.Thread):
-    """Peak summed RSS (MB) of a process and its children, sampled every 50 ms."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        import psutil
-
-        self.proc = psutil.Process(pid)
-        self.peak_mb = 0.0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        while not self._halt.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                total = 0
-                for p in procs:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                self.peak_mb = max(self.peak_mb, total / 2**20)
-            except psutil.Error:
-                return
-            self._halt.wait(0.05)
-
-    def stop(self) -> float:
-        self._halt.set()
-        self.join(2)
-        return round(self.peak_mb, 1)
 
 
 class Scenario:
@@ -107,7 +66,7 @@ class Scenario:
         self.log_path = work / f"{name}.log"
         self.redis = RedisServer()
         self.proc: subprocess.Popen | None = None
-        self.sampler: RssSampler | None = None
+        self.sampler: ProcessTreeRss | None = None
 
     def __enter__(self) -> Scenario:
         try:
@@ -119,12 +78,11 @@ class Scenario:
     def _start(self) -> Scenario:
         self.redis.start()
         cmd = [sys.executable, str(STANDALONE), "--lm_path", str(self.lm_dir), "--redis_ip", "127.0.0.1",
-               "--redis_port", str(self.redis.port), "--acoustic_scale", "0.325", "--blank_penalty", "90",
-               "--num_workers", str(self.workers), "--log_level", "WARNING", *self.extra]
+               "--redis_port", str(self.redis.port), *documented_flags(), "--num_workers", str(self.workers), "--log_level", "WARNING", *self.extra]
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT,
                                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        self.sampler = RssSampler(self.proc.pid)
+        self.sampler = ProcessTreeRss(self.proc.pid)
         self.sampler.start()
         r = self.client()
         deadline = time.monotonic() + 60
@@ -182,7 +140,7 @@ def real_client_trials(sc: Scenario, n: int, timeout_s: float, stop_on_timeout: 
             continue
         times.append(time.perf_counter() - t0)
         correct += out["candidate_sentences"][0] == sentence
-    return {"latency": pct(times), "answered": len(times), "asked": n, "correct": correct, "errors": errors}
+    return {"latency": latency_ms(times), "answered": len(times), "asked": n, "correct": correct, "errors": errors}
 
 
 def throughput(lm_dir: Path, work: Path, workers: int, clients: int, trials: int, timeout_s: float) -> dict:
@@ -214,7 +172,7 @@ def throughput(lm_dir: Path, work: Path, workers: int, clients: int, trials: int
             t.join(timeout_s * trials + 30)
         wall = time.perf_counter() - t0
         return {"workers": workers, "clients": clients, "trials": clients * trials, "wall_s": round(wall, 2),
-                "sentences_per_s": round(len(times) / wall, 2), "trial_latency": pct(times), **counts,
+                "sentences_per_s": round(len(times) / wall, 2), "trial_latency": latency_ms(times), **counts,
                 "server_peak_rss_mb": sc.peak_rss_mb()}
 
 
@@ -428,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("legacy: %s", result["legacy_two_clients"])
         result["load_average_at_end"] = round(os.getloadavg()[0], 2)
         result["wall_s"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(result, indent=2))
+    print_result(result)
     return 0
 
 

@@ -1,7 +1,7 @@
 """The performance report: runs every benchmark and writes one JSON plus one markdown table.
 
-    python benchmarks/report.py                      # all benchmarks + the quick demo (~20 min on 2 cores)
-    python benchmarks/report.py --demo_dir runs/demo # take the end-to-end numbers from a finished demo run
+    python -m benchmarks.report                      # all benchmarks + the quick demo (~20 min on 2 cores)
+    python -m benchmarks.report --demo_dir runs/demo # take the end-to-end numbers from a finished demo run
 
 Measured: training steps/s (baseline, small and nnn-small configs, with nnn/small ratios), streaming
 latency per 80 ms frame, LM decode latency (streaming chunk, finalize, rescoring, causal LM), TLG build
@@ -25,15 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from end_to_end.run_demo import env_python
+from end_to_end.steps import Step, run_step
+from nejm_b2txt_utils.atomic_io import atomic_write_text
 
-from end_to_end.run_demo import env_python  # noqa: E402
-from end_to_end.steps import Step, run_step  # noqa: E402
-from nejm_b2txt_utils.atomic_io import atomic_write_text  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("report")
-BENCH = REPO / "benchmarks"
 ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "lm_scale",
        "xla_steps",
        "tf_vs_torch", "demo")
@@ -97,28 +95,28 @@ def plan(args: argparse.Namespace) -> list[Step]:
     wanted = [b for b in ALL[1:] if b not in args.skip]
     if "train_throughput" in wanted:
         quick = ["--configs", "small", "nnn_small", "--steps", "3"] if args.quick else []
-        steps.append(json_step("train_throughput", [py, str(BENCH / "train_throughput.py"), "--data_dir", str(hdf5),
+        steps.append(json_step("train_throughput", [py, "-m", "benchmarks.train_throughput", "--data_dir", str(hdf5),
                                                     *quick, *args.train_overrides], parts))
     if "stream_latency" in wanted:
         quick = ["--configs", "small", "--frames", "30", "--warmup", "5"] if args.quick else []
-        steps.append(json_step("stream_latency", [py, str(BENCH / "stream_latency.py"), *quick], parts))
+        steps.append(json_step("stream_latency", [py, "-m", "benchmarks.stream_latency", *quick], parts))
     if "tlg_build" in wanted:
-        steps.append(json_step("tlg_build", [py_lm, str(BENCH / "tlg_build.py"), "--corpus", str(corpus),
+        steps.append(json_step("tlg_build", [py_lm, "-m", "benchmarks.tlg_build", "--corpus", str(corpus),
                                              "--work", str(work / "tlg")], parts))
     if "lm_decode_latency" in wanted:
-        steps.append(json_step("lm_decode_latency", [py_lm, str(BENCH / "lm_decode_latency.py"), "--corpus",
+        steps.append(json_step("lm_decode_latency", [py_lm, "-m", "benchmarks.lm_decode_latency", "--corpus",
                                                      str(corpus), "--work", str(work / "lm_latency"), "--n_sentences",
                                                      str(3 if args.quick else args.lm_sentences), "--llm",
                                                      "none" if args.quick else args.llm], parts))
     if "lm_server_load" in wanted:
         quick = (["--workers", "1", "2", "--trials", "3", "--flood", "100", "--real_trials", "2", "--frames", "500",
                   "1000", "--eval_trials", "4", "--over_long_frames", "20000"] if args.quick else [])
-        steps.append(json_step("lm_server_load", [py_lm, str(BENCH / "lm_server_load.py"), "--work",
+        steps.append(json_step("lm_server_load", [py_lm, "-m", "benchmarks.lm_server_load", "--work",
                                                   str(work / "lm_server_load"), *quick], parts))
     if "lm_scale" in wanted:
         scale = ["--sizes", "5e4", "--n_sentences", "2", "--no_peer"] if args.quick else [
             "--n_sentences", str(args.lm_sentences)]
-        steps.append(json_step("lm_scale", [py_lm, str(BENCH / "lm_scale.py"), "--work", str(work / "lm_scale"),
+        steps.append(json_step("lm_scale", [py_lm, "-m", "benchmarks.lm_scale", "--work", str(work / "lm_scale"),
                                             *scale], parts))
     if "xla_steps" in wanted:
         try:
@@ -126,7 +124,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
         except FileNotFoundError:
             log.warning("xla_steps skipped: no envs/b2txt_xla (run ./setup_xla.sh to measure it)")
         else:
-            steps.append(json_step("xla_steps", [py_xla, str(BENCH / "xla_steps.py"), "--steps",
+            steps.append(json_step("xla_steps", [py_xla, "-m", "benchmarks.xla_steps", "--steps",
                                                  "12" if args.quick else "50", "--work", str(work / "xla_steps")],
                                    parts))
     if "tf_vs_torch" in wanted:
@@ -135,7 +133,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
         except FileNotFoundError:
             log.warning("tf_vs_torch skipped: no envs/b2txt_tf (run ./setup_tensorflow_tpu.sh to measure it)")
         else:
-            steps.append(json_step("tf_vs_torch", [py_tf, str(BENCH / "tf_vs_torch.py"), "--data_dir", str(hdf5),
+            steps.append(json_step("tf_vs_torch", [py_tf, "-m", "benchmarks.tf_vs_torch", "--data_dir", str(hdf5),
                                                    "--steps", "3" if args.quick else "10", *args.train_overrides], parts))
     if "demo" in wanted and args.demo_dir is None:
         demo = work / f"demo_{args.demo}"

@@ -1,6 +1,6 @@
 """Streaming inference latency: GRU compute per 80 ms output frame with the hidden state carried over.
 
-``python benchmarks/stream_latency.py [--configs baseline small] [--frames 300]``
+``python -m benchmarks.stream_latency [--configs baseline small] [--frames 300]``
 A streaming decoder keeps the last 22 bins (14-bin patch + 8 bins of 'valid' smoothing context); every
 4 new bins (80 ms) it smooths them, runs the day layer and one GRU step from the carried state, and
 emits one frame of 41 logits. Timed per frame on the device the evaluator would pick (CUDA if present).
@@ -10,7 +10,6 @@ Weights are random: latency does not depend on them. Prints JSON; ``rtf`` = comp
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.measure import percentile, print_result
+from model_training.checkpoint import build_model
+from model_training.config import load_config
+from nejm_b2txt_utils.augmentation import gauss_smooth
+from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.devices import select_device
 
-from model_training.checkpoint import build_model  # noqa: E402
-from model_training.config import load_config  # noqa: E402
-from nejm_b2txt_utils.augmentation import gauss_smooth  # noqa: E402
-from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
-from nejm_b2txt_utils.devices import select_device  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
            "small": REPO / "model_training" / "rnn_args_small.yaml"}
@@ -63,8 +62,8 @@ def measure(name: str, frames: int, warmup: int, device: torch.device) -> dict:
     return {"config": name, "device": str(device), "gru": f"{cfg.model.n_layers}x{cfg.model.n_units}",
             "torch_threads": torch.get_num_threads(), "frames": frames,
             "ms_per_frame_mean": round(float(arr.mean()), 3), "ms_per_frame_p50": round(float(np.median(arr)), 3),
-            "ms_per_frame_p95": round(float(np.percentile(arr, 95)), 3),
-            "ms_per_frame_p99": round(float(np.percentile(arr, 99)), 3),
+            "ms_per_frame_p95": percentile(arr, 95, 3),
+            "ms_per_frame_p99": percentile(arr, 99, 3),
             "ms_model_only_mean": round(float(np.mean(model_only)), 3),
             "rtf": round(float(arr.mean()) / FRAME_MS, 4),
             "algorithmic_latency_ms": (patch + 4) * 20}
@@ -84,7 +83,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = select_device(device=args.device)
     results = [measure(name, args.frames, args.warmup, device) for name in args.configs]
-    print(json.dumps({"benchmark": "stream_latency", "frame_ms": FRAME_MS, "results": results}, indent=2))
+    print_result({"benchmark": "stream_latency", "frame_ms": FRAME_MS, "results": results})
     return 0
 
 

@@ -10,14 +10,13 @@ at the true length), steps and wall time.
 The model here is a compact stand-in for ``model_training``'s GRUDecoder so that the benchmark does
 not depend on it; it follows spec §4-§6 except for its size.
 
-    python benchmarks/synthetic_learnability.py                # ~10 min on 2 cores
-    python benchmarks/synthetic_learnability.py --steps 200    # quick look
+    python -m benchmarks.synthetic_learnability                # ~10 min on 2 cores
+    python -m benchmarks.synthetic_learnability --steps 200    # quick look
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -30,6 +29,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
+from benchmarks.measure import print_result
 from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
 from nejm_b2txt_utils.metrics import aggregate_error_rate, ctc_greedy_decode
 from nejm_b2txt_utils.synthetic import generate
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         result[f"train_s_{key}"] = r["train_s"]
         result[f"final_train_loss_{key}"] = r["final_train_loss"]
     result["wall_s"] = round(time.time() - t0, 1)
-    print(json.dumps(result))
+    print_result(result)
     return 0
 
 

@@ -1,7 +1,7 @@
 """TensorFlow port vs PyTorch baseline, side by side in one run on the CPU: training steps/s of the same
 config on the same batches, plus the numerical agreement of the two models (printed as JSON).
 
-``envs/b2txt_tf/bin/python benchmarks/tf_vs_torch.py --data_dir /tmp/synth_small/hdf5_data_final``
+``envs/b2txt_tf/bin/python -m benchmarks.tf_vs_torch --data_dir /tmp/synth_small/hdf5_data_final``
 
 * steps/s: ``--steps`` timed optimizer steps (after ``--warmup`` untimed ones, which include TF's tracing)
   of each trainer (``model_training.rnn_trainer`` and ``model_training_nnn_tpu.trainer_tf``, default
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -25,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+# (the imports below come after it)
+from benchmarks.measure import print_result  # noqa: E402
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = REPO / "model_training" / "rnn_args_small.yaml"
 
@@ -108,6 +108,7 @@ def agreement(torch_side, tf_trainer) -> dict:
     import tensorflow as tf
     import torch
 
+    from model_training.rnn_model import output_frames
     from model_training_nnn_tpu.convert import torch_to_tf
     from model_training_nnn_tpu.losses import adjusted_lens, ctc_per_trial
     from nejm_b2txt_utils.augmentation import transform_data
@@ -119,7 +120,7 @@ def agreement(torch_side, tf_trainer) -> dict:
     torch_to_tf(tf_trainer.model, init_state)
     batch = trainer.val_dataset[0]
     feats, n = transform_data(batch["input_features"], batch["n_time_steps"], trainer.transform_args, "val")
-    lens = ((n - trainer.patch_size) / trainer.patch_stride + 1).to(torch.int32)
+    lens = output_frames(n, trainer.patch_size, trainer.patch_stride)
     with torch.no_grad():
         ref = model(feats, batch["day_indicies"])
         ctc_ref = torch.nn.CTCLoss(blank=0, reduction="none")(ref.log_softmax(2).permute(1, 0, 2),  # (P, B, C)
@@ -153,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         torch_res, torch_side = time_torch(args, Path(tmp))
         tf_res, tf_trainer = time_tf(args, Path(tmp))
         agree = agreement(torch_side, tf_trainer)
-    print(json.dumps({"config": Path(args.config).name, "data_dir": str(args.data_dir), "steps": args.steps,
-                      "warmup": args.warmup, "threads": args.threads, "tensorflow": tf.__version__,
-                      "torch": torch.__version__, "torch_cpu": torch_res, "tf_cpu": tf_res,
-                      "tf_over_torch_steps_per_s": round(tf_res["steps_per_s"] / torch_res["steps_per_s"], 3),
-                      "agreement_fp32": agree}, indent=2))
+    print_result({"config": Path(args.config).name, "data_dir": str(args.data_dir), "steps": args.steps,
+                  "warmup": args.warmup, "threads": args.threads, "tensorflow": tf.__version__,
+                  "torch": torch.__version__, "torch_cpu": torch_res, "tf_cpu": tf_res,
+                  "tf_over_torch_steps_per_s": round(tf_res["steps_per_s"] / torch_res["steps_per_s"], 3),
+                  "agreement_fp32": agree})
     return 0
 
 

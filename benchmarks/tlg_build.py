@@ -16,8 +16,8 @@ gives the in-process peak RSS):
   ``ngram_store/``, the pruned first pass as TLG): wall, peak RSS, seconds per stage, n-grams per order (full
   and first pass), store and folder bytes. Target (issue 20): 100M words in < 1 h at < 12 GB on 2 cores.
 
-    python benchmarks/tlg_build.py [--corpus lm_corpus.txt] [--big [--big_corpus FILE]] [--work DIR]
-    python benchmarks/tlg_build.py --only_streamed --streamed_words 1000000 10000000
+    python -m benchmarks.tlg_build [--corpus lm_corpus.txt] [--big [--big_corpus FILE]] [--work DIR]
+    python -m benchmarks.tlg_build --only_streamed --streamed_words 1000000 10000000
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.measure import print_result
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 ["--corpus", str(big), "--order", "3", "--prune", str(args.big_prune), "--keep_unpruned"],
                 work / "big_trigram",
             )
-    print(json.dumps(result, indent=2))
+    print_result(result)
     return 0
 
 

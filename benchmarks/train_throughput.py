@@ -1,7 +1,7 @@
 """Training throughput of the baseline, the small config and the adversarial nnn-small config: steps/s and
 peak RSS, printed as JSON (with the nnn-small / small ratios when both ran, side by side in one run).
 
-``python benchmarks/train_throughput.py --data_dir /tmp/synth_small/hdf5_data_final``
+``python -m benchmarks.train_throughput --data_dir /tmp/synth_small/hdf5_data_final``
 Runs real training steps (data loading with worker processes, augmentation, forward, CTC, backward,
 AdamW) on whatever device the trainer picks (CUDA when present, else CPU). The first ``--warmup``
 steps are not timed. Data: any T15 folder, e.g. ``python -m nejm_b2txt_utils.synthetic --preset small``.
@@ -20,14 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.measure import print_result
+from model_training.config import check_training_data, load_config
+from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.memory import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from model_training.config import check_training_data, load_config  # noqa: E402
-from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
-from nejm_b2txt_utils.memory import peak_rss_mb  # noqa: E402
 
 CONFIGS = {"baseline": REPO / "model_training" / "rnn_args.yaml",
            "small": REPO / "model_training" / "rnn_args_small.yaml",
@@ -92,7 +92,7 @@ def measure(name: str, data_dir: str, steps: int, warmup: int, extra: list[str])
 
 
 def measure_in_child(name: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--data_dir", args.data_dir, "--configs", name, "--warmup", str(args.warmup)]
+    cmd = [sys.executable, "-m", "benchmarks.train_throughput", "--data_dir", args.data_dir, "--configs", name, "--warmup", str(args.warmup)]
     cmd += (["--steps", str(args.steps)] if args.steps else []) + (["--threads", str(args.threads)] if args.threads
                                                                    else [])
     proc = subprocess.run([*cmd, *args.overrides], capture_output=True, text=True)
@@ -132,7 +132,7 @@ def main() -> int:
         out["ratios"] = {"nnn_small_over_small_steps_per_s": round(nnn["steps_per_s"] / small["steps_per_s"], 3),
                          "nnn_small_over_small_cpu_s_per_step": round(nnn["cpu_s_per_step"] / small["cpu_s_per_step"], 3),
                          "nnn_small_over_small_peak_rss": round(nnn["peak_rss_mb"] / small["peak_rss_mb"], 3)}
-    print(json.dumps(out, indent=2))
+    print_result(out)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Eager PyTorch vs PyTorch/XLA (on the CPU) training of the tiny TripleGRUDecoder: steps/s and XLA graphs.
 
-    PJRT_DEVICE=CPU envs/b2txt_xla/bin/python benchmarks/xla_steps.py [--steps 50] [--work DIR]
+    PJRT_DEVICE=CPU envs/b2txt_xla/bin/python -m benchmarks.xla_steps [--steps 50] [--work DIR]
 
 Runs in ``envs/b2txt_xla`` (``./setup_xla.sh``). Each side trains the same config (``xla_toy_data.toy_overrides``:
 13k parameters, batch 4, 18-20-bin trials, fp32, validation at the first and last step only) in its own process:
@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.measure import print_result
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def _trainer(side: str, data: Path, out: Path, steps: int):
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --steps: expected at least 4 (compiles, then steady steps)", file=sys.stderr)
         return 2
     if args.side:
-        print(json.dumps(measure(args.side, args.data, args.work, args.steps)))
+        print_result(measure(args.side, args.data, args.work, args.steps), indent=None)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.work or Path(tmp)).resolve()
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         report: dict = {"benchmark": "xla_steps", "config": "toy TripleGRUDecoder (8 ch, 16 units, batch 4, T<=20)",
                         "load_average_at_start": round(os.getloadavg()[0], 2)}
         for side in ("eager", "xla"):  # eager first: it writes the reference logits
-            proc = subprocess.run([sys.executable, __file__, "--side", side, "--data", str(data), "--work", str(work),
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.xla_steps", "--side", side, "--data", str(data), "--work", str(work),
                                    "--steps", str(args.steps)], capture_output=True, text=True, env=env, cwd=REPO)
             if proc.returncode != 0:
                 print(f"error: the {side} run failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       report["eager"]["steady_steps_per_s"], 4)
         report["xla_over_eager_wall"] = round(report["xla"]["wall_s"] / report["eager"]["wall_s"], 2)
         report["load_average_at_end"] = round(os.getloadavg()[0], 2)  # other load skews both sides
-        print(json.dumps(report, indent=1))
+        print_result(report)
     return 0
 
 

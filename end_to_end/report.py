@@ -28,13 +28,28 @@ def ngram_only_sentence(candidates: dict | None, acoustic_scale: float) -> str:
     return max(hyps, key=lambda h: h.ngram_total(acoustic_scale)).sentence if hyps else ""
 
 
+def server_acoustic_scale(results: dict, path: Path) -> float:
+    """The ``acoustic_scale`` the LM server decoded a results pickle with (its ``remote_lm_args``, which
+    ``evaluate_model.py`` keeps).
+
+    Raises:
+        ValueError: the pickle has no ``remote_lm_args`` with an ``acoustic_scale`` (evaluated with ``--lm none``,
+            or by an evaluator older than this field).
+    """
+    try:
+        return float(results["remote_lm_args"]["acoustic_scale"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: no remote_lm_args.acoustic_scale (expected the LM server's arguments, as "
+                         "evaluate_model.py --lm redis writes them)") from exc
+
+
 def _pct(rate: float, ci) -> str:
     return f"{100 * rate:5.1f} [{100 * ci[0]:4.1f}-{100 * ci[1]:4.1f}]"
 
 
 def _lm_records(greedy: dict, lm: dict, acoustic_scale: float, keep: set[int] | None = None) -> tuple[list, list]:
-    """Per trial of ``greedy`` (index in ``keep``, all if ``None``) with an LM result: the n-gram-only and the
-    final (n-gram + LLM) records for :func:`per_corpus_table`."""
+    """Per trial of ``greedy`` (index in ``keep``, all if ``None``) with an LM result: the n-gram-only (ranked at
+    the server's ``acoustic_scale``) and the final (n-gram + LLM) records for :func:`per_corpus_table`."""
     key = ("session", "block_num", "trial_num")
     lm_index = {tuple(lm[k][i] for k in key): i for i in range(len(lm["session"]))}
     ngram_records, full_records = [], []
@@ -49,14 +64,12 @@ def _lm_records(greedy: dict, lm: dict, acoustic_scale: float, keep: set[int] | 
     return ngram_records, full_records
 
 
-def results_table(greedy_pkl: Path, lm_pkl: Path, acoustic_scale: float,
-                  text_norm: str = DEFAULT_TEXT_NORM) -> tuple[str, list[dict]]:
+def results_table(greedy_pkl: Path, lm_pkl: Path, text_norm: str = DEFAULT_TEXT_NORM) -> tuple[str, list[dict]]:
     """Per-corpus and overall rows (``model_training.eval_results.per_corpus_table``), plus the formatted table.
 
     Args:
         greedy_pkl: ``results.pkl`` of the ``--lm none`` evaluation (greedy phonemes).
         lm_pkl: ``results.pkl`` of the ``--lm redis`` evaluation (same trials).
-        acoustic_scale: the server's ``--acoustic_scale`` (for the n-gram-only choice).
         text_norm: the WER normalisation.
 
     Returns:
@@ -64,7 +77,7 @@ def results_table(greedy_pkl: Path, lm_pkl: Path, acoustic_scale: float,
         ``WER_ngram_llm`` (fractions) and their ``_ci`` bounds, ``all`` last.
     """
     greedy, lm = read_pickle(greedy_pkl, "results"), read_pickle(lm_pkl, "results")
-    ngram_records, full_records = _lm_records(greedy, lm, acoustic_scale)
+    ngram_records, full_records = _lm_records(greedy, lm, server_acoustic_scale(lm, lm_pkl))
     ngram_rows, _ = per_corpus_table(ngram_records, with_wer=True, text_norm=text_norm)
     full_rows, _ = per_corpus_table(full_records, with_wer=True, text_norm=text_norm)
     rows, lines = [], []
@@ -86,8 +99,7 @@ def results_table(greedy_pkl: Path, lm_pkl: Path, acoustic_scale: float,
     return "\n".join(lines), rows
 
 
-def heldout_table(greedy_pkl: Path, documented_pkl: Path, tuned_pkl: Path, documented_scale: float,
-                  tuned_scale: float, held_out: list[int],
+def heldout_table(greedy_pkl: Path, documented_pkl: Path, tuned_pkl: Path, held_out: list[int],
                   text_norm: str = DEFAULT_TEXT_NORM) -> tuple[str, list[dict]]:
     """WER on the held-out trials (never used for tuning) with the documented and with the tuned LM weights.
 
@@ -96,8 +108,6 @@ def heldout_table(greedy_pkl: Path, documented_pkl: Path, tuned_pkl: Path, docum
             ``tune_weights.py --trials`` counts in).
         documented_pkl: ``results.pkl`` of the LM evaluation with the documented weights.
         tuned_pkl: ``results.pkl`` of the LM evaluation with the tuned weights (same trials).
-        documented_scale: acoustic scale of the documented run (for its n-gram-only choice).
-        tuned_scale: acoustic scale of the tuned run.
         held_out: indices of the trials to score.
         text_norm: the WER normalisation.
 
@@ -108,8 +118,9 @@ def heldout_table(greedy_pkl: Path, documented_pkl: Path, tuned_pkl: Path, docum
     greedy = read_pickle(greedy_pkl, "results")
     keep = set(held_out)
     tables = {}
-    for name, pkl, scale in (("documented", documented_pkl, documented_scale), ("tuned", tuned_pkl, tuned_scale)):
-        ngram_records, full_records = _lm_records(greedy, read_pickle(pkl, "results"), scale, keep)
+    for name, pkl in (("documented", documented_pkl), ("tuned", tuned_pkl)):
+        lm = read_pickle(pkl, "results")
+        ngram_records, full_records = _lm_records(greedy, lm, server_acoustic_scale(lm, pkl), keep)
         tables[f"WER_ngram_{name}"] = per_corpus_table(ngram_records, with_wer=True, text_norm=text_norm)[0]
         tables[f"WER_ngram_llm_{name}"] = per_corpus_table(full_records, with_wer=True, text_norm=text_norm)[0]
     cols = ("WER_ngram_documented", "WER_ngram_tuned", "WER_ngram_llm_documented", "WER_ngram_llm_tuned")

@@ -25,19 +25,19 @@ from end_to_end.report import heldout_table, results_table, write_report
 from end_to_end.steps import Step, run_step
 from nejm_b2txt_utils.atomic_io import atomic_write_json, atomic_write_text
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION, documented_flags
 
 log = logging.getLogger("run_demo")
 REPO = Path(__file__).resolve().parents[1]
 
-# The documented LM server invocation (README of the original), with the embedded causal LM.
-ACOUSTIC_SCALE = 0.325
-#: tune_weights.py grids (the demo's n-gram decoding; --quick keeps its small search).
-TUNE_GRID = ["--acoustic_scale", "0.325", "1.0", "2.0", "3.0", "--blank_penalty", "1", "9", "90"]
-TUNE_GRID_QUICK = ["--acoustic_scale", "0.325", "1.0", "--blank_penalty", "9", "90", "--beam", "10", "--lattice_beam",
-                   "4"]
-ALPHA = "0.55"
-LM_FLAGS = ["--nbest", "100", "--acoustic_scale", str(ACOUSTIC_SCALE), "--blank_penalty", "90", "--alpha", ALPHA,
-            "--gpu_number", "-1"]
+# The documented LM server invocation (README of the original; nejm_b2txt_utils.lm_params), causal LM on the CPU.
+LM_FLAGS = documented_flags(gpu_number=-1)
+_DOC = {name: f"{value:g}" for name, value in DOCUMENTED_INVOCATION.items()}
+#: tune_weights.py grids (the demo's n-gram decoding, around the documented weights; --quick keeps its small search).
+TUNE_GRID = ["--acoustic_scale", _DOC["acoustic_scale"], "1.0", "2.0", "3.0", "--blank_penalty", "1", "9",
+             _DOC["blank_penalty"]]
+TUNE_GRID_QUICK = ["--acoustic_scale", _DOC["acoustic_scale"], "1.0", "--blank_penalty", "9", _DOC["blank_penalty"],
+                   "--beam", "10", "--lattice_beam", "4"]
 #: --quick: the quick model's flat posteriors make the full search slow; exercise it small.
 LM_FLAGS_QUICK = ["--nbest", "10", "--beam", "10", "--lattice_beam", "4", "--max_active", "1000"]
 #: The dev split the LM weights are tuned on, and the held-out val trials the tuned weights are reported on.
@@ -140,7 +140,7 @@ def build_steps(args: argparse.Namespace, p: dict) -> list[Step]:
         # weights on the odd val trials only, which the tuning never saw.
         Step("tune_lm", [py_lm, str(REPO / "language_model" / "tune_weights.py"), "--results_pkl",
                          str(p["eval_greedy"] / "results.pkl"), "--lm_path", str(p["lm3"]), "--trials", DEV_TRIALS,
-                         "--report_trials", HELD_OUT_TRIALS, "--beam_acoustic_scale", "0", "--alpha", ALPHA,
+                         "--report_trials", HELD_OUT_TRIALS, "--beam_acoustic_scale", "0", "--alpha", _DOC["alpha"],
                          "--nbest", server_nbest(args), "--out", str(p["lm_params"]),
                          *(TUNE_GRID_QUICK if args.quick else TUNE_GRID)],
              done=p["lm_params"]),
@@ -191,11 +191,9 @@ def tuned_table(p: dict) -> tuple[str, list[dict]]:
     from analyses.pkl_io import read_pickle
     from language_model.tune_weights import parse_trials
 
-    tuned = json.loads(p["lm_params"].read_text())["params"]
     n = len(read_pickle(p["eval_greedy"] / "results.pkl", "results")["session"])
     return heldout_table(p["eval_greedy"] / "results.pkl", p["eval"] / "results.pkl",
-                         p["eval_tuned"] / "results.pkl", ACOUSTIC_SCALE, float(tuned["acoustic_scale"]),
-                         parse_trials(HELD_OUT_TRIALS, n))
+                         p["eval_tuned"] / "results.pkl", parse_trials(HELD_OUT_TRIALS, n))
 
 
 def mixed_lm_line(lm_path: Path) -> str:
@@ -283,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
             log.error("%s", exc)
             return 1
-    table, rows = results_table(p["eval_greedy"] / "results.pkl", p["eval"] / "results.pkl", ACOUSTIC_SCALE)
+    table, rows = results_table(p["eval_greedy"] / "results.pkl", p["eval"] / "results.pkl")
     held_table, held_rows = tuned_table(p)
     this_run = round(time.monotonic() - t0, 1)
     timings["total"] = {"wall_s": this_run, "mode": "quick" if args.quick else "full"}

@@ -36,18 +36,18 @@ if str(REPO) not in sys.path:
 
 from nejm_b2txt_utils.atomic_io import atomic_write_json  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, exit_2_on_bad_input  # noqa: E402
-from nejm_b2txt_utils.lm_params import LMParamError, LMParams  # noqa: E402
+from nejm_b2txt_utils.lm_params import BY_NAME, DOCUMENTED_INVOCATION, LMParamError, LMParams  # noqa: E402
 from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, TEXT_NORMS  # noqa: E402
 
 log = logging.getLogger("tune_weights")
 
 #: Parameters this command searches over, with their default candidate values.
 TUNED = {
-    "acoustic_scale": [0.325, 0.6, 1.0, 2.0, 3.0],
-    "blank_penalty": [1.0, 9.0, 90.0],
-    "beam": [17.0],
-    "lattice_beam": [8.0],
-    "lattice_pass_margin": [5.0],
+    "acoustic_scale": [DOCUMENTED_INVOCATION["acoustic_scale"], 0.6, 1.0, 2.0, 3.0],
+    "blank_penalty": [1.0, 9.0, DOCUMENTED_INVOCATION["blank_penalty"]],
+    "beam": [BY_NAME["beam"].default],
+    "lattice_beam": [BY_NAME["lattice_beam"].default],
+    "lattice_pass_margin": [BY_NAME["lattice_pass_margin"].default],
 }
 #: Logit classes per frame (BLANK, SIL and 39 phonemes, LM order).
 N_CLASSES = 41
@@ -138,9 +138,10 @@ def _decode(job: tuple[tuple[int, int], dict, object]) -> tuple[tuple[int, int],
     return key, svc.finalize(dec, params).sentence
 
 
-#: The documented invocation's weights (the original's README), the reference a tuned file is compared with.
-DOCUMENTED = {"acoustic_scale": 0.325, "blank_penalty": 90.0, "beam": 17.0, "lattice_beam": 8.0,
-              "lattice_pass_margin": 5.0, "beam_acoustic_scale": 0.0}
+#: The documented invocation's weights (``lm_params.DOCUMENTED_INVOCATION``; the searched parameters it leaves
+#: out at the table's defaults; beams in cost units as the original), the reference a tuned file is compared with.
+DOCUMENTED = {**{name: BY_NAME[name].default for name in TUNED}, "beam_acoustic_scale": 0.0,
+              **{name: DOCUMENTED_INVOCATION[name] for name in ("acoustic_scale", "blank_penalty")}}
 
 
 def load_results(results_pkl: Path, trials: str, report_trials: str | None) -> tuple[dict, list[int], list[int]]:
@@ -364,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in TUNED.items():
         p.add_argument(f"--{name}", type=float, nargs="+", default=values,
                        help=f"candidate values (default {' '.join(map(str, values))})")
-    p.add_argument("--beam_acoustic_scale", type=float, default=0.325,
-                   help="beams are given at this acoustic scale (0: cost units, the original); default 0.325")
+    p.add_argument("--beam_acoustic_scale", type=float, default=DOCUMENTED_INVOCATION["acoustic_scale"],
+                   help="beams are given at this acoustic scale (0: cost units, the original); default: the "
+                        "documented acoustic scale, %(default)s")
     nbest = LMParams().nbest
     p.add_argument("--nbest", type=int, default=nbest,
                    help=f"n-best size while tuning; written to the params file, so the server uses it too "

@@ -1,4 +1,4 @@
-"""Checkpoints and ``args.yaml``: atomic saves, prefix handling, loading with clear errors.
+"""Checkpoints: atomic saves, prefix handling, loading with clear errors (``args.yaml``: ``args_yaml.py``).
 
 A checkpoint is the original's ``torch.save`` dict: ``model_state_dict`` (keys always saved with the
 ``_orig_mod.`` prefix that ``torch.compile`` adds, because the original evaluator can only load
@@ -8,29 +8,27 @@ may add ``step``, ``rng`` and history keys for a true resume; the original's loa
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from model_training.rnn_model import GRUDecoder
-from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_pickle, atomic_write_text
-from nejm_b2txt_utils.cli_errors import ConfigError
+from model_training import architectures
+from model_training.architectures import check_architecture  # noqa: F401 (re-exported: trainers, evaluators)
+from model_training.args_yaml import (  # noqa: F401 (re-exported: checkpoint users read args.yaml through here)
+    REQUIRED_DATASET_KEYS,
+    REQUIRED_MODEL_KEYS,
+    CheckpointError,
+    atomic_save_yaml,
+    load_model_args,
+)
+from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_pickle
 
 COMPILE_PREFIX = "_orig_mod."
 DDP_PREFIX = "module."
-REQUIRED_MODEL_KEYS = ("n_input_features", "n_units", "n_layers", "rnn_dropout", "patch_size", "patch_stride",
-                       "input_network.input_layer_dropout")
-REQUIRED_DATASET_KEYS = ("sessions", "n_classes")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or args.yaml that cannot be used; the message names the file and the problem."""
 
 
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,11 +66,6 @@ def atomic_save(obj, path: str | os.PathLike, use_torch: bool = True) -> Path:
     with atomic_open(path, "wb") as fh:
         torch.save(obj, fh)
     return Path(path)
-
-
-def atomic_save_yaml(cfg: DictConfig, path: str | os.PathLike) -> Path:
-    """Write ``cfg`` as YAML (interpolations resolved) to ``path`` atomically; returns ``Path(path)``."""
-    return atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -114,69 +107,14 @@ def load_model_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Te
     model.load_state_dict(sd, strict=True)
 
 
-def load_model_args(path: str | os.PathLike) -> DictConfig:
-    """Read ``args.yaml`` and check the keys needed to rebuild the model."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: args.yaml not found (expected <model_path>/checkpoint/args.yaml)")
-    try:
-        args = OmegaConf.load(path)
-    except (OmegaConfBaseException, yaml.YAMLError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: malformed YAML ({first})") from exc
-    if not isinstance(args, DictConfig):
-        raise CheckpointError(f"{path}: expected a mapping at the top level, found {type(args).__name__}")
-    for section, keys in (("model", REQUIRED_MODEL_KEYS), ("dataset", REQUIRED_DATASET_KEYS)):
-        for key in keys:
-            if OmegaConf.select(args, f"{section}.{key}", default=None) is None:
-                raise CheckpointError(f"{path}: missing key '{section}.{key}' (needed to rebuild the model)")
-    sessions = args.dataset.sessions
-    if isinstance(sessions, str) or len(sessions) == 0:
-        raise CheckpointError(f"{path}: 'dataset.sessions' must be a non-empty list of session names, "
-                              f"got {sessions!r}")
-    return args
-
-
-#: ``model.architecture`` values and the function building each (``gru`` when the key is absent).
-ARCHITECTURES = {"gru": "model_training.checkpoint:build_gru_decoder",
-                 "triple_gru": "model_training_nnn.rnn_model:build_triple_gru_decoder"}
-
-
-def check_architecture(args: DictConfig) -> str:
-    """``args.model.architecture`` (``gru`` when absent), checked against :data:`ARCHITECTURES`.
-
-    Raises:
-        ConfigError: an unknown architecture.
-    """
-    arch = str(args.model.get("architecture", "gru"))
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"model.architecture: expected one of {sorted(ARCHITECTURES)}, got {arch!r}")
-    return arch
-
-
 def build_model(args: DictConfig) -> torch.nn.Module:
-    """The model ``args.model.architecture`` names (``gru``: the baseline; ``triple_gru``: model_training_nnn).
-
-    Args:
-        args: a training config / ``args.yaml``.
-
-    Returns:
-        The freshly initialised model (CPU, train mode).
+    """The PyTorch model ``args.model.architecture`` names (``model_training.architectures``: ``gru`` the baseline,
+    ``triple_gru`` the adversarial decoder), freshly initialised on the CPU in train mode.
 
     Raises:
         ConfigError: an unknown architecture.
     """
-    module, func = ARCHITECTURES[check_architecture(args)].split(":")
-    return getattr(importlib.import_module(module), func)(args)
-
-
-def build_gru_decoder(args: DictConfig) -> GRUDecoder:
-    """The original trainer's ``GRUDecoder(...)`` call from a config."""
-    m = args.model
-    return GRUDecoder(neural_dim=m.n_input_features, n_units=m.n_units, n_days=len(args.dataset.sessions),
-                      n_classes=args.dataset.n_classes, rnn_dropout=m.rnn_dropout,
-                      input_dropout=m.input_network.input_layer_dropout, n_layers=m.n_layers,
-                      patch_size=m.patch_size, patch_stride=m.patch_stride)
+    return architectures.build_model(args, "torch")
 
 
 def load_trained_model(model_path: str | os.PathLike, device: str | torch.device = "cpu",

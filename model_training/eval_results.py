@@ -152,8 +152,11 @@ RESULT_FIELDS = ("session", "date", "block_num", "trial_num", "corpus", "sentenc
                  "greedy_phonemes", "true_phonemes", "lm_partial", "lm_candidates")
 
 
-def write_results_pkl(records: list[dict], path: str | os.PathLike) -> Path:
-    """Dict of parallel per-trial lists; ``logits`` are LM-order float32 ``[P, 41]`` arrays."""
-    out: dict[str, list] = {k: [r.get(k) for r in records] for k in RESULT_FIELDS}
+def write_results_pkl(records: list[dict], path: str | os.PathLike, remote_lm_args: dict | None = None) -> Path:
+    """Dict of parallel per-trial lists; ``logits`` are LM-order float32 ``[P, 41]`` arrays; ``remote_lm_args``
+    (when decoded by an LM server): the server's arguments, e.g. the ``acoustic_scale`` its scores used."""
+    out: dict = {k: [r.get(k) for r in records] for k in RESULT_FIELDS}
     out["logits"] = [decode_array(r["logits"]) for r in records]
+    if remote_lm_args is not None:
+        out["remote_lm_args"] = dict(remote_lm_args)
     return atomic_write_pickle(path, out)

@@ -37,6 +37,7 @@ from nejm_b2txt_utils.description_csv import CorpusLookup, session_to_date  # no
 from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
+from nejm_b2txt_utils.redis_protocol import LMClient  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path  # noqa: E402
 from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, TEXT_NORMS  # noqa: E402
 
@@ -105,7 +106,7 @@ def count_trials(data_dir: Path, sessions: list[str], eval_type: str) -> int:
     return n
 
 
-def connect_lm(args: argparse.Namespace):
+def connect_lm(args: argparse.Namespace) -> LMClient:
     import redis
 
     from nejm_b2txt_utils.redis_multi_client import MultiClientLMClient
@@ -152,11 +153,12 @@ def with_lm(rec: dict, partial: str, candidates: dict) -> dict:
             "lm_candidates": candidates}
 
 
-def send_lm_params(client, path: str) -> None:
-    """Send the run-time values of an LM parameter file to the server (``remote_lm_update_params``).
+def send_lm_params(client: LMClient, path: str) -> None:
+    """Decode with the run-time values of an LM parameter file (single-client protocol: a
+    ``remote_lm_update_params`` message; multi-client: sent with every utterance).
 
     Raises:
-        ConfigError: a bad file, or the multi-client protocol (it takes per-utterance parameters instead).
+        ConfigError: a bad file.
     """
     from nejm_b2txt_utils.lm_params import UPDATABLE_PARAMS, LMParamError, load_params_file
 
@@ -164,8 +166,6 @@ def send_lm_params(client, path: str) -> None:
         values = load_params_file(path)
     except LMParamError as exc:
         raise ConfigError(str(exc)) from None
-    if not hasattr(client, "update_params"):
-        raise ConfigError("--lm_params needs --lm_protocol single")
     runtime = {k: v for k, v in values.items() if k in UPDATABLE_PARAMS}
     startup = sorted(set(values) - set(runtime))
     client.update_params(**runtime)
@@ -231,11 +231,8 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
         if client is None:
             for rec, _ in to_decode():
                 store.add(rec)
-        elif args.lm_protocol == "multi":  # several trials at the LM server at once (its N workers)
+        else:  # multi: several trials at the LM server at once (its N workers); single: one at a time
             for rec, partial, candidates in client.decode_many(to_decode(), args.lm_in_flight, args.lm_retries):
-                store.add(with_lm(rec, partial, candidates))
-        else:  # the retry policy lives in the client
-            for rec, partial, candidates in client.decode_many(to_decode()):
                 store.add(with_lm(rec, partial, candidates))
     records = [store.records[t] for t in order]
     log.info("Decoded %d trials in %.1f s", len(records), time.time() - t0)
@@ -244,7 +241,8 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
                                      out_dir / f"baseline_rnn_{args.eval_type}_predicted_sentences_{stamp}.csv")
     log.info("Wrote %s", csv_path)
     if args.results_pkl:
-        log.info("Wrote %s", write_results_pkl(records, args.results_pkl))
+        server_args = client.server_args() if client is not None else None  # what the scores were made with
+        log.info("Wrote %s", write_results_pkl(records, args.results_pkl, server_args))
     _, table = per_corpus_table(records, with_wer=args.eval_type == "val" and args.lm == "redis",
                                 text_norm=args.text_norm)
     print(table)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from nejm_b2txt_utils.augmentation import gauss_smooth
+from nejm_b2txt_utils.t15_hdf5 import n_output_frames
 
 
 @torch.no_grad()
@@ -28,8 +29,8 @@ def infer_trial(model: torch.nn.Module, features: np.ndarray, day_idx: int, devi
         if transform_args.get("smooth_data", True):
             x = gauss_smooth(x, device, transform_args.get("smooth_kernel_std", 2),
                              transform_args.get("smooth_kernel_size", 100), padding="valid")
-        patch = int(getattr(model, "patch_size", 0))
-        if x.shape[1] < max(patch, 1):
+        patching = int(getattr(model, "patch_size", 0)), int(getattr(model, "patch_stride", 1))
+        if n_output_frames(x.shape[1], *patching) == 0:
             return np.zeros((0, model.n_classes), dtype=np.float32)
         logits, _ = model(x, day, states=None, return_state=True)
     return logits.float().cpu().numpy()[0]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
+
+from model_training.lr_schedule import cosine_lr_factor
 
 
 def parameter_groups(model: nn.Module, args: Mapping) -> list[dict]:
@@ -42,16 +43,6 @@ def create_optimizer(model: nn.Module, args: Mapping, groups: list[dict] | None 
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except RuntimeError:  # a device/dtype the fused kernel does not support: same maths, unfused
         return torch.optim.AdamW(groups, **kwargs)
-
-
-def cosine_lr_factor(step: int, min_lr_ratio: float, warmup_steps: int, decay_steps: int) -> float:
-    """Linear warmup from 0 (lr = 0 at step 0), cosine decay to ``min_lr_ratio`` at ``decay_steps``."""
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    if step < decay_steps:
-        progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-        return max(min_lr_ratio, min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-    return min_lr_ratio
 
 
 def _lambda(min_ratio: float, warmup: int, decay: int) -> Callable[[int], float]:

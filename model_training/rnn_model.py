@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model_training.architectures import register
+
 
 def patchify(x: torch.Tensor, patch_size: int, patch_stride: int) -> torch.Tensor:
     """``[B, T, D]`` -> ``[B, P, patch_size * D]``, P = (T - patch_size) // patch_stride + 1.
@@ -27,6 +29,13 @@ def patchify(x: torch.Tensor, patch_size: int, patch_stride: int) -> torch.Tenso
         return windows.reshape(b, n_frames, patch_size * d).to(x.dtype)  # (B, P, k*D)
     windows = x.unfold(1, patch_size, patch_stride)  # (B, P, D, patch_size)
     return windows.transpose(2, 3).reshape(b, windows.shape[1], patch_size * d).to(x.dtype)  # (B, P, k*D)
+
+
+def output_frames(n_time_steps: torch.Tensor, patch_size: int, patch_stride: int) -> torch.Tensor:
+    """``[B]`` output frames of ``[B]`` input bins: the tensor twin of ``nejm_b2txt_utils.t15_hdf5.n_output_frames``
+    (the one rule: ``max(0, (n - patch_size) // patch_stride + 1)``; ``n`` when ``patch_size <= 0``), int32."""
+    n = n_time_steps.to(torch.int64)
+    return (n if patch_size <= 0 else ((n - patch_size) // patch_stride + 1).clamp_min(0)).to(torch.int32)
 
 
 class DayLayerMixin:
@@ -131,3 +140,9 @@ class GRUDecoder(DayLayerMixin, nn.Module):
         if return_state:
             return logits, hidden_states
         return logits
+
+
+@register("gru", "torch")
+def build_gru_decoder(args, **shared) -> GRUDecoder:
+    """The original trainer's ``GRUDecoder(...)`` from a config: the shared arguments plus ``model.n_layers``."""
+    return GRUDecoder(n_layers=int(args["model"]["n_layers"]), **shared)

@@ -8,19 +8,18 @@ optional torch.compile (``compile: auto`` = on CUDA only), atomic writes.
 
 Variants (``model_training_nnn``: the adversarial TripleGRUDecoder, its XLA trainer) subclass
 ``BrainToTextDecoder_Trainer`` and override hooks instead of copying ``__init__`` or the train step:
-``select_device``, ``build_model``, ``create_optimizer`` / ``create_lr_scheduler``, ``batch_to_device``,
-``compute_loss`` (per-trial objective, per-trial logged loss, extra log values), ``eval_forward`` (the
-forward used by validation; may return extra heads whose greedy PER is logged) and ``step_end`` (called
-once per optimizer step, e.g. ``torch_xla.sync()``).
+``select_device``, ``build_model``, ``create_optimizer`` / ``create_lr_scheduler``, ``wrap_networks`` (the
+train and eval networks: DDP, torch.compile), ``batch_to_device``, ``compute_loss`` (per-trial objective,
+per-trial logged loss, extra log values), ``eval_forward`` (the forward used by validation; may return extra
+heads whose greedy PER is logged) and ``step_end`` (called once per optimizer step, e.g. ``torch_xla.sync()``).
+The set-up (output dirs, logging, split and batches) is ``run_setup.py``, the loop and the validation
+bookkeeping ``training_loop.py``; both framework-free, shared with the TensorFlow trainer.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +30,24 @@ from tqdm import tqdm
 
 from model_training import checkpoint as ckpt_io
 from model_training.config import normalize_config, resolved_container
-from model_training.dataset import BrainToTextDataset, drop_ctc_infeasible, train_test_split_indicies
+from model_training.dataset import BrainToTextDataset
 from model_training.distributed import all_reduce_sum, barrier, broadcast_flag, init_distributed, shutdown
 from model_training.optim import create_lr_scheduler, create_optimizer
-from model_training.training_loop import TrainingLoop
-from nejm_b2txt_utils.atomic_io import atomic_write_json
+from model_training.rnn_model import output_frames
+from model_training.run_setup import (
+    build_trial_batches,
+    close_logging,
+    prepare_output_dirs,
+    setup_logging,
+    train_batch_order,
+)
+from model_training.training_loop import GreedyPER, TrainingLoop
 from nejm_b2txt_utils.augmentation import transform_data
 from nejm_b2txt_utils.devices import select_device
-from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
 
 
 class NonFiniteTrainingError(RuntimeError):
     """Too many batches in a row had a non-finite gradient: the run stops (the message says what to check)."""
-
-
-class _TqdmHandler(logging.StreamHandler):
-    """Log lines printed above the progress bar instead of through it."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record), file=sys.stdout)
 
 
 class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's class name)
@@ -63,8 +61,8 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         self.device = self.select_device()  # before output_dir: a bad gpu_number/device leaves nothing behind
         self.output_dir = Path(args.output_dir)
         self.checkpoint_dir = Path(args.checkpoint_dir)
-        self.resume_path = self._prepare_output_dirs()
-        self.logger = self._setup_logging()
+        self.resume_path = prepare_output_dirs(args, self.is_main, lambda: barrier(self.dist))
+        self.logger = setup_logging(__name__, args, self.is_main)
         # Set here, not at import: importing the trainer must not change torch's global state.
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.deterministic = True
@@ -94,7 +92,11 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         self.logger.info(f"Model has {n_params:,} parameters")
         self.logger.info(f"Model has {n_day:,} day-specific parameters | {100 * n_day / n_params:.2f}% of total")
 
-        self._build_datasets()
+        self.train_dataset, self.val_dataset = build_trial_batches(args, self.is_main, self.dist.rank,
+                                                                   self.dist.world_size, BrainToTextDataset)
+        self.val_loader = DataLoader(self.val_dataset, batch_size=None, shuffle=False, num_workers=0,
+                                     generator=torch.Generator())
+        self.logger.info("Successfully initialized datasets")
         self.optimizer = self.create_optimizer()
         self.learning_rate_scheduler = self.create_lr_scheduler()
         self.ctc_loss = torch.nn.CTCLoss(blank=0, reduction="none", zero_infinity=False)
@@ -111,20 +113,7 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
                 p.requires_grad = False
 
         self.model.to(self.device)
-        net = self.model
-        if self.dist.enabled:
-            # Days absent from a rank's slice get no local gradient; globally absent days keep grad None.
-            net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)
-        compile_opt = str(args.get("compile", "auto")).lower()
-        use_compile = compile_opt in ("true", "1") or (compile_opt == "auto" and self.device.type == "cuda")
-        if use_compile:
-            torch._dynamo.config.cache_size_limit = 64  # T varies between batches: recompiles expected
-            net = torch.compile(net)
-        self.train_net = net
-        self.eval_net = torch.compile(self.model) if use_compile and self.dist.enabled else \
-            (net if use_compile else self.model)
+        self.train_net, self.eval_net = self.wrap_networks()
 
     # ------------------------------------------------------------------ hooks (override in variants)
     def select_device(self) -> torch.device:
@@ -152,6 +141,24 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
     def create_lr_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         """One LambdaLR factor per optimizer group (day groups follow the ``*_day`` schedule)."""
         return create_lr_scheduler(self.optimizer, self.args)
+
+    def wrap_networks(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """Hook: ``(train network, eval network)`` around ``self.model`` (on its device): DDP under torchrun, then
+        ``torch.compile`` with ``compile: true`` (``auto``: on CUDA). The eval network is never DDP-wrapped."""
+        opt = str(self.args.get("compile", "auto")).lower()
+        use_compile = opt in ("true", "1") or (opt == "auto" and self.device.type == "cuda")
+        if use_compile:
+            torch._dynamo.config.cache_size_limit = 64  # T varies between batches: recompiles expected
+        train_net = self.model
+        if self.dist.enabled:
+            # Days absent from a rank's slice get no local gradient; globally absent days keep grad None.
+            train_net = torch.nn.parallel.DistributedDataParallel(
+                train_net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        if not use_compile:
+            return train_net, self.model
+        train_net = torch.compile(train_net)
+        return train_net, (torch.compile(self.model) if self.dist.enabled else train_net)
 
     def batch_to_device(self, batch: dict) -> tuple[torch.Tensor, ...]:
         """``(features [B, T, C], labels [B, L], n_time_steps [B], phone_seq_lens [B], day_indicies [B])``
@@ -196,78 +203,11 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         """The checkpoint dict as written to disk (XLA: host copies of the device tensors)."""
         return state
 
-    # ------------------------------------------------------------------ setup
-    def _prepare_output_dirs(self) -> Path | None:
-        """Create output/checkpoint dirs; return the checkpoint to resume from, if any."""
-        if self.args.get("mode", "train") != "train":
-            return None
-        last = self.checkpoint_dir / "last_checkpoint"
-        resume = bool(self.args.get("resume", False))
-        exists = self.output_dir.exists() and any(self.output_dir.iterdir())
-        # Fix: the original crashed whenever output_dir existed; we resume or explain what to do.
-        if exists and not resume:
-            raise FileExistsError(f"output_dir {self.output_dir} already exists: pass output_dir=<new folder> for a "
-                                  "new run, or resume=true to continue this one")
-        barrier(self.dist)
-        if self.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        barrier(self.dist)
-        return last if resume and last.is_file() else None
-
-    def _setup_logging(self) -> logging.Logger:
-        logger = logging.getLogger(__name__)
-        for h in list(logger.handlers):
-            logger.removeHandler(h)
-            h.close()
-        logger.setLevel(logging.INFO if self.is_main else logging.WARNING)
-        logger.propagate = False
-        fmt = logging.Formatter("%(asctime)s: %(message)s")
-        if self.is_main and self.args.get("mode", "train") == "train":
-            fh = logging.FileHandler(self.output_dir / "training_log", mode="a")
-            fh.setFormatter(fmt)
-            logger.addHandler(fh)
-        sh = _TqdmHandler()
-        sh.setFormatter(fmt)
-        logger.addHandler(sh)
-        return logger
-
-    def _build_datasets(self) -> None:
-        ds = self.args.dataset
-        sessions = list(ds.sessions)
-        paths = {split: [os.path.join(ds.dataset_dir, s, f"data_{split}.hdf5") for s in sessions]
-                 for split in ("train", "val")}
-        # As the original: bad_trials_dict is ignored, val = the released val files.
-        train_trials, _ = train_test_split_indicies(paths["train"], test_percentage=0, seed=ds.seed)
-        # Fix: trials CTC cannot align under the largest random cut (random_cut - 1 bins) are left out at load.
-        train_trials = drop_ctc_infeasible(train_trials, self.patch_size, self.patch_stride,
-                                           max(int(self.transform_args.get("random_cut", 0) or 0) - 1, 0))
-        _, val_trials = train_test_split_indicies(paths["val"], test_percentage=1, seed=ds.seed)
-        if not any(v["trials"] for v in train_trials.values()):
-            raise FileNotFoundError(f"{ds.dataset_dir}: no training trials found for the {len(sessions)} sessions "
-                                    "(expected <dataset_dir>/<session>/data_train.hdf5)")
-        if self.is_main:
-            atomic_write_json(self.output_dir / "train_val_trials.json", {"train": train_trials, "val": val_trials},
-                              indent=None)
-        feature_subset = ds.get("feature_subset")
-        self.train_dataset = BrainToTextDataset(
-            train_trials, self.n_batches, "train", ds.batch_size, ds.days_per_batch, ds.seed,
-            must_include_days=None, feature_subset=feature_subset,
-            patching=(self.patch_size, self.patch_stride)).shard(self.dist.rank, self.dist.world_size)
-        self.val_dataset = BrainToTextDataset(val_trials, None, "test", ds.batch_size, None, ds.seed,
-                                              feature_subset=feature_subset,
-                                              patching=(self.patch_size, self.patch_stride))
-        self.val_loader = DataLoader(self.val_dataset, batch_size=None, shuffle=False, num_workers=0,
-                                     generator=torch.Generator())
-        self.logger.info("Successfully initialized datasets")
-
     def _train_loader(self, start: int) -> DataLoader:
-        order = np.arange(self.n_batches)
-        if self.args.dataset.get("loader_shuffle", False):
-            order = np.random.RandomState(self.args.dataset.seed).permutation(self.n_batches)
         workers = int(self.args.dataset.get("num_dataloader_workers", 0))
         # A private generator: creating loaders must not consume the global torch RNG (exact resume).
-        return DataLoader(self.train_dataset, batch_size=None, sampler=order[start:].tolist(), num_workers=workers,
+        return DataLoader(self.train_dataset, batch_size=None, sampler=train_batch_order(self.args, start),
+                          num_workers=workers,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator(),
                           persistent_workers=False)
 
@@ -324,9 +264,7 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
 
     def _adjusted_lens(self, n_time_steps: torch.Tensor) -> torch.Tensor:
-        if self.patch_size <= 0:
-            return n_time_steps.to(torch.int32)
-        return ((n_time_steps - self.patch_size) / self.patch_stride + 1).to(torch.int32)
+        return output_frames(n_time_steps, self.patch_size, self.patch_stride)
 
     def train_step(self, batch: dict, i: int) -> tuple[float, float]:
         """One optimizer step on one batch; returns (batch loss, pre-clip gradient norm)."""
@@ -392,21 +330,12 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         return True
 
     def validation(self, loader: DataLoader, return_logits: bool = False, return_data: bool = False) -> dict:
-        """Greedy PER (collapse repeats, then drop blanks) and CTC loss over the val batches (spec §6.6)."""
+        """Greedy PER (collapse repeats, then drop blanks) and CTC loss over the val batches (spec §6.6):
+        :meth:`eval_forward` per batch, the bookkeeping in ``training_loop.GreedyPER``."""
         self.eval_net.eval()
-        keys = ("decoded_seqs", "true_seq", "phone_seq_lens", "transcription", "losses", "block_nums",
-                "trial_nums", "day_indicies") + (("logits", "n_time_steps") if return_logits else ()) \
-            + (("input_features",) if return_data else ())
-        metrics: dict = {k: [] for k in keys}
-        flags = list(self.args.dataset.dataset_probability_val)
-        day_pers = {d: {"total_edit_distance": 0, "total_seq_length": 0} for d, f in enumerate(flags) if f == 1}
-        total_ed = total_len = 0
-        extra_ed: dict[str, list[int]] = {}  # extra head -> [total edit distance, total length]
+        per = GreedyPER(list(self.args.dataset.dataset_probability_val), return_logits, return_data)
         for i, batch in enumerate(loader):
-            day = int(batch["day_indicies"][0])
-            if flags[day] == 0:
-                if self.args.get("log_val_skip_logs", False):
-                    self.logger.info(f"Skipping val batch {i} (day {day})")
+            if self._skip_val_batch(i, batch):
                 continue
             features, labels, n_time_steps, phone_seq_lens, day_indicies = self.batch_to_device(batch)
             with torch.no_grad(), self._autocast():
@@ -418,43 +347,9 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
                 finite = torch.isfinite(per_trial)  # static shapes (XLA): no boolean indexing
                 loss = torch.where(finite, per_trial, 0.0).sum() / finite.sum()
             # The original appended each batch loss twice; once gives the same mean.
-            metrics["losses"].append(loss.item())
-            logits_np = logits.float().cpu().numpy()
-            lens, true_lens, labels_np = adjusted_lens.cpu().numpy(), phone_seq_lens.cpu().numpy(), labels.cpu().numpy()
-            decoded_batch = []
-            for b in range(len(logits_np)):
-                decoded = ctc_greedy_decode(logits_np[b], int(lens[b]))
-                ed = edit_distance(labels_np[b, :true_lens[b]].tolist(), decoded.tolist())
-                total_ed += ed
-                total_len += int(true_lens[b])
-                d = int(batch["day_indicies"][b])
-                if d in day_pers:
-                    day_pers[d]["total_edit_distance"] += ed
-                    day_pers[d]["total_seq_length"] += int(true_lens[b])
-                decoded_batch.append(decoded)
-            metrics["decoded_seqs"].append(decoded_batch)
-            for name, head in extra_heads.items():
-                head_np, ed_len = head.float().cpu().numpy(), extra_ed.setdefault(name, [0, 0])
-                for b in range(len(head_np)):
-                    ed_len[0] += edit_distance(labels_np[b, :true_lens[b]].tolist(),
-                                               ctc_greedy_decode(head_np[b], int(lens[b])).tolist())
-                    ed_len[1] += int(true_lens[b])
-            metrics["true_seq"].append(labels_np)
-            metrics["phone_seq_lens"].append(true_lens)
-            metrics["transcription"].append(batch["transcriptions"].numpy())
-            for k, src in (("block_nums", "block_nums"), ("trial_nums", "trial_nums"), ("day_indicies", "day_indicies")):
-                metrics[k].append(batch[src].numpy())
-            if return_logits:
-                metrics["logits"].append(logits_np)
-                metrics["n_time_steps"].append(lens)
-            if return_data:
-                metrics["input_features"].append(batch["input_features"].numpy())
-        metrics["day_PERs"] = day_pers
-        metrics["avg_PER"] = total_ed / total_len if total_len else float("nan")
-        metrics["avg_loss"] = float(np.mean(metrics["losses"])) if metrics["losses"] else float("nan")
-        for name, (ed, n) in extra_ed.items():
-            metrics[f"{name}_PER"] = ed / n if n else float("nan")
-        return metrics
+            per.add(batch, logits.float().cpu().numpy(), adjusted_lens.cpu().numpy(), loss.item(),
+                    {name: head.float().cpu().numpy() for name, head in extra_heads.items()})
+        return per.result()
 
     # ------------------------------------------------------------------ loop hooks (model_training/training_loop.py)
     def _batches(self):
@@ -492,7 +387,5 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
 
     def close(self) -> None:
         """Release log files and the process group."""
-        for h in list(self.logger.handlers):
-            self.logger.removeHandler(h)
-            h.close()
+        close_logging(self.logger)
         shutdown(self.dist)

@@ -8,6 +8,9 @@ checkpoint (lowest PER, ties to the lower loss) and stopping early after ``early
 validations without improvement; ``last_checkpoint`` after each validation and every ``batches_per_save``
 batches (added: resumable runs).
 
+Validation: both trainers run their eval forward per val batch and hand the logits to one
+:class:`GreedyPER` (greedy PER overall, per day and per extra head; the mean batch CTC loss).
+
 A trainer mixes :class:`TrainingLoop` in and provides the hooks below; the attributes the loop reads are
 ``args``, ``logger``, ``is_main``, ``n_batches``, ``start_step``, ``checkpoint_dir``, ``train_losses``,
 ``val_PERs``, ``val_losses``, ``best_val_PER``, ``best_val_loss``, ``val_steps_since_improvement``.
@@ -20,12 +23,93 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from nejm_b2txt_utils.atomic_io import atomic_write_pickle
+from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
 
 #: Validation outputs too large to keep for every validation step in the history.
 HEAVY_VAL_KEYS = ("logits", "input_features")
+
+
+class GreedyPER:
+    """Validation bookkeeping over val batches (spec §6.6): greedy decoding (collapse repeats, drop blanks), edit
+    distances overall and per day, each extra head's PER, and the per-batch lists the original's
+    ``val_metrics.pkl`` holds. Feed :meth:`add` once per batch, then read :meth:`result`.
+
+    Args:
+        day_flags: ``dataset.dataset_probability_val`` (days with flag 1 get a ``day_PERs`` entry).
+        keep_logits: also keep ``logits`` and ``n_time_steps`` (output frames) per batch.
+        keep_data: also keep the batch's ``input_features``.
+    """
+
+    def __init__(self, day_flags: list, keep_logits: bool = False, keep_data: bool = False):
+        keys = ("decoded_seqs", "true_seq", "phone_seq_lens", "transcription", "losses", "block_nums",
+                "trial_nums", "day_indicies") + (("logits", "n_time_steps") if keep_logits else ()) \
+            + (("input_features",) if keep_data else ())
+        self.metrics: dict = {k: [] for k in keys}
+        self.keep_logits, self.keep_data = keep_logits, keep_data
+        self.day_pers = {d: {"total_edit_distance": 0, "total_seq_length": 0} for d, f in enumerate(day_flags)
+                         if f == 1}
+        self.total_ed = self.total_len = 0
+        self.extra_ed: dict[str, list[int]] = {}  # extra head -> [total edit distance, total length]
+
+    def add(self, batch: dict, logits: np.ndarray, lens: np.ndarray, loss: float,
+            extra_heads: dict[str, np.ndarray] | None = None) -> None:
+        """One val batch.
+
+        Args:
+            batch: the batch's host arrays (NumPy or CPU tensors): ``seq_class_ids`` [B, L], ``phone_seq_lens``,
+                ``day_indicies``, ``block_nums``, ``trial_nums`` [B], ``transcriptions`` [B, 500]
+                (``input_features`` [B, T, C] with ``keep_data``).
+            logits: ``[B, P, C]`` float logits of the head that selects the best checkpoint.
+            lens: ``[B]`` valid output frames.
+            loss: the batch's mean CTC loss.
+            extra_heads: ``{name: [B, P, C] logits}``, each logged as ``<name> PER``.
+        """
+        labels, true_lens = np.asarray(batch["seq_class_ids"]), np.asarray(batch["phone_seq_lens"])
+        days = np.asarray(batch["day_indicies"])
+        m = self.metrics
+        m["losses"].append(float(loss))
+        decoded_batch = []
+        for b in range(len(logits)):
+            decoded = ctc_greedy_decode(logits[b], int(lens[b]))
+            ed = edit_distance(labels[b, :true_lens[b]].tolist(), decoded.tolist())
+            self.total_ed += ed
+            self.total_len += int(true_lens[b])
+            if int(days[b]) in self.day_pers:
+                self.day_pers[int(days[b])]["total_edit_distance"] += ed
+                self.day_pers[int(days[b])]["total_seq_length"] += int(true_lens[b])
+            decoded_batch.append(decoded)
+        m["decoded_seqs"].append(decoded_batch)
+        for name, head in (extra_heads or {}).items():
+            ed_len = self.extra_ed.setdefault(name, [0, 0])
+            for b in range(len(head)):
+                ed_len[0] += edit_distance(labels[b, :true_lens[b]].tolist(),
+                                           ctc_greedy_decode(head[b], int(lens[b])).tolist())
+                ed_len[1] += int(true_lens[b])
+        m["true_seq"].append(labels)
+        m["phone_seq_lens"].append(true_lens)
+        m["transcription"].append(np.asarray(batch["transcriptions"]))
+        for k in ("block_nums", "trial_nums", "day_indicies"):
+            m[k].append(np.asarray(batch[k]))
+        if self.keep_logits:
+            m["logits"].append(logits)
+            m["n_time_steps"].append(np.asarray(lens))
+        if self.keep_data:
+            m["input_features"].append(np.asarray(batch["input_features"]))
+
+    def result(self) -> dict:
+        """The metrics: the per-batch lists, ``day_PERs``, ``avg_PER`` and ``avg_loss`` (nan without batches),
+        and ``<head>_PER`` per extra head."""
+        m = self.metrics
+        m["day_PERs"] = self.day_pers
+        m["avg_PER"] = self.total_ed / self.total_len if self.total_len else float("nan")
+        m["avg_loss"] = float(np.mean(m["losses"])) if m["losses"] else float("nan")
+        for name, (ed, n) in self.extra_ed.items():
+            m[f"{name}_PER"] = ed / n if n else float("nan")
+        return m
 
 
 class TrainingLoop:
@@ -52,6 +136,17 @@ class TrainingLoop:
 
     def _after_training(self, last_batch: int) -> None:
         """Called once after the loop (default nothing)."""
+
+    # ------------------------------------------------------------------ validation helpers
+    def _skip_val_batch(self, i: int, batch: dict) -> bool:
+        """Whether val batch ``i`` is of a day whose ``dataset.dataset_probability_val`` flag is 0 (logged with
+        ``log_val_skip_logs``)."""
+        day = int(batch["day_indicies"][0])
+        if self.args.dataset.dataset_probability_val[day] != 0:
+            return False
+        if self.args.get("log_val_skip_logs", False):
+            self.logger.info(f"Skipping val batch {i} (day {day})")
+        return True
 
     # ------------------------------------------------------------------ the loop
     def _validate(self, i: int, pbar: tqdm) -> bool:

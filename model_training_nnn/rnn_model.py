@@ -33,7 +33,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model_training.architectures import register
 from model_training.rnn_model import DayLayerMixin, init_gru_weights
+from model_training_nnn.adversarial import triple_gru_kwargs
 
 __all__ = ["GradientReversalFn", "gradient_reverse", "NoiseModel", "CleanSpeechModel", "NoisySpeechModel",
            "build_triple_gru_decoder",
@@ -217,22 +219,8 @@ class TripleGRUDecoder(nn.Module):
         return clean_logits, noisy_logits, noise_output
 
 
-def build_triple_gru_decoder(args) -> TripleGRUDecoder:
-    """``TripleGRUDecoder`` from a training config / ``args.yaml`` (``model.architecture: triple_gru``).
-
-    Args:
-        args: the config (omegaconf or dict-like): ``model.*`` (incl. ``n_noise_layers``, ``n_clean_layers``,
-            ``n_noisy_layers``, ``noise_units``, ``noisy_units``), ``dataset.sessions`` / ``n_classes`` and
-            ``adversarial.grl_skip_when_zero``.
-
-    Returns:
-        The freshly initialised model.
-    """
-    m, adv = args.model, args.get("adversarial") or {}
-    return TripleGRUDecoder(
-        neural_dim=m.n_input_features, n_units=m.n_units, n_days=len(args.dataset.sessions),
-        n_classes=args.dataset.n_classes, rnn_dropout=m.rnn_dropout, input_dropout=m.input_network.input_layer_dropout,
-        patch_size=m.patch_size, patch_stride=m.patch_stride, n_noise_layers=m.get("n_noise_layers", 2),
-        n_clean_layers=m.get("n_clean_layers", 3), n_noisy_layers=m.get("n_noisy_layers", 2),
-        noise_units=m.get("noise_units"), noisy_units=m.get("noisy_units"),
-        grl_skip_when_zero=bool(adv.get("grl_skip_when_zero", True)))
+@register("triple_gru", "torch")
+def build_triple_gru_decoder(args, **shared) -> TripleGRUDecoder:
+    """``TripleGRUDecoder`` from a config (``model.architecture: triple_gru``): the shared arguments of
+    ``model_training.architectures`` plus ``model_training_nnn.adversarial.triple_gru_kwargs``."""
+    return TripleGRUDecoder(**triple_gru_kwargs(args), **shared)

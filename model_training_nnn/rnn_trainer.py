@@ -4,13 +4,13 @@ Loss per trial: ``CTC(clean) + noisy_loss_weight * CTC(noisy) + noise_l2_weight 
 noisy head sees the noise estimate through a gradient reversal layer whose strength follows
 ``adversarial.grl_schedule``. Validation, the best checkpoint and evaluation use the clean head; the
 noisy head's greedy PER is logged next to it ("noisy PER"), and every log step prints the noisy CTC,
-lambda and the noise RMS relative to the preprocessed input. Everything else (data, augmentation,
-schedule, checkpoints, resume, DDP) is ``model_training.rnn_trainer``'s.
+lambda and the noise RMS relative to the preprocessed input. The settings, their defaults and the lambda
+schedule are ``model_training_nnn/adversarial.py`` (shared with the TensorFlow trainer). Everything else
+(data, augmentation, schedule, checkpoints, resume, DDP) is ``model_training.rnn_trainer``'s.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
@@ -18,49 +18,14 @@ from torch import nn
 
 from model_training.optim import create_optimizer, parameter_groups
 from model_training.rnn_trainer import BrainToTextDecoder_Trainer
+from model_training_nnn.adversarial import (  # noqa: F401 (re-exported: the settings lived here)
+    ADVERSARIAL_DEFAULTS,
+    adversarial_settings,
+    grl_lambda_at,
+)
 from nejm_b2txt_utils.cli_errors import ConfigError
 
 SUB_MODELS = ("noise_model", "clean_speech_model", "noisy_speech_model")
-#: adversarial.* keys and their defaults (spec nnn §4.2).
-ADVERSARIAL_DEFAULTS = {"enabled": True, "noisy_loss_weight": 0.2, "noise_l2_weight": 0.0, "grl_lambda": 1.0,
-                        "grl_schedule": "dann", "grl_gamma": 10.0, "grl_warmup_steps": 0,
-                        "grl_skip_when_zero": True, "lr_scale_noise": 1.0, "lr_scale_noisy": 1.0}
-
-
-def adversarial_settings(args: Mapping) -> dict:
-    """``args.adversarial`` with the defaults filled in (unknown keys are an error: a typo would be silent)."""
-    given = dict(args.get("adversarial") or {})
-    unknown = sorted(set(given) - set(ADVERSARIAL_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"adversarial: unknown key(s) {unknown}; expected {sorted(ADVERSARIAL_DEFAULTS)}")
-    return {**ADVERSARIAL_DEFAULTS, **given}
-
-
-def grl_lambda_at(step: int, n_batches: int, adv: Mapping) -> float:
-    """The GRL strength at ``step`` (spec nnn §3.2).
-
-    Args:
-        step: the batch index (0-based).
-        n_batches: ``num_training_batches`` (p = step / n_batches).
-        adv: :func:`adversarial_settings`.
-
-    Returns:
-        ``dann``: lambda_max * (2 / (1 + exp(-gamma * p)) - 1) (0 at step 0, 0.46 * lambda_max at p = 0.1);
-        ``constant``: lambda_max; ``linear_warmup``: lambda_max * min(1, step / grl_warmup_steps).
-
-    Raises:
-        ConfigError: an unknown schedule.
-    """
-    lam, kind = float(adv["grl_lambda"]), adv["grl_schedule"]
-    if kind == "dann":
-        p = step / max(1, n_batches)
-        return lam * (2.0 / (1.0 + math.exp(-float(adv["grl_gamma"]) * p)) - 1.0)
-    if kind == "constant":
-        return lam
-    if kind == "linear_warmup":
-        warm = int(adv["grl_warmup_steps"])
-        return lam if warm <= 0 else lam * min(1.0, step / warm)
-    raise ConfigError(f"adversarial.grl_schedule: expected dann, constant or linear_warmup, got {kind!r}")
 
 
 def nnn_parameter_groups(model: nn.Module, args: Mapping, adv: Mapping) -> list[dict]:
@@ -81,8 +46,7 @@ class NNNTrainer(BrainToTextDecoder_Trainer):
 
     def check_config(self) -> None:
         super().check_config()
-        self.adv = adversarial_settings(self.args)
-        grl_lambda_at(0, 1, self.adv)  # fail on a bad schedule name before any training
+        self.adv = adversarial_settings(self.args)  # unknown keys or schedule: before any training
         if str(self.args.model.get("architecture", "gru")) != "triple_gru":
             raise ConfigError("model.architecture: the nnn trainer needs 'triple_gru' (use a "
                              "model_training_nnn/rnn_args_nnn*.yaml config)")

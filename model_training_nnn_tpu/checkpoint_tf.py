@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_training.checkpoint import CheckpointError, load_checkpoint_file
+from model_training.args_yaml import CheckpointError
 from nejm_b2txt_utils.atomic_io import atomic_write_pickle
 
 FORMAT = "b2txt_tf/1"
@@ -56,6 +56,8 @@ def load(path: str | os.PathLike) -> dict:
         if "model_state_dict" not in ckpt:
             raise CheckpointError(f"{path}: TF checkpoint without 'model_state_dict'")
         return ckpt
+    from model_training.checkpoint import load_checkpoint_file  # torch: only to read a PyTorch checkpoint
+
     ckpt = load_checkpoint_file(path)  # PyTorch (raises CheckpointError with the reason)
     sd = {k: v.detach().cpu().float().numpy() for k, v in ckpt["model_state_dict"].items()}
     return {**{k: v for k, v in ckpt.items() if k != "model_state_dict"}, "model_state_dict": sd, "format": "torch"}

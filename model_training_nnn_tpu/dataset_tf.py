@@ -1,6 +1,6 @@
 """``tf.data`` input for the TensorFlow trainer, over the baseline's batches (spec nnn-and-tpu §6.5).
 
-The trial split and every batch draw are the baseline's own: :class:`model_training.dataset.BrainToTextDataset`
+The trial split and every batch draw are the baseline's own: :class:`model_training.trial_batches.TrialBatches`
 (``days_per_batch`` random days, trials uniformly within them; val walks each day in order) reads the HDF5
 files through ``nejm_b2txt_utils.t15_hdf5``. This module only pads those batches to **fixed shapes** (XLA
 compiles one program): time to ``max_time_steps`` (``static_max_time_steps`` or the dataset's longest trial,
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model_training.dataset import BrainToTextDataset
-from nejm_b2txt_utils.augmentation import gauss_kernel
+from model_training.trial_batches import TrialBatches
+from nejm_b2txt_utils.smoothing_kernel import gauss_kernel
 from nejm_b2txt_utils.t15_hdf5 import T15File
 
 STEP_KEYS = ("input_features", "seq_class_ids", "n_time_steps", "phone_seq_lens", "day_indices", "valid")
@@ -74,7 +74,7 @@ def pad_batch(batch: Mapping, shape: BatchShape, cut: int = 0) -> dict[str, np.n
     """A baseline batch dict (torch tensors or arrays, the first n rows) -> fixed-shape NumPy arrays.
 
     Args:
-        batch: ``BrainToTextDataset`` item (keys ``input_features`` [n, t, C], ``seq_class_ids`` [n, l], ...).
+        batch: ``TrialBatches.read_batch`` dict (keys ``input_features`` [n, t, C], ``seq_class_ids`` [n, l], ...).
         shape: the fixed shapes; n <= shape.batch, t <= shape.time, l <= shape.labels.
         cut: the random-cut bins for this batch (applied on the device).
 
@@ -118,7 +118,7 @@ def batch_cut(seed: int, batch_idx: int, max_cut: int) -> int:
     return int(np.random.default_rng([max(seed, 0), batch_idx]).integers(0, max_cut))
 
 
-def train_batches(ds: BrainToTextDataset, order: list[int], shape: BatchShape, ranks: list[int], world: int,
+def train_batches(ds: TrialBatches, order: list[int], shape: BatchShape, ranks: list[int], world: int,
                   max_cut: int, seed: int) -> Iterator[dict[str, np.ndarray]]:
     """Padded per-replica batches: for each batch index, slice ``rank`` of ``world`` for each rank in ``ranks``.
 
@@ -138,10 +138,10 @@ def train_batches(ds: BrainToTextDataset, order: list[int], shape: BatchShape, r
         cut = batch_cut(seed, idx, max_cut)
         for rank in ranks:
             ds.shard(rank, world)
-            yield pad_batch(ds[idx], shape, cut)
+            yield pad_batch(ds.read_batch(idx), shape, cut)
 
 
-def make_train_dataset(ds: BrainToTextDataset, order: list[int], shape: BatchShape, ranks: list[int], world: int,
+def make_train_dataset(ds: TrialBatches, order: list[int], shape: BatchShape, ranks: list[int], world: int,
                        max_cut: int, seed: int) -> tf.data.Dataset:
     """:func:`train_batches` as a ``tf.data.Dataset`` with a static ``output_signature``, prefetched."""
     order = list(order)

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from model_training import evaluate_model  # noqa: E402
-from model_training.checkpoint import CheckpointError, load_model_args  # noqa: E402
+from model_training.args_yaml import CheckpointError, load_model_args  # noqa: E402
 
 
 class KerasForTorchEval:

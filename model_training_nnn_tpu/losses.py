@@ -12,19 +12,11 @@ import tensorflow as tf
 
 
 def adjusted_lens(n_time_steps: tf.Tensor, patch_size: int, patch_stride: int) -> tf.Tensor:
-    """Output frames per trial, ``int((n - patch_size) / patch_stride + 1)`` as the baseline computes it.
-
-    Args:
-        n_time_steps: ``[B]`` int input bins.
-        patch_size, patch_stride: the model's patching (0 = none).
-
-    Returns:
-        ``[B]`` int32 (truncated toward zero, like PyTorch's ``.to(torch.int32)``).
-    """
-    if patch_size <= 0:
-        return tf.cast(n_time_steps, tf.int32)
-    n = tf.cast(n_time_steps, tf.float32)
-    return tf.cast((n - patch_size) / patch_stride + 1.0, tf.int32)
+    """``[B]`` output frames of ``[B]`` input bins, int32: the tensor twin of
+    ``nejm_b2txt_utils.t15_hdf5.n_output_frames`` (``max(0, (n - patch_size) // patch_stride + 1)``; ``n`` when
+    ``patch_size <= 0``), as ``model_training.rnn_model.output_frames`` is PyTorch's."""
+    n = tf.cast(n_time_steps, tf.int32)
+    return n if patch_size <= 0 else tf.maximum((n - patch_size) // patch_stride + 1, 0)
 
 
 def dense_to_sparse(labels: tf.Tensor, lengths: tf.Tensor) -> tf.SparseTensor:

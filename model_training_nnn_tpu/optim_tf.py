@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
-from model_training.optim import cosine_lr_factor
+from model_training.lr_schedule import cosine_lr_factor
 
 GROUPS = ("bias", "day_layer", "other")
 #: TripleGRUDecoder sub-model (attribute name) -> the ``adversarial`` key scaling its learning rate.

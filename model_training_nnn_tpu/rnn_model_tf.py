@@ -30,6 +30,9 @@ import math
 import keras
 import tensorflow as tf
 
+from model_training.architectures import register
+from model_training_nnn.adversarial import triple_gru_kwargs
+
 
 def _torch_uniform(bound: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomUniform(-bound, bound)
@@ -271,3 +274,15 @@ class TripleGRUDecoder(keras.Model):
         t = time_steps or max(self.patch_size, 1)
         self(tf.zeros((batch, t, self.neural_dim)), tf.zeros((batch,), tf.int32), grl_lambda=1.0, mode="full")
         return self
+
+
+@register("gru", "tf")
+def build_gru_decoder(args, **shared) -> GRUDecoder:
+    """The Keras ``GRUDecoder`` from a config: the shared arguments plus ``model.n_layers``."""
+    return GRUDecoder(n_layers=int(args["model"]["n_layers"]), **shared)
+
+
+@register("triple_gru", "tf")
+def build_triple_gru_decoder(args, **shared) -> TripleGRUDecoder:
+    """The Keras ``TripleGRUDecoder`` from a config: the shared arguments plus ``triple_gru_kwargs``."""
+    return TripleGRUDecoder(**triple_gru_kwargs(args), **shared)

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script from any folder: make the repo 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from model_training.checkpoint import CheckpointError  # noqa: E402
+from model_training.args_yaml import CheckpointError  # noqa: E402
 from model_training.config import DEFAULT_CONFIG, ConfigError, check_training_data, load_config  # noqa: E402
 from nejm_b2txt_utils.cli_errors import print_bad_input  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15FormatError  # noqa: E402

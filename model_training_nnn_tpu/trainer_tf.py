@@ -3,7 +3,7 @@
 Same config keys as ``model_training/rnn_args.yaml`` (configs are overlays on it), same output layout
 (``training_log``, ``train_val_trials.json``, ``checkpoint/args.yaml``, ``checkpoint/best_checkpoint``,
 ``checkpoint/last_checkpoint``, ``checkpoint/val_metrics.pkl``), same batches (the baseline's
-``BrainToTextDataset`` draws, through ``dataset_tf``), same CTC recipe (per-trial NLL, mean over the batch),
+``TrialBatches`` draws, through ``dataset_tf``), same CTC recipe (per-trial NLL, mean over the batch),
 AdamW groups and warmup + cosine schedule (``optim_tf``), gradient clipping at ``grad_norm_clip_value``
 with PyTorch's rule, validation every ``batches_per_val_step`` with the greedy PER, best checkpoint by val
 PER (ties: lower loss), ``resume=true`` from ``last_checkpoint``.
@@ -25,11 +25,17 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
-from model_training.checkpoint import CheckpointError
+from model_training.args_yaml import CheckpointError, atomic_save_yaml
 from model_training.config import normalize_config, resolved_container
-from model_training.distributed import DistInfo
-from model_training.rnn_trainer import BrainToTextDecoder_Trainer as _TorchTrainer
-from model_training.training_loop import TrainingLoop
+from model_training.run_setup import (
+    build_trial_batches,
+    close_logging,
+    prepare_output_dirs,
+    setup_logging,
+    train_batch_order,
+)
+from model_training.training_loop import GreedyPER, TrainingLoop
+from model_training_nnn.adversarial import adversarial_settings, grl_lambda_at
 from model_training_nnn_tpu import checkpoint_tf
 from model_training_nnn_tpu.convert import tf_to_torch, torch_to_tf
 from model_training_nnn_tpu.dataset_tf import (
@@ -43,28 +49,23 @@ from model_training_nnn_tpu.losses import adjusted_lens, ctc_per_trial
 from model_training_nnn_tpu.models import build_model_tf, model_kind
 from model_training_nnn_tpu.optim_tf import LR_SCALE_KEYS, create_optimizers, set_learning_rates
 from model_training_nnn_tpu.strategy import configure_mixed_precision, create_tpu_strategy, is_tpu
-from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
 
 
 class TFTrainer(TrainingLoop):
     """Build everything from a config, then ``train()``; ``strategy`` overrides the detection (tests)."""
 
-    # The baseline trainer's framework-free setup, reused as is (output dirs, logging, the split/batches).
-    _prepare_output_dirs = _TorchTrainer._prepare_output_dirs
-    _setup_logging = _TorchTrainer._setup_logging
-    _build_datasets = _TorchTrainer._build_datasets
-
     def __init__(self, args: DictConfig, strategy: tf.distribute.Strategy | None = None):
         self.args = args = normalize_config(args)
+        self.kind = model_kind(args)  # config errors first: nothing is written
+        self.adv = adversarial_settings(args)
         self.output_dir, self.checkpoint_dir = Path(args.output_dir), Path(args.checkpoint_dir)
         self.strategy = strategy or create_tpu_strategy(args.get("tpu_address"), bool(args.get("require_tpu", False)))
         self.replicas = self.strategy.num_replicas_in_sync
         worker = self.strategy.cluster_resolver.task_id if getattr(self.strategy, "cluster_resolver", None) and \
             isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy) else 0
-        self.dist = DistInfo(rank=worker or 0)  # single torch process; rank only decides who writes files
-        self.is_main = self.dist.is_main
-        self.resume_path = self._prepare_output_dirs()
-        self.logger = self._setup_logging()
+        self.is_main = not worker  # the worker's rank only decides who writes files
+        self.resume_path = prepare_output_dirs(args, self.is_main)
+        self.logger = setup_logging(__name__, args, self.is_main)
         self.on_tpu = is_tpu(self.strategy)
         accel = self.on_tpu or bool(tf.config.list_logical_devices("GPU"))
         prec = str(args.get("tf_precision", "auto"))
@@ -77,7 +78,6 @@ class TFTrainer(TrainingLoop):
         self.transform_args = OmegaConf.to_container(args.dataset.data_transforms, resolve=True)
         self.patch_size, self.patch_stride = int(args.model.patch_size), int(args.model.patch_stride)
         self.n_batches = int(args.num_training_batches)
-        self.kind = model_kind(args)
         self.start_step, self.best_val_PER, self.best_val_loss = 0, math.inf, math.inf
         self.val_steps_since_improvement = 0
         self.train_losses: list[float] = []
@@ -90,7 +90,8 @@ class TFTrainer(TrainingLoop):
             import keras
 
             keras.utils.set_random_seed(int(args.seed))
-        self._build_datasets()
+        self.train_dataset, self.val_dataset = build_trial_batches(args, self.is_main)
+        self.logger.info("Successfully initialized datasets")
         ds = args.dataset
         t_max = args.get("static_max_time_steps") or max_time_steps(
             [self.train_dataset.trial_indicies, self.val_dataset.trial_indicies])
@@ -132,16 +133,15 @@ class TFTrainer(TrainingLoop):
                                  "train", seed)
         lens = self._adjusted(n)
         labels, label_lens = batch["seq_class_ids"], batch["phone_seq_lens"]
-        adv = self.args.get("adversarial", {}) or {}
-        if self.kind == "triple" and adv.get("enabled", True):
+        adv = self.adv
+        if self.kind == "triple" and adv["enabled"]:
             clean, noisy, noise = self.model(x, batch["day_indices"], grl_lambda=self.grl_lambda, mode="full",
                                              training=True)
             l_clean = ctc_per_trial(clean, labels, label_lens, lens, self.dense_labels)
             l_noisy = ctc_per_trial(noisy, labels, label_lens, lens, self.dense_labels)
             noise32 = tf.cast(noise, tf.float32)
             l2 = tf.reduce_mean(tf.square(noise32), axis=[1, 2])  # (B,)
-            objective = l_clean + float(adv.get("noisy_loss_weight", 0.2)) * l_noisy + \
-                float(adv.get("noise_l2_weight", 0.0)) * l2
+            objective = l_clean + float(adv["noisy_loss_weight"]) * l_noisy + float(adv["noise_l2_weight"]) * l2
             return objective, l_clean, {"noisy_loss": l_noisy}
         kw = {"mode": "inference"} if self.kind == "triple" else {}  # adversarial.enabled false: clean path only
         logits = self.model(x, batch["day_indices"], training=True, **kw)
@@ -207,52 +207,21 @@ class TFTrainer(TrainingLoop):
 
     # ------------------------------------------------------------------ validation
     def validation(self, return_logits: bool = False) -> dict:
-        """Greedy PER (collapse repeats, drop blanks) and mean batch CTC loss over the val batches (the baseline's)."""
-        keys = ("decoded_seqs", "true_seq", "phone_seq_lens", "transcription", "losses", "block_nums",
-                "trial_nums", "day_indicies") + (("logits", "n_time_steps") if return_logits else ())
-        metrics: dict = {k: [] for k in keys}
-        flags = list(self.args.dataset.dataset_probability_val)
-        day_pers = {d: {"total_edit_distance": 0, "total_seq_length": 0} for d, f in enumerate(flags) if f == 1}
-        total_ed = total_len = 0
+        """Greedy PER (collapse repeats, drop blanks) and mean batch CTC loss over the val batches (the baseline's):
+        the eval step per batch, split over the replicas, the bookkeeping in ``training_loop.GreedyPER``."""
+        per = GreedyPER(list(self.args.dataset.dataset_probability_val), return_logits)
         for i in range(len(self.val_dataset)):
-            batch = self.val_dataset[i]
-            day = int(batch["day_indicies"][0])
-            if flags[day] == 0:
-                if self.args.get("log_val_skip_logs", False):
-                    self.logger.info(f"Skipping val batch {i} (day {day})")
+            batch = self.val_dataset.read_batch(i)
+            if self._skip_val_batch(i, batch):
                 continue
             n = len(batch["day_indicies"])
             slices = [{k: v[r * n // self.replicas:(r + 1) * n // self.replicas] for k, v in batch.items()}
                       for r in range(self.replicas)]
             logits, losses, lens = self._eval_fn(self._distribute_batch([pad_batch(s, self.shape) for s in slices]))
             rows = np.concatenate([np.arange(len(s["day_indicies"])) + r * self.shape.batch
-                                   for r, s in enumerate(slices)])
-            logits_np, loss_np, lens_np = logits.numpy()[rows], losses.numpy()[rows], lens.numpy()[rows]
-            metrics["losses"].append(float(loss_np.mean()))
-            labels_np, true_lens = batch["seq_class_ids"].numpy(), batch["phone_seq_lens"].numpy()
-            decoded_batch = []
-            for b in range(n):
-                decoded = ctc_greedy_decode(logits_np[b], int(lens_np[b]))
-                ed = edit_distance(labels_np[b, :true_lens[b]].tolist(), decoded.tolist())
-                total_ed, total_len = total_ed + ed, total_len + int(true_lens[b])
-                d = int(batch["day_indicies"][b])
-                if d in day_pers:
-                    day_pers[d]["total_edit_distance"] += ed
-                    day_pers[d]["total_seq_length"] += int(true_lens[b])
-                decoded_batch.append(decoded)
-            metrics["decoded_seqs"].append(decoded_batch)
-            metrics["true_seq"].append(labels_np)
-            metrics["phone_seq_lens"].append(true_lens)
-            metrics["transcription"].append(batch["transcriptions"].numpy())
-            for k in ("block_nums", "trial_nums", "day_indicies"):
-                metrics[k].append(batch[k].numpy())
-            if return_logits:
-                metrics["logits"].append(logits_np)
-                metrics["n_time_steps"].append(lens_np)
-        metrics["day_PERs"] = day_pers
-        metrics["avg_PER"] = total_ed / total_len if total_len else float("nan")
-        metrics["avg_loss"] = float(np.mean(metrics["losses"])) if metrics["losses"] else float("nan")
-        return metrics
+                                   for r, s in enumerate(slices)])  # the real trials among the padded rows
+            per.add(batch, logits.numpy()[rows], lens.numpy()[rows], float(losses.numpy()[rows].mean()))
+        return per.result()
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: Path, per: float, loss: float, with_optimizer: bool = True, **extra) -> None:
@@ -263,8 +232,6 @@ class TFTrainer(TrainingLoop):
             state["optimizer_state"] = {g: [np.asarray(v.numpy()) for v in opt.variables]
                                         for g, (opt, _) in self.optimizers.items()}
         checkpoint_tf.save(path, state)
-        from model_training.checkpoint import atomic_save_yaml
-
         atomic_save_yaml(resolved_container(self.args), self.checkpoint_dir / "args.yaml")
         self.logger.info(f"Saved model to checkpoint: {path}")
 
@@ -316,10 +283,7 @@ class TFTrainer(TrainingLoop):
         return loss, norm
 
     def _train_dataset(self):
-        order = np.arange(self.n_batches)
-        if self.args.dataset.get("loader_shuffle", False):
-            order = np.random.RandomState(self.args.dataset.seed).permutation(self.n_batches)
-        order = order[self.start_step:].tolist()
+        order = train_batch_order(self.args, self.start_step)
         max_cut = int(self.transform_args.get("random_cut", 0) or 0)
 
         def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -330,17 +294,9 @@ class TFTrainer(TrainingLoop):
         return self.strategy.distribute_datasets_from_function(per_worker)
 
     def _grl_value(self, step: int) -> float:
-        adv = self.args.get("adversarial", {}) or {}
-        lam_max, kind = float(adv.get("grl_lambda", 1.0)), str(adv.get("grl_schedule", "dann"))
-        if kind == "constant":
-            return lam_max
-        if kind == "linear_warmup":
-            return lam_max * min(1.0, step / max(1, int(adv.get("grl_warmup_steps", 0)) or 1))
-        p = step / max(1, self.n_batches)
-        return lam_max * (2.0 / (1.0 + math.exp(-float(adv.get("grl_gamma", 10.0)) * p)) - 1.0)
+        """The GRL strength at ``step``: ``model_training_nnn.adversarial.grl_lambda_at`` (the PyTorch trainer's)."""
+        return grl_lambda_at(step, self.n_batches, self.adv)
 
     def close(self) -> None:
         """Release the log files."""
-        for h in list(self.logger.handlers):
-            self.logger.removeHandler(h)
-            h.close()
+        close_logging(self.logger)

@@ -11,43 +11,13 @@ smooths with ``padding='same'``; the official evaluator with ``padding='valid'``
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter1d
 
-#: Taps below this value are dropped from the nominal kernel (why ``smooth_kernel_size=100`` gives 9 taps).
-KERNEL_THRESHOLD = 0.01
-
-
-@functools.lru_cache(maxsize=16)
-def _kernel_cached(smooth_kernel_std: float, smooth_kernel_size: int) -> np.ndarray:
-    impulse = np.zeros(int(smooth_kernel_size), dtype=np.float32)
-    impulse[int(smooth_kernel_size) // 2] = 1.0
-    kernel = gaussian_filter1d(impulse, float(smooth_kernel_std))
-    kernel = kernel[kernel > KERNEL_THRESHOLD]
-    kernel = (kernel / kernel.sum()).astype(np.float32)
-    kernel.flags.writeable = False
-    return kernel
-
-
-def gauss_kernel(smooth_kernel_std: float = 2.0, smooth_kernel_size: int = 100) -> np.ndarray:
-    """The original's smoothing kernel: a filtered impulse, thresholded at 0.01 and renormalised.
-
-    With std 2 and size 100 this is the 9-tap kernel
-    ``[0.02763, 0.06628, 0.12383, 0.18017, 0.20416, 0.18017, 0.12383, 0.06628, 0.02763]``.
-
-    Args:
-        smooth_kernel_std: Gaussian std in 20 ms bins.
-        smooth_kernel_size: length of the impulse before thresholding (bins).
-
-    Returns:
-        ``[taps]`` float32 kernel summing to 1.
-    """
-    return _kernel_cached(float(smooth_kernel_std), int(smooth_kernel_size)).copy()
+from nejm_b2txt_utils.smoothing_kernel import KERNEL_THRESHOLD, gauss_kernel  # noqa: F401 (re-exported)
 
 
 def gauss_smooth(inputs: torch.Tensor, device: torch.device | str | None = None, smooth_kernel_std: float = 2.0,
@@ -74,7 +44,7 @@ def gauss_smooth(inputs: torch.Tensor, device: torch.device | str | None = None,
     if inputs.ndim != 3:
         raise ValueError(f"inputs: expected [B, T, C], got shape {list(inputs.shape)}")
     device = inputs.device if device is None else device
-    taps = torch.from_numpy(_kernel_cached(float(smooth_kernel_std), int(smooth_kernel_size)).copy())
+    taps = torch.from_numpy(gauss_kernel(smooth_kernel_std, smooth_kernel_size))
     n_channels = inputs.shape[-1]
     weight = taps.to(device=device, dtype=inputs.dtype).view(1, 1, -1).repeat(n_channels, 1, 1)
     out = F.conv1d(inputs.permute(0, 2, 1), weight, padding=padding, groups=n_channels)

@@ -8,7 +8,7 @@ protocol (:func:`nejm_b2txt_utils.redis_protocol.format_scoring`) writes the sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = ["Hypothesis"]
 
@@ -44,3 +44,14 @@ class Hypothesis:
             The score in nats.
         """
         return acoustic_scale * self.ac + self.lm
+
+    def ngram_scored(self, acoustic_scale: float) -> Hypothesis:
+        """A copy ranked by the WFST stages' score (``total`` = :meth:`ngram_total`).
+
+        Args:
+            acoustic_scale: the server's ``acoustic_scale``.
+
+        Returns:
+            A new :class:`Hypothesis`; this one is unchanged.
+        """
+        return replace(self, total=self.ngram_total(acoustic_scale))

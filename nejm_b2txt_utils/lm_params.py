@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Param", "PARAMS", "BY_NAME", "UPDATABLE_PARAMS", "LMParams", "LMParamError", "add_arguments",
-           "check_update_names"]
+__all__ = ["Param", "PARAMS", "BY_NAME", "UPDATABLE_PARAMS", "DOCUMENTED_INVOCATION", "LMParams", "LMParamError",
+           "add_arguments", "check_update_names", "documented_flags"]
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -212,6 +212,35 @@ PARAMS: tuple[Param, ...] = (
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 #: Parameters a client may change through ``remote_lm_update_params`` (and reported in ``remote_lm_args``).
 UPDATABLE_PARAMS: tuple[str, ...] = tuple(p.name for p in PARAMS if p.runtime)
+#: The original README's documented LM server invocation (``--nbest 100 --acoustic_scale 0.325
+#: --blank_penalty 90 --alpha 0.55``): the demo's server flags, the weights a tuned file is compared with and
+#: the benchmarks' settings. Every other parameter keeps its table default.
+DOCUMENTED_INVOCATION: dict[str, int | float] = {"nbest": 100, "acoustic_scale": 0.325, "blank_penalty": 90.0,
+                                                 "alpha": 0.55}
+
+
+def documented_flags(**overrides: int | float) -> list[str]:
+    """:data:`DOCUMENTED_INVOCATION` as server flags, e.g. ``['--nbest', '100', '--acoustic_scale', '0.325', ...]``.
+
+    Args:
+        overrides: values replacing (or added to) the documented ones, by parameter name.
+
+    Returns:
+        ``--name value`` pairs in table order.
+
+    Raises:
+        LMParamError: an override that is not a row of the table.
+    """
+    values = {**DOCUMENTED_INVOCATION, **overrides}
+    unknown = sorted(set(values) - set(BY_NAME))
+    if unknown:
+        raise LMParamError(f"unknown LM parameter(s) {unknown}")
+    flags: list[str] = []
+    for p in PARAMS:
+        if p.name in values:
+            value = values[p.name]
+            flags += [f"--{p.name}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return flags
 
 
 class _LMParamsMethods:

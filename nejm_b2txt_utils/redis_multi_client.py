@@ -21,6 +21,7 @@ from nejm_b2txt_utils.redis_protocol import (
     encode_logits,
     parse_scoring,
     read_next,
+    read_server_args,
 )
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,23 @@ class MultiClientLMClient:
         self.block_ms = block_ms
         self.client_id = client_id or uuid.uuid4().hex[:12]
         self._count = 0
+        self.params: dict = {}  # run-time parameters sent with every utterance of decode_many (update_params)
+
+    def update_params(self, **params: int | float) -> None:
+        """Send these run-time parameters with every following utterance of :meth:`decode_many` (this protocol
+        takes them per utterance; the server checks the values).
+
+        Raises:
+            LMProtocolError: an unknown name.
+        """
+        _update_fields(params)
+        self.params.update(params)
+
+    def server_args(self) -> dict[str, str | int | float] | None:
+        """The server's published ``remote_lm_args`` with this client's per-utterance parameters on top (None
+        when neither exists)."""
+        published = read_server_args(self.r)
+        return {**published, **self.params} if published is not None else (dict(self.params) or None)
 
     def start_utterance(self, params: dict | None = None, context: str | None = None) -> _Utterance:
         """Announce an utterance (with per-utterance parameter overrides and context).
@@ -210,7 +228,7 @@ class MultiClientLMClient:
         self.r.delete(mc_input_stream(utt.utt_id), mc_output_stream(utt.utt_id))
 
     def decode_many(self, items: Iterable[tuple[Any, np.ndarray]], in_flight: int = 8,
-                    retries: int = 0) -> Iterator[tuple[Any, str, dict[str, list]]]:
+                    retries: int | None = 0) -> Iterator[tuple[Any, str, dict[str, list]]]:
         """Decode ``(key, logits)`` items with up to ``in_flight`` utterances sent ahead of their answers, so
         N LM workers decode N of them at once (the items are consumed lazily: the producer, e.g. the
         evaluator's inference, runs while the workers decode).
@@ -218,7 +236,7 @@ class MultiClientLMClient:
         Args:
             items: ``(key, [T, 41] LM-order logits)`` pairs.
             in_flight: utterances outstanding at most (>= 1).
-            retries: how many times an utterance is sent again after a timeout or a lost connection.
+            retries: how many times an utterance is sent again after a timeout or a lost connection (None: 0).
 
         Yields:
             ``(key, partial sentence, parsed candidates)`` in input order.
@@ -231,6 +249,7 @@ class MultiClientLMClient:
 
         import redis
 
+        retries = retries or 0
         pending: collections.deque = collections.deque()  # (key, logits, utterance, attempt)
 
         def result(key, logits, utt, attempt):
@@ -245,12 +264,12 @@ class MultiClientLMClient:
                     log.warning("LM request failed (%s); retry %d/%d", str(exc).split(":")[0], attempt, retries)
                     try:
                         self.abandon(utt)
-                        utt = self.submit(logits)
+                        utt = self.submit(logits, params=self.params or None)
                     except (redis.ConnectionError, redis.TimeoutError):
                         time.sleep(min(2.0, 0.2 * 2**attempt))
 
         for key, logits in items:
-            pending.append((key, logits, self.submit(logits), 0))
+            pending.append((key, logits, self.submit(logits, params=self.params or None), 0))
             while len(pending) >= max(1, in_flight):
                 yield result(*pending.popleft())
         while pending:

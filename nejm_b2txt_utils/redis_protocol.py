@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -251,6 +251,45 @@ def read_next(r, stream: str, after: int | bytes, timeout_s: float, block_ms: in
             return resp[0][1][0]
 
 
+def read_server_args(r) -> dict[str, str | int | float] | None:
+    """The LM server's newest ``remote_lm_args`` entry (``lm_path`` and the run-time parameters it decodes with).
+
+    Args:
+        r: a redis-py client.
+
+    Returns:
+        ``{name: value}`` (numbers parsed), or None when no server has published its arguments.
+    """
+    entries = r.xrevrange(ARGS_STREAM, count=1)
+    if not entries:
+        return None
+
+    def value(raw: bytes) -> str | int | float:
+        text = raw.decode(errors="replace")
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+    return {k.decode(errors="replace"): value(v) for k, v in entries[0][1].items()}
+
+
+class LMClient(Protocol):
+    """What ``model_training/evaluate_model.py`` needs of an LM client; :class:`RemoteLMClient` (the original's
+    single-client streams) and ``redis_multi_client.MultiClientLMClient`` (the consumer-group streams) both are one."""
+
+    def update_params(self, **params: int | float) -> None:
+        """Decode the following trials with these run-time parameters (names of ``lm_params.UPDATABLE_PARAMS``)."""
+
+    def decode_many(self, items: Iterable[tuple[Any, np.ndarray]], in_flight: int = 1,
+                    retries: int | None = None) -> Iterator[tuple[Any, str, dict[str, list]]]:
+        """Decode ``(key, [T, 41] LM-order logits)`` items; yields ``(key, partial, parsed candidates)`` in order."""
+
+    def server_args(self) -> dict[str, str | int | float] | None:
+        """The arguments the server decodes this client's trials with (its ``remote_lm_args``), if published."""
+
+
 def _update_fields(params: dict) -> dict:
     """Check the names of an update (client side) and encode booleans as 0/1."""
     try:
@@ -403,6 +442,10 @@ class RemoteLMClient:
                 time.sleep(min(2.0, 0.2 * 2**attempt))
         raise AssertionError("unreachable")
 
+    def server_args(self) -> dict[str, str | int | float] | None:
+        """The server's newest ``remote_lm_args`` (re-published after each accepted update), or None."""
+        return read_server_args(self.r)
+
     def decode_trial(self, logits_lm_order: np.ndarray) -> dict[str, list]:
         """:meth:`decode` without the partial.
 
@@ -417,14 +460,20 @@ class RemoteLMClient:
         """
         return self.decode(logits_lm_order)[1]
 
-    def decode_many(self, items: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, str, dict[str, list]]]:
-        """:meth:`decode` of each ``(key, logits)`` in turn (one trial at a time: these streams serve one
-        utterance at a time); the same interface as
-        :meth:`nejm_b2txt_utils.redis_multi_client.MultiClientLMClient.decode_many`.
+    def decode_many(self, items: Iterable[tuple[Any, np.ndarray]], in_flight: int = 1,
+                    retries: int | None = None) -> Iterator[tuple[Any, str, dict[str, list]]]:
+        """:meth:`decode` of each ``(key, logits)`` in turn (:class:`LMClient`).
+
+        Args:
+            items: ``(key, [T, 41] LM-order logits)`` pairs.
+            in_flight: unused: these streams serve one utterance at a time.
+            retries: replaces the client's ``retries`` when given.
 
         Yields:
             ``(key, partial sentence, parsed candidates)`` in input order.
         """
+        if retries is not None:
+            self.retries = retries
         for key, logits in items:
             partial, candidates = self.decode(logits)
             yield key, partial, candidates

@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
     (["-m", "nejm_b2txt_utils.synthetic", "--out", "{tmp}", "--max_sessions", "0"],
      "sessions: expected a positive number, got 0"),
     (["download_data.py", "--timeout", "0"], "--timeout: expected seconds > 0, got 0.0"),
-    (["benchmarks/stream_latency.py", "--device", "gpu7"], "device 'gpu7': expected cpu, cuda, cuda:N or auto"),
-    (["benchmarks/train_throughput.py", "--data_dir", "{tmp}", "--steps", "0"],
+    (["-m", "benchmarks.stream_latency", "--device", "gpu7"], "device 'gpu7': expected cpu, cuda, cuda:N or auto"),
+    (["-m", "benchmarks.train_throughput", "--data_dir", "{tmp}", "--steps", "0"],
      "--steps: expected a number >= 1, got 0"),
-    (["benchmarks/synthetic_learnability.py", "--variants", "maybe"], "--variants: expected a comma list"),
+    (["-m", "benchmarks.synthetic_learnability", "--variants", "maybe"], "--variants: expected a comma list"),
     (["-m", "end_to_end.run_demo", "--seed", "-1"], "--seed: expected a number >= 0, got -1"),
 ])
 def test_bad_flag_is_one_line_and_exit_2(cmd, message, tmp_path):

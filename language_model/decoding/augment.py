@@ -151,6 +151,6 @@ def augment_nbest(
                 for sent in (" ".join(swapped1), " ".join(swapped2)):
                     if sent not in seen:
                         seen.add(sent)
-                        new.append(Hypothesis(sent, ac, lm, total=acoustic_scale * ac + lm))
+                        new.append(Hypothesis(sent, ac, lm).ngram_scored(acoustic_scale))
     items.extend(new)
     return [items[i] for i in _descending([h.total for h in items])]

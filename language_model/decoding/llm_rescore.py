@@ -353,7 +353,7 @@ def top_k_candidates(nbest: list[Hypothesis], acoustic_scale: float, k: int) -> 
     """
     if k <= 0 or len(nbest) <= k:
         return list(nbest)
-    first_pass = np.array([acoustic_scale * h.ac + h.lm for h in nbest])
+    first_pass = np.array([h.ngram_total(acoustic_scale) for h in nbest])
     keep = np.sort(np.argsort(-first_pass, kind="stable")[:k])
     return [nbest[i] for i in keep]
 

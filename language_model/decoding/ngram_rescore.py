@@ -272,7 +272,7 @@ def exact_rescore(grammar: GrammarFst, nbest: list[Hypothesis], acoustic_scale: 
     for h, new in zip(nbest, new_costs.tolist()):
         old = grammar.cost(h.words)
         lm = h.lm + old - new if math.isfinite(old) and math.isfinite(new) else h.lm
-        out.append(Hypothesis(h.sentence, h.ac, lm, total=acoustic_scale * h.ac + lm, words=h.words))
+        out.append(Hypothesis(h.sentence, h.ac, lm, words=h.words).ngram_scored(acoustic_scale))
     out.sort(key=lambda h: -h.total)
     return out
 
@@ -333,6 +333,6 @@ class NgramRescorer:
                     h.sentence,
                     "G.fst" if not math.isfinite(old) else "G_no_prune.fst",
                 )
-            out.append(Hypothesis(h.sentence, h.ac, lm, total=acoustic_scale * h.ac + lm, words=h.words))
+            out.append(Hypothesis(h.sentence, h.ac, lm, words=h.words).ngram_scored(acoustic_scale))
         out.sort(key=lambda h: -h.total)
         return out

@@ -36,7 +36,7 @@ def test_bad_flags_are_one_line_before_any_work(tmp_path, script, flags, expecte
     for name, obj in pkl.items():
         (tmp_path / f"{name}.pkl").write_bytes(pickle.dumps(obj))
     flags = [str(tmp_path / f"{f}.pkl") if f in pkl else f for f in flags]
-    proc = subprocess.run([str(LM_PY), str(REPO / "benchmarks" / script), *flags], cwd=REPO, capture_output=True,
+    proc = subprocess.run([str(LM_PY), "-m", f"benchmarks.{script.removesuffix('.py')}", *flags], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert expected in proc.stderr.strip().splitlines()[-1]

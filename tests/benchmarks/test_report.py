@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow,
 
 def run_report(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "benchmarks.report", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1200)
 
 

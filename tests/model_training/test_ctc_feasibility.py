@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from model_training import rnn_trainer
+from model_training import run_setup
 from model_training.rnn_trainer import BrainToTextDecoder_Trainer, NonFiniteTrainingError
 from nejm_b2txt_utils.lexicon import sentence_to_phonemes
 from nejm_b2txt_utils.phonemes import phonemes_to_model_ids
@@ -79,7 +79,7 @@ def test_infeasible_trial_is_skipped_at_load_with_a_warning_and_training_proceed
 def test_a_non_finite_batch_is_skipped_and_named(data_with_bad_trial, tmp_path, monkeypatch, caplog):
     """Without the load-time filter the bad trial reaches a batch: that step is skipped, the run goes on."""
     root, _ = data_with_bad_trial
-    monkeypatch.setattr(rnn_trainer, "drop_ctc_infeasible", lambda trials, *a, **k: trials)
+    monkeypatch.setattr(run_setup, "drop_ctc_infeasible", lambda trials, *a, **k: trials)  # the load-time filter
     trainer = BrainToTextDecoder_Trainer(tiny_config(root, tmp_path / "run", num_training_batches=8,
                                                      batches_per_val_step=100))
     try:

@@ -13,7 +13,8 @@ from model_training import evaluate_model
 from model_training.checkpoint import build_model, load_checkpoint_file, load_trained_model
 from model_training.config import ConfigError, load_config
 from model_training_nnn import train_model
-from model_training_nnn.rnn_trainer import adversarial_settings, grl_lambda_at, nnn_parameter_groups
+from model_training_nnn.adversarial import adversarial_settings, grl_lambda_at
+from model_training_nnn.rnn_trainer import nnn_parameter_groups
 
 REPO = Path(__file__).resolve().parents[2]
 NNN, NNN_SMALL = REPO / "model_training_nnn" / "rnn_args_nnn.yaml", REPO / "model_training_nnn" / "rnn_args_nnn_small.yaml"
