@@ -12,10 +12,11 @@ per order over the memmaps (:meth:`NgramStore.score_ids`). Scores are the ARPA's
 
 Why a format of our own rather than KenLM's binary: it installs with pip alone (numpy; no C++ build), the
 vectorised builder (``ngram/streamed_build.py``) writes it directly, and numpy reads it. Size: 20 bytes per
-n-gram of the orders below the highest (word 4, logp 4, bow 4, child offset 8) and 8 for the highest; a
-3-gram of 1.0M n-grams (``benchmarks/lm_scale.py``, 1M tokens) takes 13 MB (12.9 bytes per n-gram). Opening it
-costs the header checks and ``vocab.txt``: 0.2 s and +3 MB RSS for 23k words; one 100-best of 12-word
-sentences scores in ~31 ms (p50, on a 2-core machine at load 14).
+n-gram of the orders below the highest (word 4, logp 4, bow 4, child offset 8) and 8 for the highest. Measured
+(``benchmarks/lm_scale.py``, Katz 3-grams of generated text, a 2-core machine at load 12-14): 1.0M n-grams take
+13 MB (12.9 bytes per n-gram), 10.9M take 121 MB (11.6); opening costs the header checks and ``vocab.txt``
+(0.23 s / +3.3 MB RSS for 23k words; 0.45 s / +3.6 MB for 28k), and one 100-best of 12-word sentences scores in
+31 ms / 36 ms (p50): the arrays are never read whole.
 """
 
 from __future__ import annotations
