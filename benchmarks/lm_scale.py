@@ -163,8 +163,16 @@ def _decode(kind: str, lm_path: Path, values: dict, logits: list, refs: list[str
             "wer": round(float(word_error_rate(refs, out["hyps"][0]).rate), 4)}
 
 
-def _build(argv: list[str], out: Path) -> dict:
-    info = tlg_build.run_build(argv, out)
+def _build(argv: list[str], out: Path, reuse: bool) -> dict:
+    """Build an LM folder (``tlg_build.run_build``), or with ``reuse`` take a finished one's ``build_info.json``."""
+    if reuse and (out / "build_info.json").is_file() and (out / "TLG.fst").is_file():
+        recorded = json.loads((out / "build_info.json").read_text())
+        log.info("reusing %s (built in %.0f s)", out, recorded["total_seconds"])
+        info = {"reused": True, "build_seconds": recorded["total_seconds"], "peak_rss_mb": recorded["peak_rss_mb"],
+                "vocabulary": recorded["vocabulary"], "ngrams": recorded["ngrams"],
+                "tlg_mb": round(recorded["tlg_bytes"] / 2**20, 1)}
+    else:
+        info = tlg_build.run_build(argv, out)
     info["disk_mb"] = {p.name: _mb(p) for p in sorted(out.iterdir()) if p.name.endswith((".fst", ".arpa"))
                        or p.name == "ngram_store"}
     return info
@@ -180,7 +188,7 @@ def sweep_case(corpus: Path, order: int, work: Path, args, peer_python: Path | N
     log.info("building the pruned first pass + unpruned ARPA (order %d) in %s", order, two)
     case["two_pass_build"] = _build(["--corpus", str(corpus), "--order", str(order), "--vocab", "corpus",
                                      "--first_pass_ngrams", str(int(args.first_pass_ngrams)), "--keep_unpruned",
-                                     *args.build_args], two)
+                                     *args.build_args], two, args.reuse)
     full_arpa = two / "lm_no_prune.arpa"
     if not (two / "ngram_store").is_dir():
         case["store_conversion"] = _convert(full_arpa, two / "ngram_store")
@@ -200,7 +208,7 @@ def sweep_case(corpus: Path, order: int, work: Path, args, peer_python: Path | N
         single = work / f"single_o{order}"
         log.info("building the single unpruned TLG (order %d)", order)
         case["single_tlg_build"] = _build(["--corpus", str(corpus), "--order", str(order), "--vocab", "corpus",
-                                           "--streamed", *args.build_args], single)
+                                           "--streamed", *args.build_args], single, args.reuse)
         shutil.rmtree(single / "ngram_store", ignore_errors=True)  # today's design: the TLG alone
         case["single_tlg"] = _decode("ours", single, OURS, logits, refs, sys.executable)
         log.info("single TLG: %s", case["single_tlg"])
@@ -230,6 +238,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no_peer", action="store_true", help="leave out flashlight-text + KenLM")
     p.add_argument("--build_args", nargs="*", default=[], help="extra build_lm.py flags for every build")
     p.add_argument("--work", type=Path, help="keep corpora and LM folders here (default: a temporary folder)")
+    p.add_argument("--reuse", action="store_true",
+                   help="take LM folders already built in --work (their build_info.json) instead of rebuilding")
     p.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
     p.add_argument("--worker", nargs=3, metavar=("KIND", "STORE", "WORDS"), help=argparse.SUPPRESS)
     p.add_argument("--worker_out", help=argparse.SUPPRESS)
