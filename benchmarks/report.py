@@ -32,8 +32,8 @@ from nejm_b2txt_utils.atomic_io import atomic_write_text
 REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("report")
-ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps",
-       "tf_vs_torch", "demo", "realtime_latency")
+ALL = ("data", "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "lm_scale",
+       "xla_steps", "tf_vs_torch", "demo", "realtime_latency")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,6 +112,11 @@ def plan(args: argparse.Namespace) -> list[Step]:
                   "1000", "--eval_trials", "4", "--over_long_frames", "20000"] if args.quick else [])
         steps.append(json_step("lm_server_load", [py_lm, "-m", "benchmarks.lm_server_load", "--work",
                                                   str(work / "lm_server_load"), *quick], parts))
+    if "lm_scale" in wanted:
+        scale = ["--sizes", "5e4", "--n_sentences", "2", "--no_peer"] if args.quick else [
+            "--n_sentences", str(args.lm_sentences)]
+        steps.append(json_step("lm_scale", [py_lm, "-m", "benchmarks.lm_scale", "--work", str(work / "lm_scale"),
+                                            *scale], parts))
     if "xla_steps" in wanted:
         try:
             py_xla = env_python("b2txt_xla")
@@ -146,6 +151,25 @@ def plan(args: argparse.Namespace) -> list[Step]:
                                                         str(demo / "model"), "--work", str(work / "realtime_latency"),
                                                         *quick], parts))
     return steps
+
+
+def scale_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    """Rows of ``benchmarks/lm_scale.py``: per corpus size and order, each way of serving the LM."""
+    rows = []
+    for run in report.get("runs", []):
+        name = f"{run['tokens']:.0e} tokens, order {run['order']} ({sum(run['ngrams_unpruned']):,} n-grams)"
+        for case in ("single_tlg", "two_pass", "peer"):
+            r = run.get(case)
+            if isinstance(r, dict):
+                rows.append(("LM scale", f"{name}: {case}, ms/utt p50 / p95",
+                             f"{r['ms_per_utt_p50']:.0f} / {r['ms_per_utt_p95']:.0f} ms, WER {r['wer']:.1%}, "
+                             f"start-up {r['startup_s']:.1f} s", _mb(r["peak_rss_mb"])))
+        store = run.get("store", {})
+        if store:
+            rows.append(("LM scale", f"{name}: n-gram store ({store['bytes_per_ngram']} B/n-gram), 100-best p50",
+                         f"{store['ms_per_100best_p50']:.1f} ms, opens in {store['open_s']:.2f} s",
+                         _mb(store["rss_mb_after_open"])))
+    return rows
 
 
 def _ms(entry: dict | None) -> str:
@@ -206,6 +230,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("LM decode", "benchmark process", f"{lm.get('n_sentences', '?')} sentences",
                      _mb(rss.get('lm_decode_latency'))))
     rows += load_rows(report.get("lm_server_load", {}), rss.get("lm_server_load"))
+    rows += scale_rows(report.get("lm_scale", {}))
     tlg = report.get("tlg_build", {})
     for case in ("unigram_wordfreq", "trigram", "big_trigram"):
         if case in tlg:
@@ -410,8 +435,8 @@ def make_report(args: argparse.Namespace) -> int:
             return 1
         if "peak_rss_mb" in info:
             report["benchmark_process_peak_rss_mb"][step.name] = info["peak_rss_mb"]
-    for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps",
-                 "tf_vs_torch", "realtime_latency"):
+    for name in ("train_throughput", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "lm_scale",
+                 "xla_steps", "tf_vs_torch", "realtime_latency"):
         part = parts / f"{name}.json"
         if part.exists() and name not in args.skip:
             report[name] = read_json(part)

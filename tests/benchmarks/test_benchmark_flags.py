@@ -24,6 +24,8 @@ pytestmark = pytest.mark.skipif(not LM_PY.is_file(), reason="needs the LM enviro
     ("lm_decode_latency.py", ["--llm_warm", "--llm", "none"], "--llm none: --llm_warm times the causal LM"),
     ("lm_decode_latency.py", ["--llm", "/no/such/model"], "--llm /no/such/model: no such folder"),
     ("decoder_vs_peer.py", ["--repeats", "0"], "--repeats: expected a number >= 1, got 0"),
+    ("lm_scale.py", ["--sizes", "1e6,big"], "--sizes/--orders: expected comma-separated numbers"),
+    ("lm_scale.py", ["--orders", "1"], "expected --sizes >= 1000 tokens, --orders >= 2"),
     ("decoder_vs_peer.py", ["--results_pkl", "GOOD", "--lm_path", "tests"],
      "error: --lm_path (its lm.arpa): tests/lm.arpa not found"),
     ("decoder_vs_peer.py", ["--results_pkl", "LIST"], "not an evaluate_model.py results.pkl"),

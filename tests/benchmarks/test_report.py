@@ -30,7 +30,7 @@ def test_quick_report_measures_every_benchmark_and_resumes(tmp_path):
     data = tmp_path / "data"
     generate("tiny", data, seed=0, progress=False)
     out = tmp_path / "report"
-    args = ["--quick", "--data_dir", str(data), "--out", str(out), "--skip", "demo", "lm_server_load", "xla_steps", "tf_vs_torch",
+    args = ["--quick", "--data_dir", str(data), "--out", str(out), "--skip", "demo", "lm_server_load", "lm_scale", "xla_steps", "tf_vs_torch",
             "--train_overrides", "dataset.days_per_batch=2"]  # tiny has 3 sessions, the small config draws 4
     first = run_report(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -72,7 +72,7 @@ def test_failed_benchmark_names_itself_and_its_error(tmp_path):
 
     generate("tiny", tmp_path / "data", seed=0, progress=False)
     result = run_report("--quick", "--data_dir", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--skip",
-                        "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps", "tf_vs_torch",
+                        "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "lm_scale", "xla_steps", "tf_vs_torch",
                         "demo")  # days_per_batch 4 > 3 days
     assert result.returncode == 1
     assert "step 'train_throughput' failed" in result.stderr
@@ -82,7 +82,7 @@ def test_failed_benchmark_names_itself_and_its_error(tmp_path):
 
 def test_missing_data_is_a_one_line_error(tmp_path):
     result = run_report("--quick", "--data_dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"),
-                        "--skip", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "xla_steps", "demo")
+                        "--skip", "stream_latency", "tlg_build", "lm_decode_latency", "lm_server_load", "lm_scale", "xla_steps", "demo")
     assert result.returncode == 2
     assert f"{tmp_path / 'nowhere'}: no hdf5_data_final/ folder" in result.stderr
     assert not (tmp_path / "r" / "report.json").exists()
