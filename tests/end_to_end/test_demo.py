@@ -58,7 +58,7 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     assert str(out) not in ps
     # the performance report takes its end-to-end rows (wall time, peak RSS per process) from this run
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    report_run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report.py"), "--demo_dir", str(out),
+    report_run = subprocess.run([sys.executable, "-m", "benchmarks.report", "--demo_dir", str(out),
                                  "--out", str(tmp_path / "perf"), "--data_dir", str(out / "data"), "--skip",
                                  "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency",
                                  "lm_server_load", "xla_steps", "tf_vs_torch"],
