@@ -39,7 +39,6 @@ from benchmarks.measure import print_result
 from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # zipf_text
 BUILD_LM = REPO / "language_model" / "build_lm.py"
 log = logging.getLogger("tlg_build")
 
@@ -113,7 +112,7 @@ def run_build(argv: list[str], out: Path) -> dict:
 
 def run_streamed(n_words: int, work: Path, first_pass_ngrams: int, order: int) -> dict:
     """One ``streamed_<N>`` case (see the module docstring)."""
-    from zipf_text import write_zipf_corpus
+    from benchmarks.zipf_text import write_zipf_corpus
 
     corpus = work / f"zipf_{n_words}.txt"
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ distribution of ``lm_decode_latency.zipf_corpus``, drawn with numpy in blocks (~
 a 100M-word corpus takes about a minute. A pessimistic corpus for an n-gram LM: no syntax, so almost every
 4-gram is new.
 
-    python benchmarks/zipf_text.py OUT.txt --words 100000000
+    python -m benchmarks.zipf_text OUT.txt --words 100000000
 """
 
 from __future__ import annotations
