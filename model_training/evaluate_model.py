@@ -34,7 +34,7 @@ from model_training.eval_results import (  # noqa: E402
     write_results_pkl,
     write_submission_csv,
 )
-from model_training.inference import infer_trial  # noqa: E402
+from model_training.inference import infer_trial, min_trial_bins  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input  # noqa: E402
 from nejm_b2txt_utils.description_csv import CorpusLookup, session_to_date  # noqa: E402
 from nejm_b2txt_utils.devices import select_device  # noqa: E402
@@ -137,6 +137,10 @@ def decode_one(args, model, model_args, device, day: int, f: T15File, key: str, 
     if subset:  # Fix: the original evaluator ignored feature_subset, so such a model could not be evaluated
         features = features[:, list(subset)]
     logits = infer_trial(model, features, day, device, model_args.dataset.data_transforms)
+    if logits.shape[0] == 0:  # was a conv1d traceback; the CSV keeps the trial's row
+        log.warning("%s: %s (block %d, trial %d): %d bins, fewer than the %d the model needs for one output frame: "
+                    "empty prediction", f.path, key, trial.block_num, trial.trial_num, features.shape[0],
+                    min_trial_bins(model, model_args.dataset.data_transforms))
     greedy = model_ids_to_phonemes(ctc_greedy_decode(logits))  # collapse, then drop blanks (Fix: order)
     true = model_ids_to_phonemes(trial.seq_class_ids) if trial.seq_class_ids is not None else None
     lm_logits = model_to_lm_order(logits)
@@ -234,8 +238,13 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
             tid = trial_id(meta["session"], meta["block_num"], meta["trial_num"], key)
             order.append(tid)
             bar.update(1)
-            if tid not in store:
-                yield decode_one(args, model, model_args, device, day, f, key, lookup)
+            if tid in store:
+                continue
+            rec, lm_logits = decode_one(args, model, model_args, device, day, f, key, lookup)
+            if lm_logits.shape[0] == 0 and client is not None:  # nothing to decode: an empty answer, no LM call
+                store.add({**rec, "pred_sentence": ""})
+                continue
+            yield rec, lm_logits
 
     with tqdm(total=n_total, desc=f"evaluate {args.eval_type}", dynamic_ncols=True) as bar:
         if client is None:
