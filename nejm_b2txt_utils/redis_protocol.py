@@ -211,6 +211,28 @@ def connect(host: str = "localhost", port: int = 6379, db: int = 0, password: st
     return redis.Redis(host=host, port=port, db=db, password=password, **kw)
 
 
+#: Redis client-name prefix of the LM server's connections (``CLIENT SETNAME``): a client tells a slow server
+#: (its connection is still there) from a dead one (gone).
+LM_SERVER_CLIENT_NAME = "b2txt_lm_server"
+
+
+def lm_server_connections(r) -> int | None:
+    """How many connections of LM server processes Redis holds (``CLIENT LIST``).
+
+    Args:
+        r: a redis-py client.
+
+    Returns:
+        The count, or ``None`` when ``CLIENT LIST`` is refused (an ACL) or fails.
+    """
+    import redis
+
+    try:
+        return sum(1 for c in r.client_list() if str(c.get("name", "")).startswith(LM_SERVER_CLIENT_NAME))
+    except (redis.RedisError, OSError):
+        return None
+
+
 def read_next(r, stream: str, after: int | bytes, timeout_s: float, block_ms: int, what: str) -> tuple[bytes, dict]:
     """Wait for the next entry of ``stream`` after id ``after``: the one wait loop of both clients.
 
@@ -315,6 +337,7 @@ class RemoteLMClient:
     timeout_s: float = 60.0
     block_ms: int = 1000
     retries: int = 0
+    slow_server_waits: int = 2  # extra timeouts waited while the LM server is connected (slow, not dead)
     input_stream: str = INPUT_STREAM
     partial_stream: str = PARTIAL_OUTPUT_STREAM
     final_stream: str = FINAL_OUTPUT_STREAM
@@ -337,9 +360,23 @@ class RemoteLMClient:
     def _wait(self, stream: str, what: str) -> dict[bytes, bytes]:
         deadline = time.monotonic() + self.timeout_s
         mine = self.client_id.encode()
+        slow_waits = 0
         while True:
             remaining = max(0.001, deadline - time.monotonic())
-            entry_id, fields = read_next(self.r, stream, self.last_seen[stream], remaining, self.block_ms, what)
+            try:
+                entry_id, fields = read_next(self.r, stream, self.last_seen[stream], remaining, self.block_ms, what)
+            except LMTimeoutError as exc:  # slow but alive (its connection is there): wait on, do not reset it
+                alive = lm_server_connections(self.r)
+                if alive and slow_waits < self.slow_server_waits:
+                    slow_waits += 1
+                    log.warning("%s: no answer in %.0f s but the LM server is connected (busy): waiting another "
+                                "%.0f s (%d/%d)", what, self.timeout_s, self.timeout_s, slow_waits,
+                                self.slow_server_waits)
+                    deadline = time.monotonic() + self.timeout_s
+                    continue
+                state = ("no LM server is connected to Redis (stopped or dead)" if alive == 0 else
+                         "the LM server is connected but busy" if alive else "LM server state unknown")
+                raise LMTimeoutError(f"{exc} ({state})") from None
             self.last_seen[stream] = entry_id
             if fields.get(b"client_id", mine) != mine:  # untagged: an original server's answer
                 continue
