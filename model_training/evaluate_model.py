@@ -90,13 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def iter_trials(data_dir: Path, sessions: list[str], eval_type: str):
-    """(day index, T15File, trial key) for every trial of every session that has the split, in args order."""
+def iter_trials(data_dir: Path, sessions: list[str], eval_type: str, n_features: int | None = None):
+    """(day index, T15File, trial key) for every trial of every session that has the split, in args order;
+    ``n_features``: the width the model reads (``None``: any, e.g. with a feature subset)."""
     for day, session in enumerate(sessions):
         path = data_file_path(data_dir, session, eval_type)
         if not path.is_file():
             continue
-        with T15File(path, patching=None) as f:  # decoded whatever the label count: PER shows the rest
+        with T15File(path, n_features=n_features, patching=None) as f:  # decoded whatever the label count: PER shows the rest
             for key in f.keys:
                 yield day, f, key
 
@@ -233,7 +234,9 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     t0 = time.time()
 
     def to_decode():  # (record, LM-order logits) of each trial not decoded yet; the LM answers as they come
-        for day, f, key in iter_trials(Path(args.data_dir), sessions, args.eval_type):
+        subset = model_args.dataset.get("feature_subset")
+        width = None if subset else int(model_args.model.n_input_features)
+        for day, f, key in iter_trials(Path(args.data_dir), sessions, args.eval_type, width):
             meta = f.read_meta(key)
             tid = trial_id(meta["session"], meta["block_num"], meta["trial_num"], key)
             order.append(tid)
