@@ -35,6 +35,7 @@ from model_training.eval_results import (  # noqa: E402
     write_submission_csv,
 )
 from model_training.inference import infer_trial, min_trial_bins  # noqa: E402
+from nejm_b2txt_utils.atomic_io import DiskFullError  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input  # noqa: E402
 from nejm_b2txt_utils.description_csv import CorpusLookup, session_to_date  # noqa: E402
 from nejm_b2txt_utils.devices import select_device  # noqa: E402
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None, load_model=load_trained_model) -> int:
         print(f"error: {exc} (finished trials are saved; rerun the same command to continue)", file=sys.stderr)
         return 3
     except (ConfigError, CheckpointError, PartialResultsError, T15FormatError, FileNotFoundError, ConnectionError,
-            LMProtocolError) as exc:
+            LMProtocolError, DiskFullError) as exc:
         return print_bad_input(exc)
 
 
