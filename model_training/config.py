@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nejm_b2txt_utils.cli_errors import ConfigError
+from nejm_b2txt_utils.description_csv import session_date
 from nejm_b2txt_utils.t15_hdf5 import data_file_path, list_sessions
 
 #: Keys holding filesystem paths (resolved as described in the module docstring).
@@ -200,6 +201,11 @@ def normalize_config(cfg: DictConfig) -> DictConfig:
         ds.sessions = list_sessions(ds.dataset_dir)
         if not ds.sessions:
             raise ConfigError(f"dataset.sessions: auto found no session folder under {ds.dataset_dir}")
+        undated = [s for s in ds.sessions if session_date(s) is None]
+        if undated:  # the day index is the list position: say how such a folder was placed (was silent)
+            log.warning("dataset.sessions auto: %d folder name(s) not of the form <participant>.YYYY.MM.DD (e.g. %r, "
+                        "day index %d): not a date, sessions are ordered by name", len(undated), undated[0],
+                        list(ds.sessions).index(undated[0]))
     sessions = list(ds.sessions)
     if len(set(sessions)) != len(sessions):
         dup = sorted({s for s in sessions if sessions.count(s) > 1})

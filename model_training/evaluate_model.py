@@ -37,7 +37,7 @@ from model_training.eval_results import (  # noqa: E402
 from model_training.inference import infer_trial, min_trial_bins  # noqa: E402
 from nejm_b2txt_utils.atomic_io import DiskFullError  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input  # noqa: E402
-from nejm_b2txt_utils.description_csv import CorpusLookup, session_to_date  # noqa: E402
+from nejm_b2txt_utils.description_csv import CorpusLookup, session_date  # noqa: E402
 from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
@@ -149,7 +149,7 @@ def decode_one(args, model, model_args, device, day: int, f: T15File, key: str, 
     partial, candidates = None, None
     pred = " ".join(greedy)
     rec = {"id": trial_id(trial.session, trial.block_num, trial.trial_num, key), "session": trial.session,
-           "date": session_to_date(trial.session), "block_num": trial.block_num, "trial_num": trial.trial_num,
+           "date": session_date(trial.session) or "unknown", "block_num": trial.block_num, "trial_num": trial.trial_num,
            "corpus": lookup(trial.session, trial.block_num) if lookup else "unknown",
            "sentence_label": trial.sentence_label, "pred_sentence": pred, "greedy_phonemes": greedy,
            "true_phonemes": true, "lm_partial": partial, "lm_candidates": candidates,
