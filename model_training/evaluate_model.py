@@ -260,8 +260,9 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     records = [store.records[t] for t in order]
     log.info("Decoded %d trials in %.1f s", len(records), time.time() - t0)
     stamp = time.strftime("%Y%m%d_%H%M%S")
+    kind = "predicted_sentences" if args.lm != "none" else "greedy_phonemes"  # phonemes are no submission
     csv_path = write_submission_csv([r["pred_sentence"] for r in records],
-                                     out_dir / f"baseline_rnn_{args.eval_type}_predicted_sentences_{stamp}.csv")
+                                     out_dir / f"baseline_rnn_{args.eval_type}_{kind}_{stamp}.csv", words=args.lm != "none")
     log.info("Wrote %s", csv_path)
     written = [csv_path]
     if args.results_pkl:
