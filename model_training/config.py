@@ -165,7 +165,30 @@ def _load_yaml(path: Path, chain: tuple[Path, ...]) -> DictConfig:
         raise ConfigError(f"{path}: base: expected the path of the config this one overlays, got {base_name!r}")
     base_path = Path(os.path.expanduser(base_name))
     base_cfg = _load_yaml(base_path if base_path.is_absolute() else folder / base_path, (*chain, path.resolve()))
+    _warn_overlay_typos(cfg, base_cfg, path)
     return OmegaConf.merge(base_cfg, cfg)
+
+
+def _warn_overlay_typos(overlay: DictConfig, base: DictConfig, path: Path) -> list[str]:
+    """The command line's did-you-mean warning for an overlay's keys (a typo was stored silently in args.yaml).
+
+    An overlay may add keys on purpose (``model.architecture``, a variant's section), so only a key that the
+    base lacks and that is close to one it has (``num_training_batchs`` ~ ``num_training_batches``) is reported.
+
+    Returns:
+        The reported keys.
+    """
+    known = _flat_keys(base)
+    reported = []
+    for key in _flat_keys(overlay):
+        if key in known or any(key.startswith(r + ".") for r in reported):
+            continue
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if near:
+            log.warning("%s: %s has no key %r (did you mean %r?); setting it anyway", path.name,
+                        "its base", key, near[0])
+            reported.append(key)
+    return reported
 
 
 def load_config(config_path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
