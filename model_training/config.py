@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nejm_b2txt_utils.cli_errors import ConfigError
 from nejm_b2txt_utils.description_csv import session_date
+from nejm_b2txt_utils.metrics import edit_distance
 from nejm_b2txt_utils.t15_hdf5 import data_file_path, list_sessions
 
 #: Keys holding filesystem paths (resolved as described in the module docstring).
@@ -172,8 +173,9 @@ def _load_yaml(path: Path, chain: tuple[Path, ...]) -> DictConfig:
 def _warn_overlay_typos(overlay: DictConfig, base: DictConfig, path: Path) -> list[str]:
     """The command line's did-you-mean warning for an overlay's keys (a typo was stored silently in args.yaml).
 
-    An overlay may add keys on purpose (``model.architecture``, a variant's section), so only a key that the
-    base lacks and that is close to one it has (``num_training_batchs`` ~ ``num_training_batches``) is reported.
+    An overlay may add keys on purpose (``model.architecture``, ``model.n_noise_layers``), so only a key that the
+    base lacks and that is within 2 edits of one it has (``num_training_batchs`` ~ ``num_training_batches``) is
+    reported.
 
     Returns:
         The reported keys.
@@ -183,7 +185,7 @@ def _warn_overlay_typos(overlay: DictConfig, base: DictConfig, path: Path) -> li
     for key in _flat_keys(overlay):
         if key in known or any(key.startswith(r + ".") for r in reported):
             continue
-        near = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        near = [k for k in difflib.get_close_matches(key, known, n=3, cutoff=0.8) if edit_distance(list(k), list(key)) <= 2]
         if near:
             log.warning("%s: %s has no key %r (did you mean %r?); setting it anyway", path.name,
                         "its base", key, near[0])
