@@ -80,13 +80,11 @@ class PartialResults:
                     break
                 raise PartialResultsError(f"{self.path}: line {n} is not valid JSON ({exc})") from exc
             self.records[rec["id"]] = rec
-        # Drop a torn last line so later appends start on a clean line.
-        with open(self.path, "w") as fh:
+        # Drop a torn last line so later appends start on a clean line; atomically (a kill here lost saved trials).
+        with atomic_open(self.path, "w") as fh:
             fh.write(json.dumps({"header": self.header}) + "\n")
             for rec in self.records.values():
                 fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
 
     def __contains__(self, tid: str) -> bool:
         return tid in self.records

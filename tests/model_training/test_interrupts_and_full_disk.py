@@ -87,3 +87,31 @@ def test_ctrl_c_saves_last_checkpoint_and_stale_temp_files_are_swept_on_resume(t
     assert train_model.main([*argv, "resume=true"]) == 0
     assert not stale.exists() and f"Removed {stale}, left by an interrupted save" in (out / "training_log").read_text()
     assert sweep_stale_temp_files(out / "checkpoint") == [] and atomic_io._TEMP_NAME.match(stale.name)
+
+
+def test_partial_results_rewrite_is_atomic(tmp_path, monkeypatch):
+    """Issue 22 (also seen): _load rewrote the file in place; a kill there lost the saved trials."""
+    from model_training import eval_results
+
+    path = tmp_path / ".eval_partial_val_redis.jsonl"
+    store = eval_results.PartialResults(path, {"a": 1})
+    store.add({"id": "t1"})
+    store.add({"id": "t2"})
+    with open(path, "a") as fh:
+        fh.write('{"id": "t3", "pre')  # torn by a kill
+    before = path.read_text()
+    calls = []
+
+    def dumps(obj, *a, **kw):  # the process dies while the cleaned file is being written
+        calls.append(obj)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_dumps(obj, *a, **kw)
+
+    real_dumps = eval_results.json.dumps
+    monkeypatch.setattr(eval_results.json, "dumps", dumps)
+    with pytest.raises(KeyboardInterrupt):
+        eval_results.PartialResults(path, {"a": 1})
+    monkeypatch.undo()
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert sorted(eval_results.PartialResults(path, {"a": 1}).records) == ["t1", "t2"]
