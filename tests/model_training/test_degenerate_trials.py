@@ -50,7 +50,7 @@ def test_evaluation_keeps_a_row_for_a_0_bin_and_a_5_bin_trial(trained_model, tin
     sent = []
 
     class FakeClient:  # the LM is asked only about trials with logits
-        def decode_many(self, items):
+        def decode_many(self, items, *_args):
             for rec, logits in items:
                 sent.append(logits.shape[0])
                 yield rec, "p", {"candidate_sentences": ["hello world"]}
