@@ -20,6 +20,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nejm_b2txt_utils.cli_errors import ConfigError
+from nejm_b2txt_utils.description_csv import session_date
+from nejm_b2txt_utils.metrics import edit_distance
 from nejm_b2txt_utils.t15_hdf5 import data_file_path, list_sessions
 
 #: Keys holding filesystem paths (resolved as described in the module docstring).
@@ -164,7 +166,31 @@ def _load_yaml(path: Path, chain: tuple[Path, ...]) -> DictConfig:
         raise ConfigError(f"{path}: base: expected the path of the config this one overlays, got {base_name!r}")
     base_path = Path(os.path.expanduser(base_name))
     base_cfg = _load_yaml(base_path if base_path.is_absolute() else folder / base_path, (*chain, path.resolve()))
+    _warn_overlay_typos(cfg, base_cfg, path)
     return OmegaConf.merge(base_cfg, cfg)
+
+
+def _warn_overlay_typos(overlay: DictConfig, base: DictConfig, path: Path) -> list[str]:
+    """The command line's did-you-mean warning for an overlay's keys (a typo was stored silently in args.yaml).
+
+    An overlay may add keys on purpose (``model.architecture``, ``model.n_noise_layers``), so only a key that the
+    base lacks and that is within 2 edits of one it has (``num_training_batchs`` ~ ``num_training_batches``) is
+    reported.
+
+    Returns:
+        The reported keys.
+    """
+    known = _flat_keys(base)
+    reported = []
+    for key in _flat_keys(overlay):
+        if key in known or any(key.startswith(r + ".") for r in reported):
+            continue
+        near = [k for k in difflib.get_close_matches(key, known, n=3, cutoff=0.8) if edit_distance(list(k), list(key)) <= 2]
+        if near:
+            log.warning("%s: %s has no key %r (did you mean %r?); setting it anyway", path.name,
+                        "its base", key, near[0])
+            reported.append(key)
+    return reported
 
 
 def load_config(config_path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -200,6 +226,11 @@ def normalize_config(cfg: DictConfig) -> DictConfig:
         ds.sessions = list_sessions(ds.dataset_dir)
         if not ds.sessions:
             raise ConfigError(f"dataset.sessions: auto found no session folder under {ds.dataset_dir}")
+        undated = [s for s in ds.sessions if session_date(s) is None]
+        if undated:  # the day index is the list position: say how such a folder was placed (was silent)
+            log.warning("dataset.sessions auto: %d folder name(s) not of the form <participant>.YYYY.MM.DD (e.g. %r, "
+                        "day index %d): not a date, sessions are ordered by name", len(undated), undated[0],
+                        list(ds.sessions).index(undated[0]))
     sessions = list(ds.sessions)
     if len(set(sessions)) != len(sessions):
         dup = sorted({s for s in sessions if sessions.count(s) > 1})
@@ -215,20 +246,59 @@ def normalize_config(cfg: DictConfig) -> DictConfig:
 
 
 def check_training_data(cfg: DictConfig) -> None:
-    """Checks of a training config against the data on disk, cheap enough to run before anything is written.
+    """Checks of a training config against the data on disk, cheap enough to run before anything is written
+    (a failed start must leave no ``output_dir`` behind: the corrected command would be refused as existing).
 
     Args:
         cfg: a normalised training config.
 
     Raises:
-        ConfigError: ``dataset.days_per_batch`` exceeds the sessions that have a ``data_train.hdf5``.
+        ConfigError: no session has a ``data_train.hdf5``; ``dataset.days_per_batch`` exceeds the sessions that
+            have one; the files' feature width is not ``model.n_input_features`` (or too narrow for
+            ``dataset.feature_subset``); ``init_from_checkpoint`` without a readable ``init_checkpoint_path``.
     """
     ds = cfg.dataset
-    n_train = sum(data_file_path(ds.dataset_dir, s, "train").is_file() for s in ds.sessions)
+    train_files = [p for p in (data_file_path(ds.dataset_dir, s, "train") for s in ds.sessions) if p.is_file()]
+    n_train = len(train_files)
+    if cfg.get("mode", "train") == "train" and not n_train:
+        raise ConfigError(f"dataset.dataset_dir {ds.dataset_dir}: no data_train.hdf5 for any of the {len(ds.sessions)} "
+                          f"sessions (expected e.g. {data_file_path(ds.dataset_dir, ds.sessions[0], 'train')}; "
+                          "python download_data.py, or python -m nejm_b2txt_utils.synthetic); nothing was created")
     days = ds.get("days_per_batch")
     if n_train and isinstance(days, int) and days > n_train:
         raise ConfigError(f"dataset.days_per_batch ({days}) exceeds the {n_train} days with data "
                           f"(sessions with a data_train.hdf5 under {ds.dataset_dir})")
+    if n_train:
+        _check_feature_width(cfg, train_files[0])
+    ckpt_dir = Path(str(cfg.get("checkpoint_dir") or Path(str(cfg.output_dir)) / "checkpoint"))
+    resuming = cfg.get("resume", False) and (ckpt_dir / "last_checkpoint").is_file()
+    if cfg.get("mode", "train") == "train" and cfg.get("init_from_checkpoint", False) and not resuming:
+        init = cfg.get("init_checkpoint_path")
+        if not init:
+            raise ConfigError("init_from_checkpoint is true but init_checkpoint_path is empty; expected a checkpoint "
+                              "file (nothing was created)")
+        if not Path(os.path.expanduser(str(init))).is_file():
+            raise ConfigError(f"init_checkpoint_path {init}: file not found (nothing was created)")
+
+
+def _check_feature_width(cfg: DictConfig, path: Path) -> None:
+    """The first trial of ``path`` against ``model.n_input_features`` / ``dataset.feature_subset`` (one line)."""
+    from nejm_b2txt_utils.t15_hdf5 import T15File
+
+    with T15File(path, validate=False) as f:
+        width = f.feature_width()
+    if width is None:
+        return
+    subset = cfg.dataset.get("feature_subset")
+    if subset:
+        if max(subset) >= width:
+            raise ConfigError(f"{path}: input_features are {width} wide, but dataset.feature_subset reaches channel "
+                              f"{max(subset)}")
+        return
+    n = int(cfg.model.n_input_features)
+    if width != n:
+        raise ConfigError(f"{path}: input_features are {width} wide but model.n_input_features is {n}: set "
+                          f"model.n_input_features={width} (or dataset.feature_subset)")
 
 
 def resolved_container(cfg: DictConfig) -> DictConfig:

@@ -17,6 +17,7 @@ from model_training.trial_batches import (  # noqa: F401 (re-exported: the origi
     session_from_path,
     train_test_split_indicies,
 )
+from nejm_b2txt_utils.t15_hdf5 import N_FEATURES
 
 
 class BrainToTextDataset(TrialBatches, Dataset):
@@ -24,12 +25,14 @@ class BrainToTextDataset(TrialBatches, Dataset):
 
     def __init__(self, trial_indicies: dict, n_batches: int, split: str = "train", batch_size: int = 64,
                  days_per_batch: int = 1, random_seed: int = -1, must_include_days: list | None = None,
-                 feature_subset: list | None = None, patching: tuple[int, int] | None = (14, 4)):
-        """``patching``: the model's ``(patch_size, patch_stride)``, for the files' labels-vs-frames check."""
+                 feature_subset: list | None = None, patching: tuple[int, int] | None = (14, 4),
+                 n_features: int | None = N_FEATURES):
+        """``patching``: the model's ``(patch_size, patch_stride)``, for the files' labels-vs-frames check;
+        ``n_features``: the files' feature width (``None``: any)."""
         if random_seed != -1:
             torch.manual_seed(random_seed)
         super().__init__(trial_indicies, n_batches, split, batch_size, days_per_batch, random_seed,
-                         must_include_days, feature_subset, patching)
+                         must_include_days, feature_subset, patching, n_features)
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         """:meth:`TrialBatches.read_batch` as tensors (float32 features, int64 counts)."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_pickle
 from nejm_b2txt_utils.metrics import aggregate_error_rate, word_error_rate
-from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM
+from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, submission_text
 
 FORMAT = "b2txt-eval-partial/1"
 
@@ -80,13 +80,11 @@ class PartialResults:
                     break
                 raise PartialResultsError(f"{self.path}: line {n} is not valid JSON ({exc})") from exc
             self.records[rec["id"]] = rec
-        # Drop a torn last line so later appends start on a clean line.
-        with open(self.path, "w") as fh:
+        # Drop a torn last line so later appends start on a clean line; atomically (a kill here lost saved trials).
+        with atomic_open(self.path, "w") as fh:
             fh.write(json.dumps({"header": self.header}) + "\n")
             for rec in self.records.values():
                 fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
 
     def __contains__(self, tid: str) -> bool:
         return tid in self.records
@@ -137,9 +135,13 @@ def per_corpus_table(records: list[dict], with_wer: bool, text_norm: str = DEFAU
     return rows, "\n".join(lines)
 
 
-def write_submission_csv(texts: Iterable[str], path: str | os.PathLike) -> Path:
-    """``id,text`` with ids 0..N-1 in processing order, written atomically."""
+def write_submission_csv(texts: Iterable[str], path: str | os.PathLike, words: bool = True) -> Path:
+    """``id,text`` with ids 0..N-1 in processing order, written atomically; with ``words`` each text is
+    :func:`~nejm_b2txt_utils.text.submission_text` (lower-case letters, spaces, apostrophes: the LM's
+    ``bas-reliefs`` and ``a.m.`` reached the Kaggle CSV); ``words=False`` keeps them (greedy phonemes)."""
     path = Path(path)
+    if words:
+        texts = [submission_text(t) for t in texts]
     with atomic_open(path, "w") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["id", "text"])

@@ -34,9 +34,10 @@ from model_training.eval_results import (  # noqa: E402
     write_results_pkl,
     write_submission_csv,
 )
-from model_training.inference import infer_trial  # noqa: E402
+from model_training.inference import infer_trial, min_trial_bins  # noqa: E402
+from nejm_b2txt_utils.atomic_io import DiskFullError  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input  # noqa: E402
-from nejm_b2txt_utils.description_csv import CorpusLookup, session_to_date  # noqa: E402
+from nejm_b2txt_utils.description_csv import CorpusLookup, session_date  # noqa: E402
 from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
@@ -90,13 +91,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def iter_trials(data_dir: Path, sessions: list[str], eval_type: str):
-    """(day index, T15File, trial key) for every trial of every session that has the split, in args order."""
+def iter_trials(data_dir: Path, sessions: list[str], eval_type: str, n_features: int | None = None):
+    """(day index, T15File, trial key) for every trial of every session that has the split, in args order;
+    ``n_features``: the width the model reads (``None``: any, e.g. with a feature subset)."""
     for day, session in enumerate(sessions):
         path = data_file_path(data_dir, session, eval_type)
         if not path.is_file():
             continue
-        with T15File(path, patching=None) as f:  # decoded whatever the label count: PER shows the rest
+        with T15File(path, n_features=n_features, patching=None) as f:  # decoded whatever the label count: PER shows the rest
             for key in f.keys:
                 yield day, f, key
 
@@ -137,13 +139,17 @@ def decode_one(args, model, model_args, device, day: int, f: T15File, key: str, 
     if subset:  # Fix: the original evaluator ignored feature_subset, so such a model could not be evaluated
         features = features[:, list(subset)]
     logits = infer_trial(model, features, day, device, model_args.dataset.data_transforms)
+    if logits.shape[0] == 0:  # was a conv1d traceback; the CSV keeps the trial's row
+        log.warning("%s: %s (block %d, trial %d): %d bins, fewer than the %d the model needs for one output frame: "
+                    "empty prediction", f.path, key, trial.block_num, trial.trial_num, features.shape[0],
+                    min_trial_bins(model, model_args.dataset.data_transforms))
     greedy = model_ids_to_phonemes(ctc_greedy_decode(logits))  # collapse, then drop blanks (Fix: order)
     true = model_ids_to_phonemes(trial.seq_class_ids) if trial.seq_class_ids is not None else None
     lm_logits = model_to_lm_order(logits)
     partial, candidates = None, None
     pred = " ".join(greedy)
     rec = {"id": trial_id(trial.session, trial.block_num, trial.trial_num, key), "session": trial.session,
-           "date": session_to_date(trial.session), "block_num": trial.block_num, "trial_num": trial.trial_num,
+           "date": session_date(trial.session) or "unknown", "block_num": trial.block_num, "trial_num": trial.trial_num,
            "corpus": lookup(trial.session, trial.block_num) if lookup else "unknown",
            "sentence_label": trial.sentence_label, "pred_sentence": pred, "greedy_phonemes": greedy,
            "true_phonemes": true, "lm_partial": partial, "lm_candidates": candidates,
@@ -229,13 +235,20 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     t0 = time.time()
 
     def to_decode():  # (record, LM-order logits) of each trial not decoded yet; the LM answers as they come
-        for day, f, key in iter_trials(Path(args.data_dir), sessions, args.eval_type):
+        subset = model_args.dataset.get("feature_subset")
+        width = None if subset else int(model_args.model.n_input_features)
+        for day, f, key in iter_trials(Path(args.data_dir), sessions, args.eval_type, width):
             meta = f.read_meta(key)
             tid = trial_id(meta["session"], meta["block_num"], meta["trial_num"], key)
             order.append(tid)
             bar.update(1)
-            if tid not in store:
-                yield decode_one(args, model, model_args, device, day, f, key, lookup)
+            if tid in store:
+                continue
+            rec, lm_logits = decode_one(args, model, model_args, device, day, f, key, lookup)
+            if lm_logits.shape[0] == 0 and client is not None:  # nothing to decode: an empty answer, no LM call
+                store.add({**rec, "pred_sentence": ""})
+                continue
+            yield rec, lm_logits
 
     with tqdm(total=n_total, desc=f"evaluate {args.eval_type}", dynamic_ncols=True) as bar:
         if client is None:
@@ -247,8 +260,9 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     records = [store.records[t] for t in order]
     log.info("Decoded %d trials in %.1f s", len(records), time.time() - t0)
     stamp = time.strftime("%Y%m%d_%H%M%S")
+    kind = "predicted_sentences" if args.lm != "none" else "greedy_phonemes"  # phonemes are no submission
     csv_path = write_submission_csv([r["pred_sentence"] for r in records],
-                                     out_dir / f"baseline_rnn_{args.eval_type}_predicted_sentences_{stamp}.csv")
+                                     out_dir / f"baseline_rnn_{args.eval_type}_{kind}_{stamp}.csv", words=args.lm != "none")
     log.info("Wrote %s", csv_path)
     written = [csv_path]
     if args.results_pkl:
@@ -279,7 +293,7 @@ def main(argv: list[str] | None = None, load_model=load_trained_model) -> int:
         print(f"error: {exc} (finished trials are saved; rerun the same command to continue)", file=sys.stderr)
         return 3
     except (ConfigError, CheckpointError, PartialResultsError, T15FormatError, FileNotFoundError, ConnectionError,
-            LMProtocolError) as exc:
+            LMProtocolError, DiskFullError) as exc:
         return print_bad_input(exc)
 
 

@@ -12,9 +12,28 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from nejm_b2txt_utils.augmentation import gauss_smooth
+from nejm_b2txt_utils.augmentation import gauss_kernel, gauss_smooth
 from nejm_b2txt_utils.causal_features import SMOOTHING_MODES, causal_smooth
 from nejm_b2txt_utils.t15_hdf5 import n_output_frames
+
+
+def min_trial_bins(model: torch.nn.Module, transform_args: Mapping, smoothing: str = "centred") -> int:
+    """The fewest bins (20 ms) a trial needs to give one output frame at evaluation.
+
+    Args:
+        model: the decoder (its ``patch_size``; 0 or absent: one frame per bin).
+        transform_args: ``dataset.data_transforms`` of ``args.yaml`` (``smooth_data``, kernel std and size).
+        smoothing: as :func:`infer_trial`; only ``centred`` ('valid') shortens the trial.
+
+    Returns:
+        ``taps - 1 + max(patch_size, 1)`` with centred smoothing ('valid' drops ``taps - 1`` bins), else
+        ``max(patch_size, 1)``.
+    """
+    need = max(int(getattr(model, "patch_size", 0)), 1)
+    if transform_args.get("smooth_data", True) and smoothing == "centred":
+        taps = gauss_kernel(transform_args.get("smooth_kernel_std", 2), transform_args.get("smooth_kernel_size", 100))
+        need += len(taps) - 1
+    return need
 
 
 @torch.no_grad()
@@ -24,7 +43,7 @@ def infer_trial(model: torch.nn.Module, features: np.ndarray, day_idx: int, devi
 
     Args:
         model: a ``GRUDecoder`` (or ``TripleGRUDecoder``, inference mode), eval mode.
-        features: ``[T, C]`` 20 ms bins.
+        features: ``[T, C]`` 20 ms bins; ``T`` may be 0.
         day_idx: the session's day-layer index.
         device: where to run.
         transform_args: the config's ``dataset.data_transforms`` (``smooth_data``, kernel std/size).
@@ -33,13 +52,16 @@ def infer_trial(model: torch.nn.Module, features: np.ndarray, day_idx: int, devi
             ``smooth_data`` is false.
 
     Returns:
-        ``[P, 41]`` float32 logits, P = ``n_output_frames`` of the smoothed length.
+        ``[P, 41]`` float32 logits (80 ms frames), P = ``n_output_frames`` of the smoothed length; ``[0, 41]``
+        when ``T`` is below :func:`min_trial_bins` (the caller names the trial; the smoothing conv cannot run on it).
 
     Raises:
         ValueError: an unknown ``smoothing``.
     """
     if smoothing not in SMOOTHING_MODES:
         raise ValueError(f"smoothing: expected one of {SMOOTHING_MODES}, got {smoothing!r}")
+    if np.shape(features)[0] < min_trial_bins(model, transform_args, smoothing):  # was a conv1d RuntimeError
+        return np.zeros((0, model.n_classes), dtype=np.float32)
     device = torch.device(device)
     use_bf16 = device.type == "cuda"
     x = torch.as_tensor(np.asarray(features), device=device).unsqueeze(0)

@@ -42,6 +42,7 @@ from model_training.run_setup import (
     train_batch_order,
 )
 from model_training.training_loop import GreedyPER, TrainingLoop
+from nejm_b2txt_utils.atomic_io import sweep_stale_temp_files
 from nejm_b2txt_utils.augmentation import transform_data
 from nejm_b2txt_utils.devices import select_device
 
@@ -63,6 +64,9 @@ class BrainToTextDecoder_Trainer(TrainingLoop):  # noqa: N801 (the original's cl
         self.checkpoint_dir = Path(args.checkpoint_dir)
         self.resume_path = prepare_output_dirs(args, self.is_main, lambda: barrier(self.dist))
         self.logger = setup_logging(__name__, args, self.is_main)
+        if self.is_main and args.get("mode", "train") == "train":  # saves killed (kill -9) before their rename
+            for stale in sweep_stale_temp_files(self.checkpoint_dir) + sweep_stale_temp_files(self.output_dir):
+                self.logger.info(f"Removed {stale}, left by an interrupted save")
         # Set here, not at import: importing the trainer must not change torch's global state.
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.deterministic = True

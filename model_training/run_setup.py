@@ -130,11 +130,12 @@ def build_trial_batches(args: Mapping, is_main: bool, rank: int = 0, world_size:
         atomic_write_json(Path(args["output_dir"]) / "train_val_trials.json",
                           {"train": train_trials, "val": val_trials}, indent=None)
     feature_subset = ds.get("feature_subset")
+    width = None if feature_subset else int(m["n_input_features"])  # was 512 whatever model.n_input_features said
     train = batches_cls(train_trials, int(args["num_training_batches"]), "train", ds["batch_size"],
                         ds["days_per_batch"], ds["seed"], must_include_days=None, feature_subset=feature_subset,
-                        patching=patching).shard(rank, world_size)
+                        patching=patching, n_features=width).shard(rank, world_size)
     val = batches_cls(val_trials, None, "test", ds["batch_size"], None, ds["seed"], feature_subset=feature_subset,
-                      patching=patching)
+                      patching=patching, n_features=width)
     return train, val
 
 

@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a script from any folder: make `model_tr
 
 from model_training.checkpoint import CheckpointError  # noqa: E402
 from model_training.config import DEFAULT_CONFIG, ConfigError, check_training_data, load_config  # noqa: E402
+from nejm_b2txt_utils.atomic_io import DiskFullError  # noqa: E402
 from nejm_b2txt_utils.cli_errors import print_bad_input  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15FormatError  # noqa: E402
 
@@ -44,10 +45,12 @@ def main(argv: list[str] | None = None, default_config: Path = DEFAULT_CONFIG, t
         return print_bad_input(exc)
     try:
         trainer.train()
-    except NonFiniteTrainingError as exc:  # the data or lr: one line, as a config error
+    except (NonFiniteTrainingError, DiskFullError) as exc:  # the data or lr, a full disk: one line
         return print_bad_input(exc)
     finally:
         trainer.close()
+    if getattr(trainer, "interrupted_at", None) is not None:  # Ctrl-C: last_checkpoint saved, the loop logged it
+        return 130
     return 0
 
 

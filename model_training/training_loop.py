@@ -18,7 +18,9 @@ A trainer mixes :class:`TrainingLoop` in and provides the hooks below; the attri
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +112,28 @@ class GreedyPER:
         for name, (ed, n) in self.extra_ed.items():
             m[f"{name}_PER"] = ed / n if n else float("nan")
         return m
+
+
+class _DeferredInterrupt:
+    """SIGINT during training: the first Ctrl-C is noted (the loop saves ``last_checkpoint`` after the current
+    batch and stops), a second one interrupts at once as before. Only in the main thread."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("Ctrl-C: saving last_checkpoint after this batch (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class TrainingLoop:
@@ -212,26 +236,37 @@ class TrainingLoop:
                     dynamic_ncols=True, file=sys.stderr)
         i = self.start_step - 1
         batches: Iterator = self._batches() if self.start_step < self.n_batches else iter(())
-        for i, batch in zip(range(self.start_step, self.n_batches), batches):
-            t0 = time.time()
-            loss, grad_norm = self._train_one(batch, i)
-            self.train_losses.append(loss)
-            pbar.update(1)
-            if i % log_every == 0:
-                self.logger.info(f"Train batch {i}: loss: {loss:.2f} grad norm: {grad_norm:.2f}{self._log_suffix()} "
-                                 f"time: {time.time() - t0:.3f}")
-                pbar.set_postfix(loss=f"{loss:.2f}", PER=f"{self.val_PERs[-1]:.4f}" if self.val_PERs else "-")
-            if i % val_every == 0 or i == self.n_batches - 1:
-                if self._validate_step(i, pbar):
-                    self.logger.info(f"Overall validation PER has not improved in {a.early_stopping_val_steps} "
-                                     f"validation steps. Stopping training early at batch: {i}")
+        self.interrupted_at = None
+        stop_request = _DeferredInterrupt() if self.is_main else None
+        try:
+            for i, batch in zip(range(self.start_step, self.n_batches), batches):
+                if stop_request is not None and stop_request.requested:  # Ctrl-C: save, one line (was a traceback)
+                    self._save_last(i)
+                    self.interrupted_at = i
+                    self.logger.warning(f"interrupted at batch {i}; resume with resume=true")
                     break
-            elif self.is_main and save_every > 0 and (i + 1) % save_every == 0:
-                self._save_last(i + 1)
-            if stop_at_batch is not None and i >= stop_at_batch:
-                if self.is_main:
+                t0 = time.time()
+                loss, grad_norm = self._train_one(batch, i)
+                self.train_losses.append(loss)
+                pbar.update(1)
+                if i % log_every == 0:
+                    self.logger.info(f"Train batch {i}: loss: {loss:.2f} grad norm: {grad_norm:.2f}{self._log_suffix()} "
+                                     f"time: {time.time() - t0:.3f}")
+                    pbar.set_postfix(loss=f"{loss:.2f}", PER=f"{self.val_PERs[-1]:.4f}" if self.val_PERs else "-")
+                if i % val_every == 0 or i == self.n_batches - 1:
+                    if self._validate_step(i, pbar):
+                        self.logger.info(f"Overall validation PER has not improved in {a.early_stopping_val_steps} "
+                                         f"validation steps. Stopping training early at batch: {i}")
+                        break
+                elif self.is_main and save_every > 0 and (i + 1) % save_every == 0:
                     self._save_last(i + 1)
-                break
+                if stop_at_batch is not None and i >= stop_at_batch:
+                    if self.is_main:
+                        self._save_last(i + 1)
+                    break
+        finally:
+            if stop_request is not None:
+                stop_request.restore()
         pbar.close()
         self.logger.info(f"Best avg val PER achieved: {self.best_val_PER:.5f}")
         self.logger.info(f"Total training time: {(time.time() - train_start) / 60:.2f} minutes")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nejm_b2txt_utils.cli_errors import ConfigError
-from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, ctc_feasible, encode_transcription
+from nejm_b2txt_utils.t15_hdf5 import N_FEATURES, T15File, T15FormatError, ctc_feasible, encode_transcription
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,12 @@ class TrialBatches:
 
     def __init__(self, trial_indicies: dict, n_batches: int, split: str = "train", batch_size: int = 64,
                  days_per_batch: int = 1, random_seed: int = -1, must_include_days: list | None = None,
-                 feature_subset: list | None = None, patching: tuple[int, int] | None = (14, 4)):
-        """``patching``: the model's ``(patch_size, patch_stride)``, for the files' labels-vs-frames check."""
+                 feature_subset: list | None = None, patching: tuple[int, int] | None = (14, 4),
+                 n_features: int | None = N_FEATURES):
+        """``patching``: the model's ``(patch_size, patch_stride)``, for the files' labels-vs-frames check;
+        ``n_features``: the files' feature width (``model.n_input_features``; ``None``: any, with a subset)."""
         self.patching = patching
+        self.n_features = n_features
         if random_seed != -1:
             np.random.seed(random_seed)
         if split not in ("train", "test"):
@@ -235,7 +238,7 @@ class TrialBatches:
         if os.getpid() != self._pid:  # forked into a DataLoader worker: never share h5py handles
             self._files, self._pid = {}, os.getpid()
         if path not in self._files:
-            self._files[path] = T15File(path, patching=self.patching)
+            self._files[path] = T15File(path, n_features=self.n_features, patching=self.patching)
         return self._files[path]
 
     def __getstate__(self) -> dict:

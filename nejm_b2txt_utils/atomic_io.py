@@ -7,9 +7,11 @@ readers see the old file or the new one, nothing in between.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import re
 import shutil
 import stat
 import tempfile
@@ -19,8 +21,47 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_pickle", "publish_dir"]
+__all__ = ["DiskFullError", "sweep_stale_temp_files", "atomic_path", "atomic_open", "atomic_write_text",
+           "atomic_write_bytes", "atomic_write_json", "atomic_write_pickle", "publish_dir"]
+
+
+class DiskFullError(OSError):
+    """A write ran out of space; the message names the file and says that its previous content is kept."""
+
+
+#: What full disks look like from writers that do not raise ``OSError(ENOSPC)`` (torch.save's zip writer).
+_DISK_FULL_TEXT = ("no space left on device", "unexpected pos", "disk quota exceeded")
+#: The temp names of :func:`atomic_path`: ``.<name>.<8 random chars><suffix>`` (``mkstemp``).
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (OSError, RuntimeError)) and any(t in text for t in _DISK_FULL_TEXT)
+
+
+def sweep_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files of :func:`atomic_path` writes that were killed (``kill -9``) before their rename.
+
+    Call it where no other process writes into ``folder`` at the same time (a run's start or resume).
+
+    Args:
+        folder: the folder (a missing one has nothing to sweep).
+
+    Returns:
+        The removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in sorted(folder.iterdir()):
+        if _TEMP_NAME.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 @contextmanager
@@ -44,6 +85,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         OSError: ``path`` exists and is not a regular file (a device such as ``/dev/null``: the rename would
             replace the device), the folder cannot be created, or the rename fails; the temp file is removed
             and ``path`` keeps its previous content.
+        DiskFullError: the block or the fsync ran out of space (also torch.save's ``unexpected pos``): one
+            message naming ``path``; the temp file is removed and ``path`` keeps its previous content.
     """
     path = Path(path)
     if path.is_dir():
@@ -60,6 +103,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
             os.fsync(fh.fileno())
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if not _is_disk_full(exc):
+            raise
+        kept = f"the previous {path.name} is kept" if path.is_file() else "nothing was written"
+        full = DiskFullError(f"cannot save {path}: no space left on device; {kept}")
+        full.errno = errno.ENOSPC
+        raise full from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -29,6 +29,21 @@ class BlockRow:
     split: str
 
 
+def session_date(session: str) -> str | None:
+    """``t15.2023.08.13`` -> ``2023-08-13``; ``None`` for a name that is not ``<participant>.YYYY.MM.DD``.
+
+    Args:
+        session: a session folder name (any: users add their own, e.g. ``my_new_day``).
+
+    Returns:
+        The date as the CSV writes it, or ``None``.
+    """
+    parts = session.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]) or [len(p) for p in parts[1:]] != [4, 2, 2]:
+        return None
+    return "-".join(parts[1:])
+
+
 def session_to_date(session: str) -> str:
     """``t15.2023.08.13`` -> ``2023-08-13``.
 
@@ -133,4 +148,5 @@ class CorpusLookup:
         Returns:
             The corpus name, or ``'unknown'``.
         """
-        return self._map.get((session_to_date(session), int(block_num)), "unknown")
+        date = session_date(session)  # a session not named by date (my_new_day) has no CSV rows: 'unknown'
+        return "unknown" if date is None else self._map.get((date, int(block_num)), "unknown")

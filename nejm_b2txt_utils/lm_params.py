@@ -163,6 +163,11 @@ PARAMS: tuple[Param, ...] = (
           "beam_acoustic_scale: that decoder has no max_active, and its work grows about tenfold per 4 cost units "
           "on ambiguous input; with max_frames_per_utterance it bounds the search, not the tokens per frame of "
           "uninformative logits (see decoding/wfst.py)", low=0, high=1000, low_open=True),
+    Param("lattice_max_arcs", int, 3000,
+          "bounded finalize work (added): a finalize whose lattice at beam lattice_beam has more arcs than this "
+          "(ambiguous logits) skips the wider lattice pass and extracts the n-best from its best arcs only (the "
+          "lattice beam narrows); at most this many arcs reach the n-best extraction (see decoding/wfst.py)",
+          low=100),
     Param("gpu_number", int, 0, "CUDA device for the causal LM; -1 or no CUDA: CPU", low=-1),
     Param("llm_batch_size", int, 0, "causal-LM batch size (0: the whole n-best at once)", low=0),
     Param("llm_scoring", str, "tree",

@@ -19,6 +19,7 @@ from nejm_b2txt_utils.redis_protocol import (
     LMTimeoutError,
     _update_fields,
     encode_logits,
+    logits_fields,
     parse_scoring,
     read_next,
     read_server_args,
@@ -148,7 +149,7 @@ class MultiClientLMClient:
             LMProtocolError: wrong shape, or the worker rejected the chunk.
             LMTimeoutError: no answer within ``timeout_s``.
         """
-        self.r.xadd(mc_input_stream(utt.utt_id), {"logits": encode_logits(logits)})
+        self.r.xadd(mc_input_stream(utt.utt_id), logits_fields(logits))
         chunk = utt.chunks_sent
         utt.chunks_sent += 1
         if not wait:
@@ -194,7 +195,7 @@ class MultiClientLMClient:
         utt = self.start_utterance(params, context)
         pipe = self.r.pipeline(transaction=False)
         for start in range(0, max(1, arr.shape[0]), step):
-            pipe.xadd(mc_input_stream(utt.utt_id), {"logits": encode_logits(arr[start : start + step])})
+            pipe.xadd(mc_input_stream(utt.utt_id), logits_fields(arr[start : start + step]))
             utt.chunks_sent += 1
         pipe.xadd(mc_input_stream(utt.utt_id), {"finalize": 1})
         pipe.execute()

@@ -76,25 +76,75 @@ def encode_logits(logits: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr).tobytes()
 
 
-def decode_logits(payload: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_logits`.
+#: The optional ``dtype`` field of a logits entry (our clients always send it, with ``shape``).
+LOGITS_DTYPE = "float32"
+#: Plausibility of float32 logits: a CTC model's (raw or log-softmax) stay far inside ``MAX_ABS_LOGIT``, and almost
+#: none are nonzero below ``TINY_LOGIT``; the bytes of float16 logits read as float32 are 1e5..1e9 for values >= 8 and
+#: below 1e-6 for |values| < 0.2, float64's halves are anything: such chunks are refused, not decoded into nonsense.
+MAX_ABS_LOGIT = 1e5
+TINY_LOGIT = 1e-6
+MAX_TINY_FRACTION = 0.25
+
+
+def logits_fields(logits: np.ndarray) -> dict[str, bytes | str]:
+    """The fields of a logits entry as our clients send them: ``logits`` plus the optional ``dtype`` and ``shape``.
+
+    Args:
+        logits: ``[T, 41]`` LM-order logits.
+
+    Returns:
+        ``{"logits": bytes, "dtype": "float32", "shape": "T,41"}``.
+
+    Raises:
+        LMProtocolError: not ``[T, 41]``.
+    """
+    data = encode_logits(logits)
+    return {"logits": data, "dtype": LOGITS_DTYPE, "shape": f"{len(data) // (4 * N_CLASSES)},{N_CLASSES}"}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def decode_logits(payload: bytes, dtype: bytes | str | None = None, shape: bytes | str | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_logits`, with the checks a server needs.
 
     Args:
         payload: the ``logits`` field.
+        dtype: the optional ``dtype`` field (must be ``float32``).
+        shape: the optional ``shape`` field, ``"T,41"`` (must match the byte length).
 
     Returns:
         ``[T, 41]`` float32 (a read-only view of ``payload``).
 
     Raises:
-        LMProtocolError: a byte length that is not a multiple of 41 float32s, or NaN/Inf values (the original
-            would crash or decode garbage).
+        LMProtocolError: a byte length that is not a multiple of 41 float32s, NaN/Inf values (the original
+            would crash or decode garbage), a ``dtype``/``shape`` field that does not fit, or values no float32
+            logits have (:data:`MAX_ABS_LOGIT`, :data:`TINY_LOGIT`: another dtype's bytes).
     """
+    if dtype is not None and _text(dtype) != LOGITS_DTYPE:
+        raise LMProtocolError(f"logits: dtype {_text(dtype)!r}: expected {LOGITS_DTYPE!r} (send "
+                              "np.asarray(x, np.float32).tobytes())")
     if len(payload) % (4 * N_CLASSES) != 0:
         raise LMProtocolError(
             f"logits: {len(payload)} bytes is not a multiple of {4 * N_CLASSES} (float32 x {N_CLASSES} classes)")
-    arr = np.frombuffer(payload, dtype=np.float32).reshape(-1, N_CLASSES)
+    n_frames = len(payload) // (4 * N_CLASSES)
+    if shape is not None:
+        parts = _text(shape).replace("(", "").replace(")", "").replace(" ", "").split(",")
+        if not (len(parts) == 2 and all(p.isdigit() for p in parts)
+                and (int(parts[0]), int(parts[1])) == (n_frames, N_CLASSES)):
+            raise LMProtocolError(f"logits: shape {_text(shape)!r}: expected '{n_frames},{N_CLASSES}' ([T, "
+                                  f"{N_CLASSES}] frames x classes, T from the {len(payload)} bytes)")
+    arr = np.frombuffer(payload, dtype=np.float32).reshape(-1, N_CLASSES)  # [T, 41]
     if not np.isfinite(arr).all():
         raise LMProtocolError("logits: contain NaN or Inf")
+    mag = np.abs(arr)
+    nonzero = mag[mag > 0]
+    tiny = float((nonzero < TINY_LOGIT).mean()) if nonzero.size else 0.0
+    if arr.size and (mag.max() > MAX_ABS_LOGIT or tiny > MAX_TINY_FRACTION):
+        raise LMProtocolError(
+            f"logits: implausible float32 values (max |x| {mag.max():.3g}, {100 * tiny:.0f} % of nonzero |x| < "
+            f"{TINY_LOGIT:g}); expected float32 logits within +-{MAX_ABS_LOGIT:g}: float16 or float64 bytes?")
     return arr
 
 
@@ -211,6 +261,28 @@ def connect(host: str = "localhost", port: int = 6379, db: int = 0, password: st
     return redis.Redis(host=host, port=port, db=db, password=password, **kw)
 
 
+#: Redis client-name prefix of the LM server's connections (``CLIENT SETNAME``): a client tells a slow server
+#: (its connection is still there) from a dead one (gone).
+LM_SERVER_CLIENT_NAME = "b2txt_lm_server"
+
+
+def lm_server_connections(r) -> int | None:
+    """How many connections of LM server processes Redis holds (``CLIENT LIST``).
+
+    Args:
+        r: a redis-py client.
+
+    Returns:
+        The count, or ``None`` when ``CLIENT LIST`` is refused (an ACL) or fails.
+    """
+    import redis
+
+    try:
+        return sum(1 for c in r.client_list() if str(c.get("name", "")).startswith(LM_SERVER_CLIENT_NAME))
+    except (redis.RedisError, OSError):
+        return None
+
+
 def read_next(r, stream: str, after: int | bytes, timeout_s: float, block_ms: int, what: str) -> tuple[bytes, dict]:
     """Wait for the next entry of ``stream`` after id ``after``: the one wait loop of both clients.
 
@@ -315,6 +387,7 @@ class RemoteLMClient:
     timeout_s: float = 60.0
     block_ms: int = 1000
     retries: int = 0
+    slow_server_waits: int = 2  # extra timeouts waited while the LM server is connected (slow, not dead)
     input_stream: str = INPUT_STREAM
     partial_stream: str = PARTIAL_OUTPUT_STREAM
     final_stream: str = FINAL_OUTPUT_STREAM
@@ -337,9 +410,23 @@ class RemoteLMClient:
     def _wait(self, stream: str, what: str) -> dict[bytes, bytes]:
         deadline = time.monotonic() + self.timeout_s
         mine = self.client_id.encode()
+        slow_waits = 0
         while True:
             remaining = max(0.001, deadline - time.monotonic())
-            entry_id, fields = read_next(self.r, stream, self.last_seen[stream], remaining, self.block_ms, what)
+            try:
+                entry_id, fields = read_next(self.r, stream, self.last_seen[stream], remaining, self.block_ms, what)
+            except LMTimeoutError as exc:  # slow but alive (its connection is there): wait on, do not reset it
+                alive = lm_server_connections(self.r)
+                if alive and slow_waits < self.slow_server_waits:
+                    slow_waits += 1
+                    log.warning("%s: no answer in %.0f s but the LM server is connected (busy): waiting another "
+                                "%.0f s (%d/%d)", what, self.timeout_s, self.timeout_s, slow_waits,
+                                self.slow_server_waits)
+                    deadline = time.monotonic() + self.timeout_s
+                    continue
+                state = ("no LM server is connected to Redis (stopped or dead)" if alive == 0 else
+                         "the LM server is connected but busy" if alive else "LM server state unknown")
+                raise LMTimeoutError(f"{exc} ({state})") from None
             self.last_seen[stream] = entry_id
             if fields.get(b"client_id", mine) != mine:  # untagged: an original server's answer
                 continue
@@ -386,7 +473,7 @@ class RemoteLMClient:
             LMProtocolError: wrong shape, or the server rejected the chunk.
             LMTimeoutError: no partial result within ``timeout_s``.
         """
-        self.r.xadd(self.input_stream, {"logits": encode_logits(logits), "client_id": self.client_id})
+        self.r.xadd(self.input_stream, {**logits_fields(logits), "client_id": self.client_id})
         fields = self._wait(self.partial_stream, "partial result")
         if b"error" in fields:
             raise LMProtocolError(f"LM server rejected the logits: {fields[b'error'].decode()}")

@@ -217,13 +217,13 @@ def decode_transcription(codes: np.ndarray) -> str:
 class T15File:
     """Lazy reader: opens the file once, reads one trial at a time. Use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike, n_features: int = N_FEATURES, validate: bool = True,
+    def __init__(self, path: str | os.PathLike, n_features: int | None = N_FEATURES, validate: bool = True,
                  patching: tuple[int, int] | None = (14, 4)):
         """Open the file and list its trials.
 
         Args:
             path: a ``data_<split>.hdf5`` file.
-            n_features: expected feature channels (512).
+            n_features: expected feature channels (512; ``None``: any width).
             validate: check every trial read (shape, finite values, labels vs frames).
             patching: ``(patch_size, patch_stride)`` of the model the trials are for (the labels-vs-frames check
                 depends on it; default the baseline's 14/4); ``None`` skips that check.
@@ -268,6 +268,21 @@ class T15File:
 
     def _err(self, key: str, field: str, msg: str) -> T15FormatError:
         return T15FormatError(f"{self.path}: {key}: field '{field}': {msg}")
+
+    def feature_width(self, key: str | int = 0) -> int | None:
+        """The channels of a trial's ``input_features`` (from the dataset's shape; nothing is read).
+
+        Args:
+            key: ``trial_NNNN`` or its index (default the first trial).
+
+        Returns:
+            The width, or ``None`` for a file without trials or a trial without a 2-D ``input_features``.
+        """
+        if not self.keys:
+            return None
+        key = trial_key(key) if isinstance(key, int) else key
+        ds = self._h5[key].get("input_features") if key in self._h5 else None
+        return int(ds.shape[1]) if ds is not None and len(ds.shape) == 2 else None
 
     def read_meta(self, key: str | int) -> dict:
         """Attributes only (cheap): session, block_num, trial_num, n_time_steps, seq_len.
@@ -377,8 +392,8 @@ class T15File:
             T15FormatError: wrong feature shape, non-finite values, inconsistent ``n_time_steps`` or labels.
         """
         key, x = trial.key, trial.input_features
-        if x.ndim != 2 or x.shape[1] != self.n_features:
-            raise self._err(key, "input_features", f"expected shape [T, {self.n_features}], got {list(x.shape)}")
+        if x.ndim != 2 or (self.n_features is not None and x.shape[1] != self.n_features):
+            raise self._err(key, "input_features", f"expected shape [T, {self.n_features or 'C'}], got {list(x.shape)}")
         if not np.isfinite(x).all():
             bad = np.argwhere(~np.isfinite(x))[0]
             raise self._err(key, "input_features", f"non-finite value {x[bad[0], bad[1]]} at bin {bad[0]}, "

@@ -21,12 +21,31 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-__all__ = ["TEXT_NORMS", "DEFAULT_TEXT_NORM", "normalize_text", "normalize_for_wer", "normalize_sentence",
+__all__ = ["submission_text", "TEXT_NORMS", "DEFAULT_TEXT_NORM", "normalize_text", "normalize_for_wer", "normalize_sentence",
            "remove_punctuation", "number_to_words", "ordinal_words", "year_words", "verbalize_numbers",
            "fold_typography"]
 
 # --------------------------------------------------------------------------- the original's (exact)
 _NOT_ALLOWED = re.compile(r"[^a-zA-Z\- ']")
+
+
+_NOT_SUBMISSION = re.compile(r"[^a-z' ]")
+
+
+def submission_text(sentence: str) -> str:
+    """A decoded sentence as the submission CSV holds it: lower-case letters, single spaces and apostrophes.
+
+    The LM vocabulary keeps CMU words with ``-`` or ``.`` (``bas-reliefs``, ``a.m.``, ``u.s.``: 1,126 of them);
+    hyphens become spaces, periods and any other character are dropped.
+
+    Args:
+        sentence: the LM's sentence.
+
+    Returns:
+        E.g. ``"the bas reliefs at am in the us"`` for ``"the bas-reliefs at a.m. in the u.s."``.
+    """
+    text = sentence.lower().replace("-", " ")
+    return " ".join(_NOT_SUBMISSION.sub("", text).split())
 
 
 def remove_punctuation(sentence: str) -> str:

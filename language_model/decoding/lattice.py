@@ -13,6 +13,11 @@ does not expose (spec §4.4, §9.2 d, §9.5.2):
      (graph, acoustic) split of its best alignment, which is what Kaldi's determinization keeps;
   5. sequences worse than best + ``lattice_beam`` are dropped (Kaldi's pruned determinization does that).
 
+Bounded work (added): a lattice of more than ``max_arcs`` arcs (ambiguous logits: an early checkpoint's
+near-uniform output made lattices of 65k arcs whose n-best took minutes) is first cut to about ``max_arcs`` arcs by
+:func:`cap_lattice`: the arcs on the best paths (forward-backward slack), which narrows the lattice beam to what
+those arcs span; steps 2-5 then run on it at that beam.
+
 With ``nbest == 1`` none of this runs: the best path of the lattice pass (:func:`best_path_hypothesis`) is
 the best word sequence, and its (graph, acoustic) split is that path's own. Step 2 writes the acceptor
 in OpenFST's binary form from arrays (no text round trip); step 4 first drops the arcs that lie on no
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from language_model.decoding.native_calls import native_call
 from nejm_b2txt_utils.hypothesis import Hypothesis
 
 _FST_MAGIC = 2125659606
@@ -247,10 +253,11 @@ def distinct_word_sequences(lat: RawLattice, n: int, beam: float) -> list[tuple[
     if lat.num_states == 0 or (lat.offsets[lat.start] == lat.offsets[lat.start + 1] and lat.start not in lat.finals):
         return []
     acceptor = _word_acceptor(lat)
-    acceptor.rmepsilon(weight=beam)  # pruned at the search's width (and it connects: no dead states)
-    if acceptor.num_states() == 0:
-        return []
-    best = pywrapfst.shortestpath(acceptor, nshortest=n, unique=True, weight=beam)
+    with native_call():
+        acceptor.rmepsilon(weight=beam)  # pruned at the search's width (and it connects: no dead states)
+        if acceptor.num_states() == 0:
+            return []
+        best = pywrapfst.shortestpath(acceptor, nshortest=n, unique=True, weight=beam)
     out = _linear_paths(best)
     out.sort(key=lambda x: x[1])
     return out
@@ -290,6 +297,36 @@ def _path_slack(lat: RawLattice, order: list[int]) -> np.ndarray:
         slack = np.asarray(alpha)[src] + np.asarray(cost) + np.asarray(beta)[np.asarray(nxt, dtype=np.int64)]
         slack = slack - beta[lat.start]
     return np.where(np.isnan(slack), np.inf, slack)
+
+
+def cap_lattice(lat: RawLattice, max_arcs: int, beam: float) -> tuple[RawLattice, float]:
+    """At most about ``max_arcs`` arcs: those on the best complete paths (a narrower lattice beam).
+
+    Args:
+        lat: the lattice (acyclic).
+        max_arcs: the arc budget (arcs tied at the cut are all kept).
+        beam: the lattice beam the caller would use (cost units).
+
+    Returns:
+        ``(lattice, beam)``: ``lat`` and ``beam`` unchanged when it has at most ``max_arcs`` arcs; else the arcs
+        whose best complete path is within ``b`` of the best one, ``b = min(beam, the max_arcs-th smallest
+        slack)``, and ``b`` (every path within ``b`` of the best survives whole).
+
+    Raises:
+        ValueError: the lattice has a cycle.
+    """
+    if len(lat.flat) <= max_arcs:
+        return lat, beam
+    slack = _path_slack(lat, _topological_order(lat))
+    finite = np.sort(slack[np.isfinite(slack)])
+    if finite.size == 0:
+        return lat, beam
+    cut = min(beam, float(finite[min(max_arcs, finite.size) - 1]))
+    keep = slack <= cut + 1e-3 * (1.0 + cut)  # the tolerance of split_scores: a kept path keeps all its arcs
+    src = np.repeat(np.arange(lat.num_states), np.diff(lat.offsets))  # [A] source state of each arc
+    counts = np.bincount(src[keep], minlength=lat.num_states)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return RawLattice(start=lat.start, flat=lat.flat[keep], offsets=offsets, finals=lat.finals), cut
 
 
 def split_scores(lat: RawLattice, sequences: Sequence[tuple[int, ...]],
@@ -385,16 +422,20 @@ def best_path_hypothesis(path, acoustic_scale: float,
 
 
 def lattice_word_nbest(
-    lattice, n: int, lattice_beam: float, acoustic_scale: float, words_to_text: Callable[[Sequence[int]], str]
+    lattice, n: int, lattice_beam: float, acoustic_scale: float, words_to_text: Callable[[Sequence[int]], str],
+    max_arcs: int | None = None,
 ) -> list[Hypothesis]:
     """Distinct word sequences of a raw ``kaldifst.Lattice``, best first, within ``lattice_beam`` of the best.
 
     Args:
-        lattice: the raw lattice of ``LatticeSimpleDecoder.get_raw_lattice`` (acoustic costs already scaled).
+        lattice: the raw lattice of ``LatticeSimpleDecoder.get_raw_lattice`` (acoustic costs already scaled), or
+            it read with :func:`read_lattice`.
         n: the most sequences to return (``nbest``).
         lattice_beam: keep sequences within this cost of the best.
         acoustic_scale: the scale the acoustic costs carry, divided out of ``ac``.
         words_to_text: word ids -> sentence.
+        max_arcs: a larger lattice is first cut to about this many arcs (:func:`cap_lattice`; the beam narrows
+            to what they span); ``None``: no cap.
 
     Returns:
         Hypotheses with ``lm = -graph``, ``ac = -acoustic / acoustic_scale`` and
@@ -404,7 +445,9 @@ def lattice_word_nbest(
         import kaldifst
 
         return best_path_hypothesis(kaldifst.shortest_path(lattice, n=1), acoustic_scale, words_to_text)
-    lat = read_lattice(lattice)
+    lat = lattice if isinstance(lattice, RawLattice) else read_lattice(lattice)
+    if max_arcs is not None:
+        lat, lattice_beam = cap_lattice(lat, max_arcs, lattice_beam)
     seqs = distinct_word_sequences(lat, n, lattice_beam)
     if not seqs:
         return []

@@ -36,6 +36,14 @@ tokens per frame themselves; on uninformative logits (a flat or pure-noise model
 graph keeps 10^4-10^5 tokens per frame within 13-17 cost units (measured on 40 flat frames: 0.4 s per frame
 at 13, 1.2-4 s at 17, on one shared core), where Kaldi's max_active would have narrowed the beam. Only the
 streaming pass has that cap (``max_active``). The default (13) is below the ceiling: unchanged.
+
+Bounded finalize (added; ``--lattice_max_arcs``, 3000): the lattice pass first runs at ``lattice_beam`` (8; cheap:
+0.4 s on 52 near-uniform frames of the wordfreq 1-gram, where beam 13 took 30 s and 9 took 3 s). When that
+lattice has more than ``lattice_max_arcs`` arcs the logits are ambiguous (an early checkpoint's, near-uniform;
+confident ones give ~15 arcs per frame) and that lattice is used, cut to its best ``lattice_max_arcs`` arcs
+(:func:`~language_model.decoding.lattice.cap_lattice`) before the n-best extraction; otherwise the pass is redone at
+:attr:`CtcWfstDecoder.lattice_pass_beam` as before (same n-best). Before, 52 such frames took 251 s to finalize
+(``benchmarks/lm_finalize_bound.py`` measures it).
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
-from language_model.decoding.lattice import best_path_hypothesis, lattice_word_nbest
+from language_model.decoding.lattice import best_path_hypothesis, lattice_word_nbest, read_lattice
+from language_model.decoding.native_calls import native_call
 from language_model.graph.fst_io import read_fst
 from nejm_b2txt_utils.hypothesis import Hypothesis
 from nejm_b2txt_utils.lm_params import LMParams
@@ -59,7 +68,8 @@ log = logging.getLogger(__name__)
 
 #: The parameters the search reads; a change of any of them needs a new search (:meth:`CtcWfstDecoder.set_options`).
 SEARCH_FIELDS = ("beam", "max_active", "min_active", "lattice_beam", "acoustic_scale", "ctc_blank_skip_threshold",
-                 "blank_penalty", "nbest", "lattice_pass_margin", "beam_acoustic_scale", "lattice_pass_max_beam")
+                 "blank_penalty", "nbest", "lattice_pass_margin", "beam_acoustic_scale", "lattice_pass_max_beam",
+                 "lattice_max_arcs")
 
 
 class UtteranceTooLongError(ValueError):
@@ -266,7 +276,8 @@ class CtcWfstDecoder:
         self._n_received += logp.shape[0]
         feed = (self._select_frames(logp) * self.opts.acoustic_scale).astype(np.float32)
         if feed.shape[0]:
-            self._faster.advance_decoding(kaldi_decoder.DecodableCtc(feed, offset=self._n_fed))
+            with native_call():
+                self._faster.advance_decoding(kaldi_decoder.DecodableCtc(feed, offset=self._n_fed))
             self._frames.append(feed)
             self._n_fed += feed.shape[0]
         return self.partial()
@@ -295,21 +306,45 @@ class CtcWfstDecoder:
             frame was received or no path survived. The decoder stays finalized until :meth:`reset` (or new
             logits, which start a new utterance).
         """
-        import kaldi_decoder
-
         self.finalized = True
         if self._n_fed == 0:
             return []
         frames = np.concatenate(self._frames) if len(self._frames) > 1 else self._frames[0]
         o = self.opts
-        cfg = kaldi_decoder.LatticeSimpleDecoderConfig(beam=self.lattice_pass_beam, lattice_beam=o.lattice_beam)
-        dec = kaldi_decoder.LatticeSimpleDecoder(self.res.tlg, cfg)
-        if not dec.decode(kaldi_decoder.DecodableCtc(frames)):
-            log.warning("lattice decoder reached no state at the end of %d frames", frames.shape[0])
+        wide = self.lattice_pass_beam
+        dec = self._lattice_pass(frames, min(wide, o.lattice_beam))
+        lat = None
+        if wide > o.lattice_beam:  # the narrow pass measures how ambiguous the logits are
+            with native_call():
+                ok, lattice = dec.get_raw_lattice(True)
+            lat = read_lattice(lattice) if ok and lattice.num_states else None
+            n_arcs = 0 if lat is None else len(lat.flat)
+            if n_arcs <= o.lattice_max_arcs:
+                dec, lat = self._lattice_pass(frames, wide), None
+            else:
+                log.warning("ambiguous logits: the lattice at beam %.1f has %d arcs (%d frames) > lattice_max_arcs="
+                            "%d; the n-best comes from its best arcs, no wider pass", o.lattice_beam, n_arcs,
+                            frames.shape[0], o.lattice_max_arcs)
         if o.nbest == 1:  # the best path is the 1-best and its own split: no lattice, no determinization
             ok, path = dec.get_best_path(True)
             return best_path_hypothesis(path, o.acoustic_scale, self.res.words_to_text) if ok else []
-        ok, lattice = dec.get_raw_lattice(True)
-        if not ok or lattice.num_states == 0:
-            return []
-        return lattice_word_nbest(lattice, o.nbest, o.lattice_beam, o.acoustic_scale, self.res.words_to_text)
+        if lat is None:
+            with native_call():
+                ok, lattice = dec.get_raw_lattice(True)
+            if not ok or lattice.num_states == 0:
+                return []
+            lat = read_lattice(lattice)
+        return lattice_word_nbest(lat, o.nbest, o.lattice_beam, o.acoustic_scale, self.res.words_to_text,
+                                  max_arcs=o.lattice_max_arcs)
+
+    def _lattice_pass(self, frames: np.ndarray, beam: float):
+        """``LatticeSimpleDecoder`` over ``frames`` ``[T', 41]`` (scaled, kept frames) at ``beam`` (cost units)."""
+        import kaldi_decoder
+
+        cfg = kaldi_decoder.LatticeSimpleDecoderConfig(beam=beam, lattice_beam=self.opts.lattice_beam)
+        dec = kaldi_decoder.LatticeSimpleDecoder(self.res.tlg, cfg)
+        with native_call():
+            reached = dec.decode(kaldi_decoder.DecodableCtc(frames))
+        if not reached:
+            log.warning("lattice decoder reached no state at the end of %d frames", frames.shape[0])
+        return dec

@@ -6,7 +6,8 @@ it gets back the reply fields and only adds its own framing (which stream, ``kin
 
 Bad input is answered, never fatal: every field of every message is checked (:func:`check_fields`: the
 fields a kind may carry; the update values against the parameter table), and a rejected message changes
-nothing. Malformed logits (unknown or missing field, empty, byte length, NaN/Inf) get an ``error`` field (with
+nothing. Malformed logits (unknown or missing field, empty, byte length, NaN/Inf, a ``dtype``/``shape`` field that
+does not fit, values no float32 logits have) get an ``error`` field (with
 an empty ``lm_response_partial``, so the original's client keeps working), a bad update or reset gets ``error``
 on its ack, a rejected or failed finalize answers an empty result with ``error``. Anything else that goes
 wrong while handling a message (a bug) is logged with its traceback and answered the same way: one message
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 RESET, UPDATE, LOGITS, FINALIZE = "reset", "update", "logits", "finalize"
 #: The fields a reset, finalize or logits message may carry (an update's are the parameter table's run-time
 #: rows). The value of ``done`` is ignored, as by the original (its client sends 0).
-MESSAGE_FIELDS = {RESET: ("done",), FINALIZE: ("done",), LOGITS: ("logits",)}
+MESSAGE_FIELDS = {RESET: ("done",), FINALIZE: ("done",), LOGITS: ("logits", "dtype", "shape")}  # dtype, shape: optional
 
 
 @dataclass
@@ -95,7 +96,8 @@ def check_fields(kind: str, fields: Mapping[bytes, bytes], source: str = "input"
     unknown = sorted(n for n in names if n not in allowed)
     where = source if kind == LOGITS else kind
     if unknown or (kind == LOGITS and "logits" not in names):
-        raise LMProtocolError(f"{where}: unknown field(s) {unknown}; expected only {allowed[0]!r}")
+        raise LMProtocolError(f"{where}: unknown field(s) {unknown}; expected only {allowed[0]!r}"
+                              + (" (and the optional 'dtype', 'shape')" if kind == LOGITS else ""))
     if kind == LOGITS and not fields.get(b"logits", fields.get("logits")):
         raise LMProtocolError(f"{where}: 'logits' is 0 bytes; expected T >= 1 frames of {4 * N_CLASSES} bytes "
                               f"(float32 x {N_CLASSES} classes)")
@@ -170,7 +172,7 @@ def _apply(service: LMService, session: Session, kind: str, fields: Mapping[byte
         return {"done": 1}
     if kind == LOGITS:
         try:
-            partial = session.decoder.accept_logits(decode_logits(fields[b"logits"]))
+            partial = session.decoder.accept_logits(decode_logits(fields[b"logits"], fields.get(b"dtype"), fields.get(b"shape")))
         except (LMProtocolError, ValueError) as exc:
             log.warning("rejected logits: %s", exc)
             return {"lm_response_partial": "", "error": str(exc)}

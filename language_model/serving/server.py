@@ -8,7 +8,8 @@ streams (:mod:`language_model.serving.legacy`) and the multi-client group
 Fixes and additions (each also noted where it happens):
   * Redis disconnects are retried with exponential backoff (0.5 s .. 5 s), logged once per outage;
   * ``--redis_password`` (default ``$REDIS_PASSWORD``); the server listens on nothing itself;
-  * SIGTERM/SIGINT finish the current message and stop; a message still running after
+  * SIGTERM/SIGINT during a long native call (lattice pass, n-best search) end the worker at once
+    (:mod:`language_model.decoding.native_calls`); elsewhere they finish the current message and stop; a message still running after
     ``STOP_GRACE_S`` (1 s) is abandoned: the original's streams get an error answer, a multi-client
     utterance stays pending for the next worker (the original ignored SIGTERM for as long as a request ran);
     ``--num_workers N`` forks N workers that share the loaded graph, restarts a crashed one under its
@@ -29,6 +30,7 @@ from dataclasses import replace
 
 import redis
 
+from language_model.decoding.native_calls import stop_signals_end_native_calls
 from language_model.serving.args import parse_args
 from language_model.serving.legacy import LegacyProtocol, LegacyRole
 from language_model.serving.multi_client import MultiClientWorker
@@ -77,7 +79,8 @@ class Worker:
         r = rp.connect(self.args.redis_ip, self.args.redis_port, db=self.args.redis_db,
                        password=self.args.redis_password, socket_connect_timeout=5,
                        socket_timeout=5 + BLOCK_MS / 1000, health_check_interval=30,
-                       retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2))
+                       retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2),
+                       client_name=f"{rp.LM_SERVER_CLIENT_NAME}:{self.name}")  # clients tell slow from dead
         r.ping()
         return r
 
@@ -184,6 +187,7 @@ def _run_worker(args, service: LMService, name: str) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGALRM, _grace_over)
+    stop_signals_end_native_calls()  # a seconds-long C++ call (lattice pass) no longer delays SIGTERM
     if args.num_workers > 1:  # share the cores; torch is imported (if at all) after this, in the worker
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.num_workers)))
     service.ensure_components(LMParams.from_namespace(args))  # no-op unless a forked worker must load its LLM

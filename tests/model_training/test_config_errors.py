@@ -82,3 +82,22 @@ def test_a_model_config_error_leaves_no_output_dir(tiny_data, tmp_path, script, 
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {expected}")
     assert not out.exists()
+
+
+def test_a_typo_in_a_yaml_overlay_gets_the_did_you_mean_warning(tmp_path, caplog):
+    """Issue 22 case 9: `base:` + `num_training_batchs: 10` was accepted silently (the CLI warned)."""
+    import logging
+
+    from model_training.config import DEFAULT_CONFIG, load_config
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(f"base: {DEFAULT_CONFIG}\nnum_training_batchs: 10\nmodel:\n  architecture: gru\n")
+    with caplog.at_level(logging.WARNING):
+        load_config(overlay)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("'num_training_batchs' (did you mean 'num_training_batches'?)" in m for m in msgs), msgs
+    assert not any("architecture" in m for m in msgs)  # a key added on purpose is not a typo
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_config(DEFAULT_CONFIG, ["num_training_batchs=10"])
+    assert any("(did you mean 'num_training_batches'?)" in r.getMessage() for r in caplog.records)

@@ -30,3 +30,20 @@ def test_evaluate_model_flag_defaults_to_the_shared_normalisation():
     assert parse_args(["--text_norm", "original"]).text_norm == "original"
     with pytest.raises(SystemExit):
         parse_args(["--text_norm", "nfkc"])
+
+
+def test_submission_text_is_lower_case_letters_spaces_and_apostrophes(tmp_path):
+    """Issue 22 case 10: the 1-gram's CMU words with '-' or '.' reached the Kaggle CSV."""
+    import csv
+
+    from model_training.eval_results import write_submission_csv
+    from nejm_b2txt_utils.text import submission_text
+
+    assert submission_text("the bas-reliefs") == "the bas reliefs"
+    assert submission_text("baton-rouge's at a.m. in the u.s.") == "baton rouge's at am in the us"
+    assert submission_text("  Don't  STOP -- now ") == "don't stop now"
+    path = write_submission_csv(["the bas-reliefs", "a.m.", ""], tmp_path / "sub.csv")
+    rows = list(csv.reader(path.open()))
+    assert rows == [["id", "text"], ["0", "the bas reliefs"], ["1", "am"], ["2", ""]]
+    raw = write_submission_csv(["AA B SIL"], tmp_path / "greedy.csv", words=False)
+    assert list(csv.reader(raw.open()))[1] == ["0", "AA B SIL"]

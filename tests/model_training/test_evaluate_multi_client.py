@@ -13,7 +13,7 @@ from nejm_b2txt_utils import redis_multi_client as rmc
 from nejm_b2txt_utils import redis_protocol as rp
 from nejm_b2txt_utils.phonemes import model_to_lm_order
 from nejm_b2txt_utils.redis_server import RedisServer
-from tests.model_training.test_evaluate_model import base_args, read_csv, val_trials
+from tests.model_training.test_evaluate_model import _letters, base_args, read_csv, val_trials
 
 
 class FakeMultiClientWorker:
@@ -44,7 +44,7 @@ class FakeMultiClientWorker:
                 self.payloads[utt] = entries[0][1][b"logits"]
                 n = len(rp.decode_logits(entries[0][1][b"logits"]))
                 scoring = rp.format_scoring([rp.Candidate("worse guess", -9.0, -2.0, 0.0, -9.0),
-                                             rp.Candidate(f"i heard {n} frames", -1.0, -2.0, 0.0, -2.3)])
+                                             rp.Candidate(f"i heard {_letters(n)} frames", -1.0, -2.0, 0.0, -2.3)])
                 out = rmc.mc_output_stream(utt)
                 self.r.xadd(out, {"kind": "partial", "chunk": 0, "lm_response_partial": "partial"})
                 self.r.xadd(out, {"kind": "final", "lm_response_final": "x", "scoring": scoring, "context_str": ""})
@@ -71,7 +71,7 @@ def test_multi_client_protocol_pipelines_trials_and_keeps_their_order(trained_mo
         finally:
             worker.close()
     assert code == 0
-    assert read_csv(tmp_path) == [f"i heard {len(e) // 164} frames" for e in expected]
+    assert read_csv(tmp_path) == [f"i heard {_letters(len(e) // 164)} frames" for e in expected]
     assert sorted(worker.payloads.values()) == sorted(expected)  # each trial sent once
     assert worker.most_waiting == 3  # three trials in flight (--lm_in_flight), never more
 

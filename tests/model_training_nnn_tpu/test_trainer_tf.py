@@ -95,7 +95,7 @@ def test_tiny_training_lowers_loss_resume_and_evaluate(tiny_data, tmp_path):
                                  "--eval_type", "val", "--lm", "none", "--gpu_number", "-1",
                                  "--csv_path", str(tiny_data / "t15_copyTaskData_description.csv")])
     assert rc == 0
-    (csv_path,) = out.glob("baseline_rnn_val_predicted_sentences_*.csv")
+    (csv_path,) = out.glob("baseline_rnn_val_greedy_phonemes_*.csv")  # --lm none: not a submission
     rows = list(csv.reader(csv_path.open()))
     assert rows[0] == ["id", "text"] and len(rows) == 8
     assert [int(r[0]) for r in rows[1:]] == list(range(7)) and all(r[1].strip() for r in rows[1:])

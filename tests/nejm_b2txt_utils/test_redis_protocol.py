@@ -108,3 +108,20 @@ def test_redis_server_binds_loopback_only():
         r = server.client()
         assert r.config_get("bind")["bind"] == "127.0.0.1"
         assert r.ping()
+
+
+def test_logits_fields_and_plausibility_issue_22_case_5():
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(0, 0.1, (52, 41)), rng.normal(0, 8, (40, 41)), np.zeros((3, 41))):  # float32: decoded
+        fields = rp.logits_fields(x)
+        assert fields["dtype"] == "float32" and fields["shape"] == f"{len(x)},41"
+        got = rp.decode_logits(fields["logits"], fields["dtype"].encode(), fields["shape"].encode())
+        assert np.array_equal(got, np.float32(x))
+    for x in (rng.normal(0, 0.1, (52, 41)), rng.normal(0, 8, (40, 41))):  # other dtypes' bytes: refused
+        for dtype in (np.float16, np.float64):
+            with pytest.raises(rp.LMProtocolError, match="implausible float32 values|NaN or Inf"):
+                rp.decode_logits(x.astype(dtype).tobytes())
+    with pytest.raises(rp.LMProtocolError, match="shape '41,40': expected '40,41'"):
+        rp.decode_logits(np.zeros((41, 40), np.float32).tobytes(), shape=b"41,40")
+    with pytest.raises(rp.LMProtocolError, match="dtype 'float16'"):
+        rp.decode_logits(np.zeros((2, 41), np.float16).tobytes(), dtype="float16")

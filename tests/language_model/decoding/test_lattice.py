@@ -226,7 +226,8 @@ def test_nbest_at_lattice_beam_20_is_the_exact_100_best(toy):
     assert [s for _, s in sorted((c, s) for s, c in got)] == [s for _, s in want]
     assert np.allclose(sorted(c for _, c in got), [c for c, _ in want], atol=1e-3)
     assert max(c for _, c in got) - min(c for _, c in got) > 8.0  # beyond what a width-8 pass could list
-    full = CtcWfstDecoder(toy, LMParams(acoustic_scale=0.3, blank_penalty=1.0, lattice_beam=20.0))
+    full = CtcWfstDecoder(toy, LMParams(acoustic_scale=0.3, blank_penalty=1.0, lattice_beam=20.0,
+                                        lattice_max_arcs=10**7))  # the uncapped n-best (the cap: 3000 arcs)
     full.accept_logits(logits)
     out = full.finalize()
     assert len(out) == 100 and out[0].sentence == "i need some water"

@@ -121,16 +121,21 @@ def test_options_apply(toy):
     # a starved search (beam 1, at most 2 active tokens) is what both passes really use (the original ignored it)
     noisy = synthetic_logits("i want to go home", seed=1, peak=2.0)
     starved = LMParams(acoustic_scale=0.325, blank_penalty=90.0, beam=1.0, max_active=2, min_active=1)
-    partials, full = decode(toy, noisy)
+    uncapped = LMParams(acoustic_scale=0.325, blank_penalty=90.0, lattice_max_arcs=10**7)  # peak 2: > 3000 arcs
+    partials, full = decode(toy, noisy, uncapped)
     starved_partials, starved_nbest = decode(toy, noisy, starved)
     assert partials[-1] == "i want to go home" and starved_partials[-1] != partials[-1]
     assert len(full) == OPTS.nbest and len(starved_nbest) < 5
     # the lattice pass searches with min(beam, lattice_beam + margin): a wider one changes nothing here
-    _, full_beam = decode(toy, noisy, LMParams(acoustic_scale=0.325, blank_penalty=90.0, lattice_pass_margin=50))
+    _, full_beam = decode(toy, noisy, LMParams(acoustic_scale=0.325, blank_penalty=90.0, lattice_pass_margin=50,
+                                               lattice_max_arcs=10**7))
     assert CtcWfstDecoder(toy, OPTS).lattice_pass_beam == 13.0
     assert [(h.sentence, h.ac, h.lm) for h in full_beam] == [(h.sentence, h.ac, h.lm) for h in full]
     with pytest.raises(ValueError, match="max_active"):
         LMParams(max_active=1)
+    # the default cap (lattice_max_arcs 3000) bounds that noisy lattice's n-best: fewer, the same best
+    _, capped = decode(toy, noisy)
+    assert 1 <= len(capped) < len(full) and capped[0].sentence == full[0].sentence
 
 
 def test_empty_utterance_and_logits_after_finalize(toy):

@@ -106,6 +106,7 @@ def test_update_params_rejects_every_bad_value_and_changes_nothing(client):
 
 
 LOGITS_OK = synthetic_logits("please help me", seed=1)
+NOISE = np.random.default_rng(0).normal(size=(60, 41)).astype(np.float32)  # an early checkpoint: near-uniform
 
 
 def _with(value: float, where=(2, 5)) -> bytes:
@@ -126,6 +127,14 @@ def _with(value: float, where=(2, 5)) -> bytes:
         ({"logits": LOGITS_OK.tobytes(), "x": 1}, "unknown field(s) ['x']"),
         ({"x": LOGITS_OK.tobytes()}, "unknown field(s) ['x']"),
         ({b"\xff": LOGITS_OK.tobytes()}, "unknown field(s)"),
+        # issue 22 case 5: wrong shape or type, same byte count as some [T, 41] float32
+        ({"logits": np.ascontiguousarray(LOGITS_OK[:38].T).tobytes(), "shape": "41,38"}, "shape '41,38'"),
+        ({"logits": np.zeros((41, 42), np.float32).tobytes(), "shape": "41,42", "dtype": "float32"},
+         "shape '41,42': expected '42,41'"),
+        ({"logits": LOGITS_OK[:38].astype(np.float16).tobytes()}, "implausible float32 values"),
+        ({"logits": (0.1 * NOISE[:40]).astype(np.float16).tobytes()}, "implausible float32 values"),
+        ({"logits": LOGITS_OK[:20].astype(np.float64).tobytes()}, "implausible float32 values"),
+        ({"logits": LOGITS_OK[:38].astype(np.float16).tobytes(), "dtype": "float16"}, "dtype 'float16'"),
     ],
 )
 def test_bad_logits_get_an_error_and_leave_the_utterance_alone(client, fields, expected):
@@ -137,12 +146,12 @@ def test_bad_logits_get_an_error_and_leave_the_utterance_alone(client, fields, e
     assert client.finalize()[b"lm_response_final"] == b"please help me"
 
 
-def test_extreme_finite_logits_are_decoded_without_harm(client):
+def test_extreme_finite_logits_are_refused_without_harm(client):
     client.reset()
     x = np.full((6, 41), -3.0e38, np.float32)
     x[:, 0] = 3.0e38
     reply = client.send_logits(x)
-    assert reply == {b"lm_response_partial": b""}
+    assert reply[b"lm_response_partial"] == b"" and b"implausible float32 values" in reply[b"error"]
     client.finalize()
     _decodes(client)
 

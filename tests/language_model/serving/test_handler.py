@@ -42,7 +42,7 @@ def test_out_of_range_updates_are_refused_and_the_session_keeps_serving(service)
     bad = handle_message(service, session, LOGITS, {b"logits": b"\x00" * 100})
     assert bad["lm_response_partial"] == "" and "multiple of 164" in bad["error"]
     extra = handle_message(service, session, LOGITS, {b"logits": encode_logits(logits), b"x": b"1"}, source="s")
-    assert extra["error"] == "s: unknown field(s) ['x']; expected only 'logits'"
+    assert extra["error"] == "s: unknown field(s) ['x']; expected only 'logits' (and the optional 'dtype', 'shape')"
     nan = logits.copy()
     nan[2, 3] = np.nan
     assert "NaN" in handle_message(service, session, LOGITS, {b"logits": encode_logits(nan)})["error"]
