@@ -11,6 +11,7 @@ from model_training.calibration import (
     CalibrationSettings,
     Calibrator,
     PseudoLabelStats,
+    Sentence,
     nearest_day,
     pseudo_label_from_logits,
     pseudo_label_from_sentence,
@@ -177,3 +178,35 @@ def test_evaluator_names_an_unknown_session_in_one_line_and_decodes_it_when_aske
                                          "error")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and NEW in err[0] and err[0].startswith("error: ")
+
+
+def test_triple_gru_decoder_gets_the_day_in_its_noise_and_clean_models(tmp_path):
+    from omegaconf import OmegaConf
+
+    from model_training.checkpoint import build_model
+
+    args = OmegaConf.create({
+        "model": {"architecture": "triple_gru", "n_input_features": 16, "n_units": 16, "n_layers": 1,
+                  "rnn_dropout": 0.0, "patch_size": 4, "patch_stride": 2, "n_noise_layers": 1, "n_clean_layers": 1,
+                  "n_noisy_layers": 1, "input_network": {"input_layer_dropout": 0.0}},
+        "dataset": {"sessions": ["t15.2023.08.11", "t15.2023.09.01"], "n_classes": 41,
+                    "data_transforms": {"smooth_data": True, "white_noise_std": 0.0}},
+        "lr_max_day": 0.01, "weight_decay_day": 0.0, "lr_max": 0.01, "weight_decay": 0.0, "beta0": 0.9,
+        "beta1": 0.999, "epsilon": 0.1})
+    torch.manual_seed(0)
+    model = build_model(args)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    sentences = [Sentence(rng.standard_normal((60, 16)).astype(np.float32), np.array([5, 40, 7, 40]), 0)
+                 for _ in range(3)]
+    cal = Calibrator(model, args, "t15.2023.10.01", CalibrationSettings(max_steps=3, stop_loss=0))
+    assert cal.day == 2 and cal.source_day == 1
+    assert cal.update(sentences).steps == 3
+    cal.save(tmp_path / "m")
+    loaded, new_args = load_trained_model(tmp_path / "m")
+    after = loaded.state_dict()
+    added = set(after) - set(before)
+    assert added == {f"{m}.day_{w}.2" for m in ("noise_model", "clean_speech_model") for w in ("weights", "biases")}
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert not torch.equal(after["clean_speech_model.day_weights.2"], after["clean_speech_model.day_weights.1"])
+    assert list(new_args.dataset.sessions)[-1] == "t15.2023.10.01"
