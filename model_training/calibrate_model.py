@@ -23,9 +23,11 @@ if __package__ in (None, ""):  # run as a script from any folder: make `model_tr
 import torch  # noqa: E402
 
 from model_training.calibration import (  # noqa: E402
+    CONTROL_STREAM,
     UPDATE_MODES,
     CalibrationSettings,
     Calibrator,
+    publish_model_path,
     read_sentences,
 )
 from model_training.checkpoint import CheckpointError, load_trained_model  # noqa: E402
@@ -57,17 +59,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad_clip", type=float, default=d.grad_clip, help="gradient norm clip, 0 = off (default: 10)")
     p.add_argument("--stop_loss", type=float, default=d.stop_loss,
                    help="stop once the new day's CTC loss per phoneme is below this (default: %(default)s)")
+    p.add_argument("--publish", default=None, metavar="HOST:PORT",
+                   help="after writing, XADD the new model folder to decoderControl:stream (newModelPath) on this "
+                        "Redis, for a running real-time decoder ($REDIS_PASSWORD if set)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--gpu_number", type=int, default=-1, help="GPU index; -1 = CPU (default: %(default)s)")
     return p.parse_args(argv)
 
 
-@exit_2_on_bad_input(CheckpointError, T15FormatError, FileNotFoundError)
+@exit_2_on_bad_input(CheckpointError, T15FormatError, FileNotFoundError, ConnectionError)
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_flags(args, {"n_sentences": 1, "max_steps": 1, "batch_size": 1, "replay_per_session": 0, "threads": 0})
+    host, _, port = (args.publish or "").rpartition(":")
+    if args.publish is not None and not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"--publish: expected HOST:PORT, got {args.publish!r}")
     out_path = Path(args.out_path or f"{str(args.model_path).rstrip('/')}_{args.session}")
     if out_path.resolve() == Path(args.model_path).resolve():
         raise ConfigError(f"--out_path {out_path}: must differ from --model_path (the model in use stays intact)")
@@ -101,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
              " (early stop)" if res.stopped_early else "")
     path = cal.save(out_path, n_sentences=len(new))
     log.info("Wrote %s", path)
+    if args.publish is not None:
+        import redis
+
+        from nejm_b2txt_utils.redis_protocol import connect
+
+        try:
+            entry = publish_model_path(connect(host, int(port), socket_connect_timeout=10), out_path)
+        except redis.RedisError as exc:
+            raise ConnectionError(f"--publish {args.publish}: {exc} (the model is written: {out_path})") from exc
+        log.info("Published %s on %s (%s)", out_path, CONTROL_STREAM, entry.decode())
     return 0
 
 

@@ -53,6 +53,9 @@ from nejm_b2txt_utils.text import normalize_text
 log = logging.getLogger(__name__)
 
 UPDATE_MODES = ("day_layer", "day_layer+gru")
+#: Where the real-time decoder learns of a new checkpoint (the original's stream and field).
+CONTROL_STREAM = "decoderControl:stream"
+NEW_MODEL_KEY = "newModelPath"
 
 
 # ---------------------------------------------------------------------------------------------- sessions
@@ -429,3 +432,15 @@ class Calibrator:
         path = ckpt_io.atomic_save(state, ckpt_dir / "best_checkpoint")
         ckpt_io.atomic_save_yaml(self.args, ckpt_dir / "args.yaml")
         return path
+
+
+def publish_model_path(client, model_path: str | os.PathLike) -> bytes:
+    """Tell a running decoder to load ``model_path`` between sentences (XADD ``decoderControl:stream``).
+
+    Args:
+        client: a redis-py client. model_path: the calibrated model folder.
+
+    Returns:
+        The stream entry id.
+    """
+    return client.xadd(CONTROL_STREAM, {NEW_MODEL_KEY: str(Path(model_path).resolve())})

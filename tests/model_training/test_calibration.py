@@ -137,6 +137,19 @@ def test_a_run_killed_mid_update_or_mid_write_leaves_the_previous_checkpoint_in_
     load_trained_model(out)
 
 
+def test_the_new_model_path_is_published_for_a_running_decoder(trained_model, new_day_data, tmp_path):
+    from model_training.calibration import CONTROL_STREAM
+    from nejm_b2txt_utils.redis_server import RedisServer
+
+    out = tmp_path / "calibrated"
+    with RedisServer() as server:
+        assert calibrate_model.main(cli_args(trained_model, new_day_data, out, "--max_steps", "1", "--publish",
+                                             f"{server.host}:{server.port}")) == 0
+        ((_, fields),) = server.client().xrange(CONTROL_STREAM)
+    assert fields == {b"newModelPath": str(out.resolve()).encode()}
+    load_trained_model(out)
+
+
 def test_calibrate_cli_bad_input_is_one_line(trained_model, new_day_data, tmp_path, capsys):
     assert calibrate_model.main(cli_args(trained_model, new_day_data, tmp_path / "o", "--n_sentences", "0")) == 2
     assert calibrate_model.main(["--model_path", str(trained_model), "--data_dir", str(new_day_data), "--session",
