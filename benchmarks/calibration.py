@@ -18,15 +18,14 @@ the synthetic ``small`` preset, then for each later session (never in training) 
 Prints one JSON (also ``--out``): per-day and mean PERs, the gap closed by N = 10, update wall times and
 threads, per-sentence PERs for ``analyses/calibration_figure.py``.
 
-    python benchmarks/calibration.py                      # ~10 min on 2 cores (generates data, trains)
-    python benchmarks/calibration.py --data_dir /tmp/synth_small --model_path /tmp/early_model
+    python -m benchmarks.calibration                      # ~10 min on 2 idle cores (generates data, trains)
+    python -m benchmarks.calibration --data_dir /tmp/synth_small --model_path /tmp/early_model
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import sys
 import tempfile
@@ -37,10 +36,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from model_training.calibration import (  # noqa: E402
+from benchmarks.measure import print_result
+from model_training.calibration import (
     CalibrationSettings,
     Calibrator,
     PseudoLabelStats,
@@ -48,13 +45,15 @@ from model_training.calibration import (  # noqa: E402
     pseudo_label_from_logits,
     read_sentences,
 )
-from model_training.checkpoint import load_trained_model  # noqa: E402
-from model_training.config import load_config  # noqa: E402
-from model_training.inference import infer_trial  # noqa: E402
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input  # noqa: E402
-from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance  # noqa: E402
-from nejm_b2txt_utils.synthetic import generate  # noqa: E402
-from nejm_b2txt_utils.t15_hdf5 import list_sessions  # noqa: E402
+from model_training.checkpoint import load_trained_model
+from model_training.config import load_config
+from model_training.inference import infer_trial
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
+from nejm_b2txt_utils.synthetic import generate
+from nejm_b2txt_utils.t15_hdf5 import list_sessions
+
+REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("calibration_benchmark")
 
@@ -242,12 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         "online_update_under_5s": max(d["online_supervised"]["update_s_max"] or 0 for d in days) < 5.0,
         "pseudo_never_worse_than_none": all(d["online_pseudo"]["val_PER"] <= d["none_val_PER"] for d in days)}
     result["wall_s"] = round(time.time() - t0, 1)
-    text = json.dumps(result)
     if a.out:
-        from nejm_b2txt_utils.atomic_io import atomic_write_text
+        from nejm_b2txt_utils.atomic_io import atomic_write_json
 
-        atomic_write_text(a.out, text + "\n")
-    print(text)
+        atomic_write_json(a.out, result, indent=None)
+    print_result(result)
     return 0
 
 

@@ -42,12 +42,13 @@ from model_training import checkpoint as ckpt_io
 from model_training.config import resolved_container
 from model_training.inference import infer_trial
 from model_training.optim import create_optimizer, parameter_groups
+from model_training.rnn_model import output_frames
 from nejm_b2txt_utils.augmentation import transform_data
 from nejm_b2txt_utils.cli_errors import ConfigError
 from nejm_b2txt_utils.description_csv import session_to_date
 from nejm_b2txt_utils.lexicon import Lexicon, default_lexicon, sentence_to_model_ids
 from nejm_b2txt_utils.metrics import ctc_greedy_decode
-from nejm_b2txt_utils.t15_hdf5 import T15File, ctc_feasible, data_file_path, n_output_frames
+from nejm_b2txt_utils.t15_hdf5 import T15File, ctc_feasible, data_file_path
 from nejm_b2txt_utils.text import normalize_text
 
 log = logging.getLogger(__name__)
@@ -397,8 +398,7 @@ class Calibrator:
         label_lens = torch.tensor([len(s.labels) for s in batch], device=self.device)
         days = torch.tensor([s.day for s in batch], device=self.device)
         x, n_bins = transform_data(x, n_bins, self.transform_args, "train")
-        frames = torch.tensor([n_output_frames(int(n), self.patch_size, self.patch_stride) for n in n_bins],
-                              device=self.device)
+        frames = output_frames(n_bins, self.patch_size, self.patch_stride)  # (B,) int32
         logits = self.model(x, days)  # (B, P, C)
         log_probs = logits.log_softmax(2).permute(1, 0, 2)  # (P, B, C)
         per_trial = nn.functional.ctc_loss(log_probs, labels, frames, label_lens, blank=0, reduction="none",

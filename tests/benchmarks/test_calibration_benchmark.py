@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("calibration_benchmark", REPO / "benchmarks" / "calibration.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import calibration
 
 
 @pytest.mark.parametrize(("flags", "expected"), [
@@ -23,6 +13,6 @@ def load_benchmark():
     (["--online_steps", "0"], "--online_steps: expected a number >= 1, got 0"),
 ])
 def test_bad_flags_are_one_line_before_any_work(flags, expected, capsys):
-    assert load_benchmark().main(flags) == 2
+    assert calibration.main(flags) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0]
