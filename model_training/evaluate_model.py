@@ -43,7 +43,7 @@ from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
 from nejm_b2txt_utils.redis_protocol import LMClient  # noqa: E402
 from nejm_b2txt_utils.run_manifest import write_manifests  # noqa: E402
-from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path  # noqa: E402
+from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path, list_sessions  # noqa: E402
 from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, TEXT_NORMS  # noqa: E402
 
 log = logging.getLogger("evaluate_model")
@@ -86,15 +86,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="WER text normalisation: b2txt (digits spoken, hyphens split, typographic quotes; the LM "
                         "corpus's and the labels') or original (the original evaluator's, to reproduce published "
                         "numbers) (default: %(default)s)")
+    p.add_argument("--unknown_session", choices=("skip", "nearest", "error"), default="skip",
+                   help="a session under --data_dir with the split that the model does not know (not in its "
+                        "args.yaml dataset.sessions; a new day): skip = named in one warning line and not decoded; "
+                        "nearest = decoded with the nearest earlier session's day layer (by date); error = stop "
+                        "(exit 2). model_training/calibrate_model.py gives the model such a day (default: skip)")
     p.add_argument("--restart", action="store_true", help="discard saved partial results and start over")
     p.add_argument("-v", "--verbose", action="store_true", help="log every trial's greedy phonemes and text")
     return p.parse_args(argv)
 
 
-def iter_trials(data_dir: Path, sessions: list[str], eval_type: str, n_features: int | None = None):
-    """(day index, T15File, trial key) for every trial of every session that has the split, in args order;
-    ``n_features``: the width the model reads (``None``: any, e.g. with a feature subset)."""
-    for day, session in enumerate(sessions):
+def iter_trials(data_dir: Path, sessions: list[str], eval_type: str, n_features: int | None = None,
+                days: list[int] | None = None):
+    """(day index, T15File, trial key) for every trial of every session that has the split, in list order;
+    ``n_features``: the width the model reads (``None``: any, e.g. with a feature subset); ``days[i]`` is the
+    model's day index for ``sessions[i]`` (default ``i``)."""
+    for session, day in zip(sessions, days if days is not None else range(len(sessions))):
         path = data_file_path(data_dir, session, eval_type)
         if not path.is_file():
             continue
@@ -112,6 +119,42 @@ def count_trials(data_dir: Path, sessions: list[str], eval_type: str) -> int:
                 n += len(f)
                 log.info("Loaded %d %s trials for session %s.", len(f), eval_type, session)
     return n
+
+
+def sessions_to_decode(data_dir: Path, model_sessions: list[str], eval_type: str,
+                       policy: str) -> tuple[list[str], list[int]]:
+    """The sessions to decode and the day layer of each, after applying ``--unknown_session`` to the sessions
+    under ``data_dir`` that have ``data_<eval_type>.hdf5`` but are not among the model's.
+
+    Args:
+        data_dir: the HDF5 root. model_sessions: args.yaml ``dataset.sessions``. eval_type: val or test.
+        policy: ``skip`` (one warning line naming them), ``nearest`` (nearest earlier day by date) or ``error``.
+
+    Returns:
+        ``(sessions, day indices)``: the model's sessions in args order, then the unknown ones (``nearest``).
+
+    Raises:
+        ConfigError: ``error`` and an unknown session exists, or ``nearest`` and a name is not a date.
+    """
+    from model_training.calibration import nearest_day
+
+    sessions, days = list(model_sessions), list(range(len(model_sessions)))
+    found = list_sessions(data_dir) if data_dir.is_dir() else []
+    unknown = [s for s in found if s not in model_sessions and data_file_path(data_dir, s, eval_type).is_file()]
+    if not unknown:
+        return sessions, days
+    what = (f"{len(unknown)} session(s) under {data_dir} have data_{eval_type}.hdf5 but are not in the model's "
+            f"args.yaml dataset.sessions: {', '.join(unknown)}")
+    if policy == "error":
+        raise ConfigError(f"{what} (--unknown_session nearest decodes them with the nearest earlier day's layer; "
+                          "model_training/calibrate_model.py adds a day)")
+    if policy == "skip":
+        log.warning("%s: skipped (--unknown_session nearest decodes them with the nearest earlier day's layer)", what)
+        return sessions, days
+    nearest = [nearest_day(model_sessions, s) for s in unknown]
+    log.warning("%s: decoded with the nearest earlier day's layer (%s)", what,
+                ", ".join(f"{s} <- {model_sessions[d]}" for s, d in zip(unknown, nearest)))
+    return sessions + unknown, days + nearest
 
 
 def connect_lm(args: argparse.Namespace) -> LMClient:
@@ -207,7 +250,8 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     out_dir = Path(args.out_dir) if args.out_dir else model_path
     device = select_device(args.gpu_number)
     model, model_args = load_ensemble(model_paths, device, load_model)
-    sessions = list(model_args.dataset.sessions)
+    sessions, days = sessions_to_decode(Path(args.data_dir), list(model_args.dataset.sessions), args.eval_type,
+                                        args.unknown_session)
     lookup = None
     if Path(args.csv_path).is_file():
         lookup = CorpusLookup.from_csv(args.csv_path)
@@ -237,7 +281,7 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     def to_decode():  # (record, LM-order logits) of each trial not decoded yet; the LM answers as they come
         subset = model_args.dataset.get("feature_subset")
         width = None if subset else int(model_args.model.n_input_features)
-        for day, f, key in iter_trials(Path(args.data_dir), sessions, args.eval_type, width):
+        for day, f, key in iter_trials(Path(args.data_dir), sessions, args.eval_type, width, days):
             meta = f.read_meta(key)
             tid = trial_id(meta["session"], meta["block_num"], meta["trial_num"], key)
             order.append(tid)
