@@ -68,7 +68,18 @@ class GoodTuring:
         count_of_counts = Counter(
             c for ngram, c in counts.items() if ngram[-1] != BOS_ID and c <= self.max_count + 1
         )
-        n = count_of_counts
+        return self.estimate_from_count_of_counts(count_of_counts, order_label)
+
+    def estimate_from_count_of_counts(self, n: Counter, order_label: str = "") -> GoodTuring:
+        """Discount coefficients from count-of-counts (``n[r]``: event n-grams seen r times, r <= gtmax + 1).
+
+        Args:
+            n: the count-of-counts (``estimate_arrays.py`` computes them with ``np.bincount``).
+            order_label: name for the log messages.
+
+        Returns:
+            ``self``.
+        """
         if n[1] == 0:
             log.warning("%s: no singleton counts; Good-Turing discounting disabled", order_label)
             self.max_count = 0

@@ -40,7 +40,19 @@ def kn_discounts(adjusted: Counter, label: str = "") -> tuple[float, float, floa
     Returns:
         The three discounts (the fallback 0.5, 1.0, 1.5 when undefined or out of range).
     """
-    n = Counter(c for c in adjusted.values() if c <= 4)
+    return kn_discounts_from_count_of_counts(Counter(c for c in adjusted.values() if c <= 4), label)
+
+
+def kn_discounts_from_count_of_counts(n: Counter, label: str = "") -> tuple[float, float, float]:
+    """(D1, D2, D3+) from count-of-counts ``n[1..4]`` (see :func:`kn_discounts`).
+
+    Args:
+        n: count-of-counts of the adjusted counts.
+        label: name for the log messages.
+
+    Returns:
+        The three discounts.
+    """
     try:
         y = n[1] / (n[1] + 2 * n[2])
         d = (1 - 2 * y * n[2] / n[1], 2 - 3 * y * n[3] / n[2], 3 - 4 * y * n[4] / n[3])
