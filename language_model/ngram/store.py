@@ -1,0 +1,447 @@
+"""A memory-mapped back-off n-gram store: an ARPA's n-grams as a trie of ``.npy`` arrays, never loaded whole.
+
+The contract is ``STORE_FORMAT`` below (one folder ``ngram_store/`` inside an LM folder): ``vocab.txt``, per
+order k ``k.word.npy`` (uint32), ``k.logp.npy`` (float32, log10), ``k.bow.npy`` (float32, k < N) and
+``k.child.npy`` (int64 [n_k + 1], k < N: the children of entry i are entries ``child[i]:child[i+1]`` of order
+k+1, sorted by word), and ``header.json`` written last. Order-1 entries are indexed by word id.
+
+:class:`StoreWriter` / :func:`write_store` write it (from in-memory or memory-mapped arrays, one order at a
+time), :class:`NgramStore` opens it (``np.load(mmap_mode="r")``: pages are read on demand, so start-up costs
+the header checks and ``vocab.txt``) and scores whole batches of sentences with one vectorised binary search
+per order over the memmaps (:meth:`NgramStore.score_ids`). Scores are the ARPA's (KenLM/SRILM) semantics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nejm_b2txt_utils.atomic_io import atomic_write_json, atomic_write_text
+
+FORMAT = "b2txt-ngram-store"
+VERSION = 1
+LN10 = math.log(10.0)
+HEADER = "header.json"
+VOCAB = "vocab.txt"
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+#: dtype of each per-order array (``bow`` and ``child`` exist for orders below the highest only).
+DTYPES = {"word": np.dtype("<u4"), "logp": np.dtype("<f4"), "bow": np.dtype("<f4"), "child": np.dtype("<i8")}
+_CHUNK = 1 << 22  # elements copied / checked per step (32 MB of int64)
+
+
+class StoreError(ValueError):
+    """A store file is missing, truncated, foreign or inconsistent (the message names the file)."""
+
+
+def array_name(k: int, kind: str) -> str:
+    """File name of one array of order ``k`` (``"2.child.npy"``)."""
+    return f"{k}.{kind}.npy"
+
+
+def _kinds(k: int, order: int) -> tuple[str, ...]:
+    return ("word", "logp", "bow", "child") if k < order else ("word", "logp")
+
+
+def _length(kind: str, n: int) -> int:
+    return n + 1 if kind == "child" else n
+
+
+# --------------------------------------------------------------------------- writing
+class StoreWriter:
+    """Writes a store one order at a time; :meth:`close` checks it and writes ``header.json`` last.
+
+    Use :meth:`add_order` with whole arrays (in memory or memory-mapped), or :meth:`allocate` to get writable
+    memmaps to fill in place (nothing of the order held in RAM).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, vocab: Sequence[str], source: str = ""):
+        """Start a store (an existing ``header.json`` is removed first, so a half-rewritten store is incomplete).
+
+        Args:
+            out_dir: the store folder (``<lm folder>/ngram_store``), created if missing.
+            vocab: word by store id; must hold ``<unk>`` and be free of duplicates and whitespace.
+            source: free text recorded in the header (what the store was made from).
+
+        Raises:
+            ValueError: ``vocab`` lacks ``<unk>``, has duplicates or words with whitespace.
+        """
+        self.out = Path(out_dir)
+        self.vocab = list(vocab)
+        if UNK not in self.vocab:
+            raise ValueError(f"store vocabulary lacks {UNK} (add it with log10 p = -99)")
+        if len(set(self.vocab)) != len(self.vocab):
+            raise ValueError("store vocabulary has duplicate words")
+        if any(not w or w != w.strip() or len(w.split()) != 1 for w in self.vocab):
+            raise ValueError("store vocabulary has an empty word or a word with whitespace")
+        self.source = source
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / HEADER).unlink(missing_ok=True)
+        self.counts: dict[int, int] = {}
+        self._open: list[np.memmap] = []
+
+    def allocate(self, k: int, n: int, order: int) -> dict[str, np.memmap]:
+        """Create the arrays of order ``k`` (``n`` entries) as writable memmaps for the caller to fill.
+
+        Args:
+            k: the order (1-based).
+            n: its number of n-grams (``len(vocab)`` for k = 1).
+            order: the store's highest order N (``bow``/``child`` exist for k < N).
+
+        Returns:
+            ``{"word", "logp"[, "bow", "child"]: np.memmap}`` of lengths n (child: n + 1).
+
+        Raises:
+            ValueError: k = 1 with ``n != len(vocab)``, or k outside 1..order.
+        """
+        if not 1 <= k <= order:
+            raise ValueError(f"order {k} outside 1..{order}")
+        if k == 1 and n != len(self.vocab):
+            raise ValueError(f"order 1 must have one entry per vocabulary word ({len(self.vocab)}), got {n}")
+        self.counts[k] = int(n)
+        self.order = order
+        out = {}
+        for kind in _kinds(k, order):
+            out[kind] = np.lib.format.open_memmap(self.out / array_name(k, kind), mode="w+", dtype=DTYPES[kind],
+                                                  shape=(_length(kind, n),))
+            self._open.append(out[kind])
+        return out
+
+    def add_order(self, k: int, order: int, word: np.ndarray, logp: np.ndarray, bow: np.ndarray | None = None,
+                  child: np.ndarray | None = None) -> None:
+        """Write the arrays of order ``k``, copied in chunks (memmapped inputs are never read whole).
+
+        Args:
+            k: the order (1-based).
+            order: the store's highest order N.
+            word: [n_k] last word id of each k-gram (grouped by parent, sorted by word within a parent).
+            logp: [n_k] log10 P(w | prefix).
+            bow: [n_k] log10 backoff weight (k < N; None: zeros).
+            child: [n_k + 1] child offsets into order k+1 (k < N).
+
+        Raises:
+            ValueError: a missing or wrongly sized array.
+        """
+        n = len(word)
+        given = {"word": word, "logp": logp, "bow": bow, "child": child}
+        if k < order and child is None:
+            raise ValueError(f"order {k} < {order} needs child offsets")
+        dest = self.allocate(k, n, order)
+        for kind, arr in dest.items():
+            src = given[kind]
+            if src is None:  # bow of a store without backoff weights
+                arr[:] = 0.0
+                continue
+            if len(src) != len(arr):
+                raise ValueError(f"order {k} {kind}: expected {len(arr)} entries, got {len(src)}")
+            for a in range(0, len(arr), _CHUNK):
+                arr[a : a + _CHUNK] = np.asarray(src[a : a + _CHUNK])
+
+    def close(self) -> Path:
+        """Flush, check the whole store (:func:`check_store`, deep) and write ``header.json``.
+
+        Returns:
+            The store folder.
+
+        Raises:
+            StoreError: the arrays are inconsistent (nothing is marked complete).
+        """
+        for arr in self._open:
+            arr.flush()
+        self._open.clear()
+        order = max(self.counts)
+        if sorted(self.counts) != list(range(1, order + 1)):
+            raise StoreError(f"{self.out}: orders written {sorted(self.counts)}, expected 1..{order}")
+        atomic_write_text(self.out / VOCAB, "".join(w + "\n" for w in self.vocab))
+        files = {VOCAB: (self.out / VOCAB).stat().st_size}
+        for k in range(1, order + 1):
+            for kind in _kinds(k, order):
+                files[array_name(k, kind)] = (self.out / array_name(k, kind)).stat().st_size
+        header = {"format": FORMAT, "version": VERSION, "order": order,
+                  "counts": [self.counts[k] for k in range(1, order + 1)], "vocab_size": len(self.vocab),
+                  "log_base": 10, "bos": BOS, "eos": EOS, "unk": UNK, "source": self.source, "files": files}
+        _check_arrays(self.out, header, _open_arrays(self.out, header), deep=True)
+        atomic_write_json(self.out / HEADER, header)
+        return self.out
+
+
+def write_store(out_dir: str | os.PathLike, vocab: Sequence[str], orders: Iterable[Mapping[str, np.ndarray]],
+                source: str = "") -> Path:
+    """Write a store from per-order arrays (see the module docstring for their meaning).
+
+    Args:
+        out_dir: the store folder.
+        vocab: word by store id (holds ``<unk>``); ``len(vocab) == n_1``.
+        orders: for k = 1..N a mapping ``{"word", "logp", "bow", "child"}`` of arrays (memmaps welcome; ``bow``
+            optional; ``bow``/``child`` ignored for the highest order). A generator is consumed one order at a
+            time, so an order can be freed before the next is built; N is then taken from ``len(orders)`` if it
+            has one, else ``orders`` must be a sequence.
+        source: free text recorded in the header.
+
+    Returns:
+        The store folder.
+
+    Raises:
+        ValueError, StoreError: wrong lengths, unsorted words, child offsets not ending at the next count.
+    """
+    if not hasattr(orders, "__len__"):
+        orders = list(orders)
+    n_orders = len(orders)  # type: ignore[arg-type]
+    writer = StoreWriter(out_dir, vocab, source)
+    for k, arrays in enumerate(orders, 1):
+        writer.add_order(k, n_orders, arrays["word"], arrays["logp"], arrays.get("bow"),
+                         arrays.get("child") if k < n_orders else None)
+    return writer.close()
+
+
+# --------------------------------------------------------------------------- checking
+def _read_header(path: Path) -> dict:
+    hp = path / HEADER
+    if not hp.is_file():
+        raise StoreError(f"{hp}: missing; expected the header of a complete n-gram store (written last)")
+    try:
+        header = json.loads(hp.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise StoreError(f"{hp}: not JSON ({e}); expected a {FORMAT} header") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise StoreError(f"{hp}: format {header.get('format') if isinstance(header, dict) else None!r}, "
+                         f"expected {FORMAT!r}")
+    if header.get("version") != VERSION:
+        raise StoreError(f"{hp}: version {header.get('version')!r}, expected {VERSION}")
+    for key in ("order", "counts", "vocab_size", "files"):
+        if key not in header:
+            raise StoreError(f"{hp}: no {key!r} field")
+    if header.get("log_base") != 10:
+        raise StoreError(f"{hp}: log_base {header.get('log_base')!r}, expected 10")
+    order, counts = header["order"], header["counts"]
+    if not (isinstance(order, int) and order >= 1 and isinstance(counts, list) and len(counts) == order):
+        raise StoreError(f"{hp}: order {order!r} with counts {counts!r}; expected one count per order")
+    if counts[0] != header["vocab_size"]:
+        raise StoreError(f"{hp}: {counts[0]} unigrams but vocab_size {header['vocab_size']}; expected equal")
+    return header
+
+
+def _open_arrays(path: Path, header: dict) -> dict[tuple[int, str], np.memmap]:
+    order, counts, files = header["order"], header["counts"], header["files"]
+    arrays = {}
+    for k in range(1, order + 1):
+        for kind in _kinds(k, order):
+            name = array_name(k, kind)
+            fp = path / name
+            if not fp.is_file():
+                raise StoreError(f"{fp}: missing; expected order {k}'s {kind} array")
+            size = fp.stat().st_size
+            if name in files and files[name] != size:
+                raise StoreError(f"{fp}: {size} bytes, expected {files[name]} (truncated or rewritten?)")
+            try:
+                arr = np.load(fp, mmap_mode="r")
+            except (ValueError, OSError) as e:
+                raise StoreError(f"{fp}: not a readable .npy file ({e})") from None
+            want = _length(kind, counts[k - 1])
+            if arr.dtype != DTYPES[kind] or arr.shape != (want,):
+                raise StoreError(f"{fp}: {arr.dtype}[{','.join(map(str, arr.shape))}], expected "
+                                 f"{DTYPES[kind]}[{want}] (counts {counts})")
+            arrays[(k, kind)] = arr
+    return arrays
+
+
+def _check_arrays(path: Path, header: dict, arrays: dict, deep: bool) -> None:
+    """Child offsets start at 0 and end at the next order's count; ``deep`` also reads every array."""
+    order, counts, vocab_size = header["order"], header["counts"], header["vocab_size"]
+    for k in range(1, order):
+        child = arrays[(k, "child")]
+        if child[0] != 0 or child[-1] != counts[k]:
+            raise StoreError(f"{path / array_name(k, 'child')}: offsets run {child[0]}..{child[-1]}, expected "
+                             f"0..{counts[k]} (order {k + 1}'s count)")
+    if not deep:
+        return
+    for k in range(1, order + 1):
+        word = arrays[(k, "word")]
+        if k == 1 and not np.array_equal(word, np.arange(counts[0], dtype=word.dtype)):
+            raise StoreError(f"{path / array_name(1, 'word')}: expected word ids 0..{counts[0] - 1} in order")
+        parents = arrays[(k - 1, "child")] if k > 1 else None
+        for a in range(0, counts[k - 1], _CHUNK):
+            w = np.asarray(word[a : a + _CHUNK + 1], dtype=np.int64)
+            if w.size and w.max() >= vocab_size:
+                raise StoreError(f"{path / array_name(k, 'word')}: word id {w.max()} >= vocab size {vocab_size}")
+            if parents is not None and w.size > 1:
+                rises = np.diff(w) > 0
+                # a new parent's first child may be smaller than the previous parent's last one
+                lo, hi = np.searchsorted(parents, [a + 1, a + w.size], side="left")
+                starts = np.asarray(parents[lo:hi], dtype=np.int64) - (a + 1)
+                rises[starts[(starts >= 0) & (starts < rises.size)]] = True
+                if not rises.all():
+                    bad = a + 1 + int(np.argmin(rises))
+                    raise StoreError(f"{path / array_name(k, 'word')}: entry {bad} is not above its sibling; "
+                                     "expected word ids sorted within each parent")
+        if k < order:
+            child = arrays[(k, "child")]
+            for a in range(0, counts[k - 1] + 1, _CHUNK):
+                c = np.asarray(child[a : a + _CHUNK + 1])
+                if (np.diff(c) < 0).any():
+                    raise StoreError(f"{path / array_name(k, 'child')}: offsets decrease near entry {a}; "
+                                     "expected non-decreasing")
+
+
+def check_store(path: str | os.PathLike, deep: bool = False) -> dict:
+    """Check a store without loading it: header, file sizes, dtypes, shapes, child offset ends.
+
+    Args:
+        path: the store folder.
+        deep: also read every array (sorted siblings, word ids < V, monotone offsets).
+
+    Returns:
+        The header.
+
+    Raises:
+        StoreError: one line naming the file and what was expected.
+    """
+    path = Path(path)
+    header = _read_header(path)
+    _check_arrays(path, header, _open_arrays(path, header), deep)
+    return header
+
+
+# --------------------------------------------------------------------------- reading and scoring
+class NgramStore:
+    """An opened store: memmapped arrays plus the vocabulary; scores batches of sentences."""
+
+    def __init__(self, path: str | os.PathLike):
+        """Open and check a store (header, sizes, dtypes, offsets; the arrays stay on disk).
+
+        Args:
+            path: the store folder.
+
+        Raises:
+            StoreError: missing, truncated, foreign or inconsistent files (one line naming the file).
+        """
+        self.path = Path(path)
+        self.header = _read_header(self.path)
+        arrays = _open_arrays(self.path, self.header)
+        _check_arrays(self.path, self.header, arrays, deep=False)
+        self.order: int = self.header["order"]
+        self.counts: list[int] = list(self.header["counts"])
+        self.word = {k: arrays[(k, "word")] for k in range(1, self.order + 1)}
+        self.logp = {k: arrays[(k, "logp")] for k in range(1, self.order + 1)}
+        self.bow = {k: arrays[(k, "bow")] for k in range(1, self.order)}
+        self.child = {k: arrays[(k, "child")] for k in range(1, self.order)}
+        vp = self.path / VOCAB
+        if not vp.is_file():
+            raise StoreError(f"{vp}: missing; expected {self.counts[0]} words, one a line")
+        with open(vp, encoding="utf-8") as f:
+            self.vocab = f.read().split("\n")[:-1]
+        if len(self.vocab) != self.counts[0]:
+            raise StoreError(f"{vp}: {len(self.vocab)} words, expected {self.counts[0]} (the unigram count)")
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        for special in (BOS, EOS, UNK):
+            if special not in self.index:
+                raise StoreError(f"{vp}: no {special}; expected it in every store")
+        self.bos, self.eos, self.unk = self.index[BOS], self.index[EOS], self.index[UNK]
+
+    def ids(self, words: Iterable[str]) -> np.ndarray:
+        """Store ids of words (``<unk>``'s for words outside the vocabulary).
+
+        Args:
+            words: the words.
+
+        Returns:
+            int64 [len(words)].
+        """
+        get, unk = self.index.get, self.unk
+        return np.fromiter((get(w, unk) for w in words), dtype=np.int64)
+
+    def map_symbols(self, symbols: Sequence[str]) -> np.ndarray:
+        """A table from another symbol table's ids (e.g. ``words.txt``) to store ids.
+
+        Args:
+            symbols: word by id of the other table.
+
+        Returns:
+            int64 [len(symbols)]: the store id of each (``<unk>``'s where the store lacks the word).
+        """
+        return self.ids(symbols)
+
+    def _children(self, k: int, parent: np.ndarray, word: np.ndarray) -> np.ndarray:
+        """Entry of order k whose parent (order k-1) is ``parent`` and last word ``word``, or -1 (vectorised).
+
+        One binary search per query over the parent's sorted children, all queries advanced together.
+        """
+        found = np.full(parent.shape, -1, dtype=np.int64)
+        sel = np.flatnonzero(parent >= 0)
+        if sel.size == 0:
+            return found
+        child, words = self.child[k - 1], self.word[k]
+        lo = np.asarray(child[parent[sel]], dtype=np.int64)
+        hi = np.asarray(child[parent[sel] + 1], dtype=np.int64)
+        target = word[sel]
+        active = np.flatnonzero(lo < hi)
+        while active.size:  # invariant: the answer, if any, lies in [lo, hi)
+            mid = (lo[active] + hi[active]) >> 1
+            below = words[mid] < target[active]
+            lo[active] = np.where(below, mid + 1, lo[active])
+            hi[active] = np.where(below, hi[active], mid)
+            active = active[lo[active] < hi[active]]
+        end = np.asarray(child[parent[sel] + 1], dtype=np.int64)
+        inside = np.flatnonzero(lo < end)
+        hit = inside[words[lo[inside]] == target[inside]]
+        found[sel[hit]] = lo[hit]
+        return found
+
+    def score_ids(self, sentences: Sequence[Sequence[int]], eos: bool = True) -> np.ndarray:
+        """log10 P of each sentence after ``<s>``, all n-gram queries of the batch looked up together.
+
+        Args:
+            sentences: store ids per sentence (without ``<s>``/``</s>``).
+            eos: include P(``</s>`` | ...).
+
+        Returns:
+            float64 [len(sentences)] log10 probabilities.
+        """
+        if not sentences:
+            return np.zeros(0)
+        lens = np.array([len(s) + 1 + int(eos) for s in sentences], dtype=np.int64)  # with <s> (and </s>)
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        pieces = []
+        for s in sentences:
+            pieces.extend(([self.bos], np.asarray(s, dtype=np.int64)) + (([self.eos],) if eos else ()))
+        tokens = np.concatenate(pieces).astype(np.int64)  # [total tokens]
+        pos = np.arange(tokens.size) - np.repeat(starts, lens)  # offset within the sentence
+        # idx[k][i]: the k-gram ending at token i (-1: not stored or crossing the sentence start)
+        idx = {1: tokens}
+        for k in range(2, self.order + 1):
+            prev = np.full(tokens.size, -1, dtype=np.int64)
+            prev[1:] = idx[k - 1][:-1]
+            prev[pos < k - 1] = -1
+            idx[k] = self._children(k, prev, tokens)
+        scored = np.flatnonzero(pos >= 1)
+        best = np.ones(scored.size, dtype=np.int64)  # order of the longest stored n-gram ending at the word
+        for k in range(2, self.order + 1):
+            best[idx[k][scored] >= 0] = k
+        logp = np.zeros(scored.size)
+        for k in range(1, self.order + 1):
+            at = best == k
+            logp[at] = self.logp[k][idx[k][scored[at]]]
+        for j in range(1, self.order):  # bows of the contexts longer than the matched one's
+            ctx = idx[j][scored - 1]
+            use = (ctx >= 0) & (j >= best) & (pos[scored] >= j)
+            logp[use] += self.bow[j][ctx[use]]
+        sentence = np.repeat(np.arange(len(sentences)), lens)[scored]
+        return np.bincount(sentence, weights=logp, minlength=len(sentences))
+
+    def score_sentences(self, sentences: Sequence[Sequence[str]], eos: bool = True, nats: bool = False) -> np.ndarray:
+        """log10 (or ln) P of each sentence given as words (outside the vocabulary: ``<unk>``).
+
+        Args:
+            sentences: word lists (without ``<s>``/``</s>``).
+            eos: include P(``</s>`` | ...).
+            nats: natural log instead of log10.
+
+        Returns:
+            float64 [len(sentences)].
+        """
+        scores = self.score_ids([self.ids(s) for s in sentences], eos=eos)
+        return scores * LN10 if nats else scores

@@ -1,0 +1,118 @@
+"""The memory-mapped n-gram store: written from per-order arrays, its scores equal the ARPA's (back-off paths,
+unknown words, pruned models with inserted prefixes), and a damaged store is a one-line error."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from language_model.ngram.arpa import BackoffLM, read_arpa, write_arpa_katz, write_arpa_kn
+from language_model.ngram.store import NgramStore, StoreError, check_store, write_store
+
+
+def zipf_sentences(n: int, vocab_size: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(vocab_size)]
+    weights = [1.0 / (i + 1) for i in range(vocab_size)]
+    return [" ".join(rng.choices(vocab, weights, k=rng.randint(2, 10))) for _ in range(n)]
+
+
+def lm_arrays(lm: BackoffLM) -> tuple[list[str], list[dict]]:
+    """The store arrays of a BackoffLM, in memory (the test's own small converter)."""
+    words = list(lm.words)
+    if "<unk>" not in words:
+        words.append("<unk>")
+    probs = [dict(p) for p in lm.probs]
+    for k in range(lm.order - 1, 0, -1):  # every prefix stored, with its backed-off probability
+        for ngram in list(probs[k]):
+            if ngram[:-1] not in probs[k - 1]:
+                probs[k - 1][ngram[:-1]] = lm.prob(ngram[-2], ngram[:-2])
+    keys = [sorted(p) for p in probs]
+    keys[0] = [(i,) for i in range(len(words))]
+    orders = []
+    for k in range(lm.order):
+        log10 = [math.log10(probs[k][g]) if probs[k].get(g, 0.0) > 0 else -99.0 for g in keys[k]]
+        arrays = {"word": np.array([g[-1] for g in keys[k]], dtype=np.uint32),
+                  "logp": np.array(log10, dtype=np.float32)}
+        if k < lm.order - 1:
+            arrays["bow"] = np.array([math.log10(lm.bows[k].get(g, 1.0)) for g in keys[k]], dtype=np.float32)
+            parents = {g: i for i, g in enumerate(keys[k])}
+            n_children = np.bincount([parents[g[:-1]] for g in keys[k + 1]], minlength=len(keys[k]))
+            arrays["child"] = np.concatenate([[0], np.cumsum(n_children)]).astype(np.int64)
+        orders.append(arrays)
+    return words, orders
+
+
+def random_sentences(words: list[str], n: int, seed: int) -> list[list[str]]:
+    rng = random.Random(seed)
+    pool = [w for w in words if w not in ("<s>", "</s>", "<unk>")] + ["oov1", "oov2"]
+    return [rng.choices(pool, k=rng.randint(0, 12)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("order,prune,estimator", [(3, 0.0, write_arpa_katz), (4, 0.0, write_arpa_kn),
+                                                    (3, 1e-4, write_arpa_kn), (4, 1e-4, write_arpa_katz)])
+def test_store_scores_equal_arpa(tmp_path, order, prune, estimator):
+    arpa = tmp_path / "lm.arpa"
+    # a closed vocabulary of 50 of the 60 words: <unk> has a real probability (queries' unknown words map to it)
+    estimator(zipf_sentences(600, 60, seed=order), order, arpa, prune=prune, vocab=[f"w{i}" for i in range(50)])
+    lm = read_arpa(arpa)
+    words, orders = lm_arrays(lm)
+    write_store(tmp_path / "ngram_store", words, orders, source=str(arpa))
+    store = NgramStore(tmp_path / "ngram_store")
+    assert store.order == order and store.counts[0] == len(words)
+    sentences = random_sentences(lm.words, 300, seed=1) + [[], ["w0"] * 15]
+    got = store.score_sentences(sentences, nats=True)
+    want = np.array([lm.sentence_logprob(s) for s in sentences])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    got_noeos = store.score_sentences(sentences[:50])
+    want_noeos = np.array([lm.sentence_logprob(s, eos=False) for s in sentences[:50]]) / math.log(10)
+    assert not np.allclose(got_noeos, store.score_sentences(sentences[:50], eos=False))
+    np.testing.assert_allclose(store.score_sentences(sentences[:50], eos=False), want_noeos, rtol=1e-5, atol=1e-4)
+
+
+def test_store_backoff_path_by_hand(tmp_path):
+    # vocab <s> </s> <unk> a b; bigrams <s> a, a b; trigram <s> a b
+    words = ["<s>", "</s>", "<unk>", "a", "b"]
+    orders = [
+        {"word": np.arange(5, dtype=np.uint32), "logp": np.array([-99, -1.0, -2.0, -0.5, -0.7], np.float32),
+         "bow": np.array([-0.1, 0, 0, -0.2, -0.3], np.float32), "child": np.array([0, 1, 1, 1, 2, 2])},
+        {"word": np.array([3, 4], np.uint32), "logp": np.array([-0.3, -0.4], np.float32),
+         "bow": np.array([-0.05, -0.06], np.float32), "child": np.array([0, 1, 1])},
+        {"word": np.array([4], np.uint32), "logp": np.array([-0.15], np.float32)},
+    ]
+    store = NgramStore(write_store(tmp_path / "s", words, orders))
+    # <s> a b </s>: p(a|<s>) = -0.3; p(b|<s> a) = -0.15; p(</s>|a b): (a b) bow -0.06 + p(</s>|b) = bow(b) -0.3 + -1
+    # <s> b a: p(b|<s>) = bow(<s>) -0.1 + -0.7; p(a|<s> b): no (<s> b) context -> p(a|b) = bow(b) -0.3 + -0.5
+    # <s> zzz: no (<s> <unk>): bow(<s>) -0.1 + <unk> -2.0, then </s>: bow(<unk>) 0 + -1.0
+    got = store.score_sentences([["a", "b"], ["b", "a"], ["zzz"]])
+    np.testing.assert_allclose(got, [-0.3 - 0.15 - 0.06 - 0.3 - 1.0, -0.8 - 0.8 - 0.2 - 1.0, -3.1], atol=1e-6)
+
+
+def test_corrupt_store_is_a_one_line_error(tmp_path):
+    words = ["<s>", "</s>", "<unk>", "a"]
+    orders = [{"word": np.arange(4, dtype=np.uint32), "logp": np.full(4, -0.5, np.float32),
+               "child": np.array([0, 1, 1, 1, 2])},
+              {"word": np.array([3, 1], np.uint32), "logp": np.array([-0.1, -0.2], np.float32)}]
+    path = write_store(tmp_path / "s", words, orders)
+    assert check_store(path, deep=True)["counts"] == [4, 2]
+    with pytest.raises(StoreError, match="not above its sibling"):
+        write_store(tmp_path / "t", words, [{**orders[0], "child": np.array([0, 2, 2, 2, 2])},
+                                            {"word": np.array([3, 3], np.uint32), "logp": np.zeros(2, np.float32)}])
+    with pytest.raises(StoreError, match=r"1\.child\.npy: offsets run 0\.\.1, expected 0\.\.2"):
+        write_store(tmp_path / "u", words, [{**orders[0], "child": np.array([0, 1, 1, 1, 1])}, orders[1]])
+    header = json.loads((path / "header.json").read_text())
+    (path / "header.json").write_text(json.dumps({**header, "version": 7}))
+    with pytest.raises(StoreError, match=r"header\.json: version 7, expected 1"):
+        NgramStore(path)
+    (path / "header.json").write_text(json.dumps(header))
+    data = (path / "2.logp.npy").read_bytes()
+    (path / "2.logp.npy").write_bytes(data[:-4])
+    with pytest.raises(StoreError, match=r"2\.logp\.npy: \d+ bytes, expected \d+ \(truncated"):
+        NgramStore(path)
+    (path / "header.json").unlink()
+    with pytest.raises(StoreError, match="header.json: missing"):
+        NgramStore(path)
