@@ -323,20 +323,41 @@ class NgramStore:
         self.header = _read_header(self.path)
         arrays = _open_arrays(self.path, self.header)
         _check_arrays(self.path, self.header, arrays, deep=False)
-        self.order: int = self.header["order"]
-        self.counts: list[int] = list(self.header["counts"])
+        vp = self.path / VOCAB
+        if not vp.is_file():
+            raise StoreError(f"{vp}: missing; expected {self.header['counts'][0]} words, one a line")
+        with open(vp, encoding="utf-8") as f:
+            vocab = f.read().split("\n")[:-1]
+        if len(vocab) != self.header["counts"][0]:
+            raise StoreError(f"{vp}: {len(vocab)} words, expected {self.header['counts'][0]} (the unigram count)")
+        self._attach(vocab, arrays, vp)
+
+    @classmethod
+    def from_arrays(cls, vocab: Sequence[str], arrays: Mapping[tuple[int, str], np.ndarray]) -> NgramStore:
+        """A store over arrays already in hand (a writer's memmaps before ``header.json``; no checks).
+
+        Args:
+            vocab: word by store id.
+            arrays: ``{(k, kind): array}`` for every order k and kind of the format.
+
+        Returns:
+            The store (``path`` None).
+        """
+        self = cls.__new__(cls)
+        self.path, self.header = None, {}
+        self._attach(list(vocab), arrays, "vocab")
+        return self
+
+    def _attach(self, vocab: list[str], arrays: Mapping[tuple[int, str], np.ndarray], where) -> None:
+        self.order: int = max(k for k, _ in arrays)
+        self.counts: list[int] = [len(arrays[(k, "word")]) for k in range(1, self.order + 1)]
         self.word = {k: arrays[(k, "word")] for k in range(1, self.order + 1)}
         self.logp = {k: arrays[(k, "logp")] for k in range(1, self.order + 1)}
         self.bow = {k: arrays[(k, "bow")] for k in range(1, self.order)}
         self.child = {k: arrays[(k, "child")] for k in range(1, self.order)}
-        vp = self.path / VOCAB
-        if not vp.is_file():
-            raise StoreError(f"{vp}: missing; expected {self.counts[0]} words, one a line")
-        with open(vp, encoding="utf-8") as f:
-            self.vocab = f.read().split("\n")[:-1]
-        if len(self.vocab) != self.counts[0]:
-            raise StoreError(f"{vp}: {len(self.vocab)} words, expected {self.counts[0]} (the unigram count)")
+        self.vocab = vocab
         self.index = {w: i for i, w in enumerate(self.vocab)}
+        vp = where
         for special in (BOS, EOS, UNK):
             if special not in self.index:
                 raise StoreError(f"{vp}: no {special}; expected it in every store")
@@ -390,6 +411,48 @@ class NgramStore:
         hit = inside[words[lo[inside]] == target[inside]]
         found[sel[hit]] = lo[hit]
         return found
+
+    def find(self, ngrams: np.ndarray) -> np.ndarray:
+        """Entry index of each n-gram in its order's arrays, or -1 where it is not stored.
+
+        Args:
+            ngrams: int [m, k] store ids, oldest word first (1 <= k <= order).
+
+        Returns:
+            int64 [m].
+        """
+        ngrams = np.asarray(ngrams, dtype=np.int64)
+        idx = ngrams[:, 0].copy()
+        for j in range(2, ngrams.shape[1] + 1):
+            idx = self._children(j, idx, ngrams[:, j - 1])
+        return idx
+
+    def ngram_logprob(self, ngrams: np.ndarray, max_order: int | None = None) -> np.ndarray:
+        """log10 P(last word | the words before it) by back-off, matching n-grams of at most ``max_order``
+        (contexts' backoff weights of any stored length apply: the score of an n-gram not in the store).
+
+        Args:
+            ngrams: int [m, k] store ids, oldest first; the last column is the predicted word.
+            max_order: the longest n-gram to use (default the store's order).
+
+        Returns:
+            float64 [m] log10 probabilities.
+        """
+        ngrams = np.asarray(ngrams, dtype=np.int64)
+        k = ngrams.shape[1]
+        top = min(k, max_order or self.order, self.order)
+        logp = np.full(len(ngrams), np.nan)
+        best = np.ones(len(ngrams), dtype=np.int64)  # length of the longest stored suffix
+        for j in range(1, top + 1):  # shortest first: a longer stored suffix overwrites
+            idx = self.find(ngrams[:, k - j :])
+            hit = idx >= 0
+            logp[hit] = self.logp[j][idx[hit]]
+            best[hit] = j
+        for j in range(1, min(k, self.order)):  # bows of the contexts longer than the match's context
+            ctx = self.find(ngrams[:, k - 1 - j : k - 1])
+            use = (ctx >= 0) & (j >= best)
+            logp[use] += self.bow[j][ctx[use]]
+        return logp
 
     def score_ids(self, sentences: Sequence[Sequence[int]], eos: bool = True) -> np.ndarray:
         """log10 P of each sentence after ``<s>``, all n-gram queries of the batch looked up together.

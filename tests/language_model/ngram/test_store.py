@@ -12,6 +12,7 @@ import pytest
 
 from language_model.ngram.arpa import BackoffLM, read_arpa, write_arpa_katz, write_arpa_kn
 from language_model.ngram.store import NgramStore, StoreError, check_store, write_store
+from language_model.ngram.store_convert import ConvertError, arpa_to_store
 
 
 def zipf_sentences(n: int, vocab_size: int, seed: int) -> list[str]:
@@ -116,3 +117,84 @@ def test_corrupt_store_is_a_one_line_error(tmp_path):
     (path / "header.json").unlink()
     with pytest.raises(StoreError, match="header.json: missing"):
         NgramStore(path)
+
+
+def shuffled_arpa(src, dst, seed: int) -> None:
+    """The same ARPA with the n-grams of each section in random order (not trie order)."""
+    rng = random.Random(seed)
+    out, section = [], []
+    for line in src.read_text().splitlines():
+        if line.strip() and not line.startswith("\\") and not line.startswith("ngram "):
+            section.append(line)
+            continue
+        rng.shuffle(section)
+        out += section + [line]
+        section = []
+    dst.write_text("\n".join(out) + "\n")
+
+
+@pytest.mark.parametrize("order,prune,estimator,shuffle", [(3, 0.0, write_arpa_katz, False),
+                                                            (4, 1e-4, write_arpa_kn, True)])
+def test_arpa_to_store_streams_an_arpa_to_the_same_scores(tmp_path, order, prune, estimator, shuffle):
+    arpa = tmp_path / "lm.arpa"
+    estimator(zipf_sentences(600, 60, seed=order), order, arpa, prune=prune, vocab=[f"w{i}" for i in range(50)])
+    if shuffle:
+        shuffled_arpa(arpa, tmp_path / "shuffled.arpa", seed=3)
+        arpa = tmp_path / "shuffled.arpa"
+    lm = read_arpa(arpa)
+    store = NgramStore(arpa_to_store(arpa, tmp_path / "ngram_store"))
+    check_store(store.path, deep=True)
+    assert store.counts == lm.num_ngrams()
+    sentences = random_sentences(lm.words, 300, seed=2)
+    np.testing.assert_allclose(store.score_sentences(sentences, nats=True),
+                               [lm.sentence_logprob(s) for s in sentences], rtol=1e-5, atol=1e-4)
+    assert not list(tmp_path.glob(".ngram_convert.*"))  # the scratch folder is gone
+
+
+MISSING_PREFIX_ARPA = """\\data\\
+ngram 1=5
+ngram 2=2
+ngram 3=2
+
+\\1-grams:
+-1.0 </s>
+-99 <s> -0.1
+-0.5 a -0.2
+-0.7 b -0.3
+-0.9 c
+
+\\2-grams:
+-0.4 a b -0.05
+-0.6 b c
+
+\\3-grams:
+-0.15 <s> a b
+-0.25 a b c
+
+\\end\\
+"""
+
+
+def test_missing_prefix_is_inserted_with_its_backed_off_score(tmp_path):
+    (tmp_path / "lm.arpa").write_text(MISSING_PREFIX_ARPA)
+    store = NgramStore(arpa_to_store(tmp_path / "lm.arpa", tmp_path / "s"))
+    assert store.counts == [6, 3, 2] and "<unk>" in store.vocab and "-99" in store.header["source"]
+    entry = store.find(store.ids(["<s>", "a"])[None, :])[0]
+    assert entry >= 0 and store.logp[2][entry] == pytest.approx(-0.1 - 0.5) and store.bow[2][entry] == 0.0
+    lm = read_arpa(tmp_path / "lm.arpa")
+    sentences = [["a", "b", "c"], ["b", "c"], ["a", "b"], ["c", "a", "b", "c"]]
+    np.testing.assert_allclose(store.score_sentences(sentences, nats=True),
+                               [lm.sentence_logprob(s) for s in sentences], atol=1e-5)
+    # <s> a b c: (<s> a) inserted: -0.6; (<s> a b) -0.15; (a b c) -0.25; (b c </s>): bow(b c) 0 + bow(c) 0 + -1.0
+    assert store.score_sentences([["a", "b", "c"]])[0] == pytest.approx(-0.6 - 0.15 - 0.25 - 1.0, abs=1e-6)
+
+
+def test_bad_arpa_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.arpa"
+    bad.write_text(MISSING_PREFIX_ARPA.replace("-0.6 b c", "-0.6 b zz"))
+    with pytest.raises(ConvertError, match=r"bad\.arpa:15: word 'zz' is not among the 1-grams"):
+        arpa_to_store(bad, tmp_path / "s")
+    bad.write_text(MISSING_PREFIX_ARPA.replace("ngram 3=2", "ngram 3=3"))
+    with pytest.raises(ConvertError, match=r"2 3-grams, the \\data\\ header declares 3"):
+        arpa_to_store(bad, tmp_path / "s")
+    assert not (tmp_path / "s" / "header.json").exists()

@@ -1,0 +1,308 @@
+"""One-time conversions of a released LM into an n-gram store (:mod:`language_model.ngram.store`).
+
+- :func:`arpa_to_store`: an ARPA (``.gz`` ok) read line by line; each order's n-grams are spilled to
+  memory-mapped scratch arrays sized by the ``\\data\\`` counts, then sorted (only if the file is not already
+  in trie order), linked to their parents and written. What stays in RAM is the vocabulary, one order's parent
+  offsets and, only for an ARPA not in trie order, that order's sort permutation.
+- :func:`g_fst_to_store`: ``G.fst``/``G_no_prune.fst`` as kaldilm's ``arpa2fst`` writes it (states are
+  histories, word arcs are n-grams, ``#0`` arcs the backoff weights, final weights ``</s>``), parsed from the
+  OpenFST file through a memmap (:mod:`language_model.graph.fst_arrays`); each state's history is recovered by
+  walking word arcs breadth-first from the unigram and ``<s>`` states.
+
+An n-gram whose prefix the ARPA lacks (some pruned ARPAs) gets the prefix inserted with its backed-off
+probability and bow 0 (STORE_FORMAT.md), as SRILM does on reading.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from language_model.ngram.store import BOS, EOS, UNK, NgramStore, StoreWriter
+
+log = logging.getLogger(__name__)
+
+LOG10_ZERO = -99.0
+_CHUNK = 1 << 21  # rows per vectorised step
+
+
+class ConvertError(ValueError):
+    """The input cannot be converted (the message names the file, the line or state, and what was expected)."""
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def _keys(ids: np.ndarray) -> np.ndarray:
+    """Rows of big-endian word ids as one opaque value each, ordered like the rows (lexicographic)."""
+    ids = np.ascontiguousarray(ids, dtype=">u4")
+    return ids.view(f"V{4 * ids.shape[1]}").ravel()
+
+
+# --------------------------------------------------------------------------- ARPA
+class _Spill:
+    """The n-grams of one order >= 2 in scratch memmaps: ids [n, k] (big-endian), logp [n], bow [n]."""
+
+    def __init__(self, folder: Path, k: int, n: int, with_bow: bool, create: bool = True):
+        self.k, self.n, self.filled = k, n, 0 if create else n
+        names = ("ids", "logp", "bow") if with_bow else ("ids", "logp")
+        shapes = {"ids": (max(n, 1), k), "logp": (max(n, 1),), "bow": (max(n, 1),)}
+        dtypes = {"ids": ">u4", "logp": "<f4", "bow": "<f4"}
+        self.files = {name: folder / f"{k}.{name}.npy" for name in names}
+        for name in ("ids", "logp", "bow"):
+            if name not in names:
+                setattr(self, name, None)
+            elif create:
+                setattr(self, name, np.lib.format.open_memmap(self.files[name], "w+", dtypes[name], shapes[name]))
+            else:
+                setattr(self, name, np.load(self.files[name], mmap_mode="r+"))
+
+    def flush(self) -> None:
+        for arr in (self.ids, self.logp, self.bow):
+            if arr is not None:
+                arr.flush()
+
+
+def _in_trie_order(ids: np.ndarray) -> np.ndarray:
+    """For adjacent rows of ``ids`` [m, k]: is each row strictly above the one before (lexicographically)?"""
+    diff = np.asarray(ids[1:], dtype=np.int64) - np.asarray(ids[:-1], dtype=np.int64)  # [m-1, k]
+    first = np.argmax(diff != 0, axis=1)  # the first column where they differ (0 if equal)
+    return diff[np.arange(len(diff)), first] > 0
+
+
+def _arpa_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with _open_text(path) as f:
+        yield from enumerate(f, 1)
+
+
+def _read_arpa_into(path: Path, scratch: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict[int, _Spill]]:
+    """Parse the ARPA: unigrams in RAM, higher orders into :class:`_Spill` memmaps."""
+    declared: dict[int, int] = {}
+    vocab: list[str] = []
+    index: dict[str, int] = {}
+    uni_logp: list[float] = []
+    uni_bow: list[float] = []
+    spills: dict[int, _Spill] = {}
+    section, order = -1, 0
+    bar = None
+    for n, line in _arpa_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        head = fields[0]
+        if head.startswith("\\"):
+            if head == "\\data\\":
+                section = 0
+            elif head == "\\end\\":
+                break
+            elif head.endswith("-grams:"):
+                section = int(head[1:].split("-")[0])
+                if section == 1:
+                    if not declared:
+                        raise ConvertError(f"{path}:{n}: an n-gram section before the \\data\\ counts")
+                    order = max(declared)
+                    bar = tqdm(total=sum(declared.values()), desc="reading ARPA", unit=" n-grams",
+                               mininterval=2.0, unit_scale=True)
+                    for k in range(2, order + 1):
+                        spills[k] = _Spill(scratch, k, declared.get(k, 0), k < order)
+                elif section not in spills:
+                    raise ConvertError(f"{path}:{n}: section {head} not declared in \\data\\")
+            continue
+        if section == 0:
+            if head == "ngram" and len(fields) >= 2:
+                k, _, cnt = line.split(None, 1)[1].partition("=")
+                declared[int(k)] = int(cnt)
+            continue
+        if section < 1:
+            continue
+        k = section
+        if len(fields) not in (k + 1, k + 2):
+            raise ConvertError(f"{path}:{n}: expected a {k}-gram line (log10 p, {k} words[, bow]), got {line.strip()!r}")
+        bow = float(fields[k + 1]) if len(fields) == k + 2 else 0.0
+        if k == 1:
+            w = fields[1]
+            if w in index:
+                raise ConvertError(f"{path}:{n}: the 1-gram {w!r} appears twice")
+            index[w] = len(vocab)
+            vocab.append(w)
+            uni_logp.append(float(head))
+            uni_bow.append(bow)
+        else:
+            sp = spills[k]
+            if sp.filled >= sp.n:
+                raise ConvertError(f"{path}:{n}: more {k}-grams than the {sp.n} declared in \\data\\")
+            try:
+                sp.ids[sp.filled] = [index[w] for w in fields[1 : k + 1]]
+            except KeyError as e:
+                raise ConvertError(f"{path}:{n}: word {e.args[0]!r} is not among the 1-grams") from None
+            sp.logp[sp.filled] = float(head)
+            if sp.bow is not None:
+                sp.bow[sp.filled] = bow
+            sp.filled += 1
+        if bar is not None and (n & 0xFFFF) == 0:
+            bar.update(len(vocab) + sum(s.filled for s in spills.values()) - bar.n)
+    if bar is not None:
+        bar.close()
+    if not vocab:
+        raise ConvertError(f"{path}: not an ARPA file (no \\data\\ counts or no 1-grams)")
+    if declared.get(1) != len(vocab):
+        raise ConvertError(f"{path}: {len(vocab)} 1-grams, the \\data\\ header declares {declared.get(1)}")
+    for k, sp in spills.items():
+        if sp.filled != sp.n:
+            raise ConvertError(f"{path}: {sp.filled} {k}-grams, the \\data\\ header declares {sp.n}")
+    return vocab, np.array(uni_logp), np.array(uni_bow), spills
+
+
+def _sort_in_place(sp: _Spill, path: Path) -> None:
+    """Put one order's n-grams in trie order (lexicographic ids); a no-op for an ARPA already in it."""
+    ordered = all(_in_trie_order(sp.ids[a : a + _CHUNK + 1]).all() for a in range(0, max(sp.n - 1, 0), _CHUNK))
+    if ordered:
+        return
+    log.info("%d-grams are not in trie order: sorting %d of them", sp.k, sp.n)
+    perm = np.argsort(_keys(sp.ids[: sp.n]), kind="stable")
+    for arr in (sp.ids, sp.logp, sp.bow):
+        if arr is not None:
+            arr[: sp.n] = arr[: sp.n][perm]
+    del perm
+    for a in range(0, max(sp.n - 1, 0), _CHUNK):
+        if not _in_trie_order(sp.ids[a : a + _CHUNK + 1]).all():
+            raise ConvertError(f"{path}: a {sp.k}-gram appears twice")
+
+
+def _missing_prefixes(spills: dict[int, _Spill], order: int) -> dict[int, np.ndarray]:
+    """Prefixes (ids [m, k]) missing from order k, highest order first (an inserted prefix may miss its own)."""
+    missing: dict[int, np.ndarray] = {}
+    for k in range(order, 2, -1):
+        lower = spills[k - 1]
+        lower_keys = _keys(lower.ids[: lower.n]) if lower.n else np.zeros(0, dtype=f"V{4 * (k - 1)}")
+        found = []
+        sources = [spills[k].ids[: spills[k].n]] + ([missing[k]] if k in missing else [])
+        for src in sources:
+            for a in range(0, len(src), _CHUNK):
+                prefixes = np.unique(_keys(src[a : a + _CHUNK, : k - 1]))
+                pos = np.searchsorted(lower_keys, prefixes)
+                inside = pos < len(lower_keys)
+                present = np.zeros(len(prefixes), dtype=bool)
+                present[inside] = lower_keys[pos[inside]] == prefixes[inside]
+                found.append(prefixes[~present])
+        if found and sum(map(len, found)):
+            keys = np.unique(np.concatenate(found))
+            missing[k - 1] = np.frombuffer(keys.tobytes(), dtype=">u4").reshape(-1, k - 1).astype(np.int64)
+    return missing
+
+
+def _insert(sp: _Spill, rows: np.ndarray, scratch: Path) -> tuple[_Spill, np.ndarray]:
+    """A new spill with ``rows`` (sorted, absent) merged in (logp NaN until patched, bow 0); their positions."""
+    merged = _Spill(scratch / "merged", sp.k, sp.n + len(rows), sp.bow is not None)
+    at = np.searchsorted(_keys(sp.ids[: sp.n]), _keys(rows)) + np.arange(len(rows))  # rows in the merged arrays
+    for a in range(0, sp.n, _CHUNK):  # old row i goes to i + (number of inserted rows before it)
+        old = np.arange(a, min(a + _CHUNK, sp.n))
+        new = old + np.searchsorted(at - np.arange(len(rows)), old, side="right")
+        for name in ("ids", "logp", "bow"):
+            if getattr(sp, name) is not None:
+                getattr(merged, name)[new] = getattr(sp, name)[a : a + len(old)]
+    merged.ids[at] = rows
+    merged.logp[at] = np.nan
+    if merged.bow is not None:
+        merged.bow[at] = 0.0
+    merged.flush()
+    for name, src in merged.files.items():  # the merged arrays replace the order's scratch files
+        os.replace(src, sp.files[name])
+    return _Spill(scratch, sp.k, merged.n, sp.bow is not None, create=False), at
+
+
+def _parents(sp: _Spill, lower: _Spill | None) -> np.ndarray:
+    """Row of each n-gram's prefix in the order below (every prefix is present)."""
+    if lower is None:  # order 2: the prefix is a word id = its unigram row
+        return np.asarray(sp.ids[: sp.n, 0], dtype=np.int64)
+    lower_keys = _keys(lower.ids[: lower.n])
+    out = np.empty(sp.n, dtype=np.int64)
+    for a in range(0, sp.n, _CHUNK):
+        prefixes = _keys(sp.ids[a : a + _CHUNK, : sp.k - 1])
+        pos = out[a : a + _CHUNK] = np.searchsorted(lower_keys, prefixes)
+        if (pos >= len(lower_keys)).any() or (lower_keys[np.minimum(pos, len(lower_keys) - 1)] != prefixes).any():
+            raise ConvertError(f"{sp.k}-grams near row {a}: a prefix is missing after the prefix insertion")
+    return out
+
+
+def arpa_to_store(arpa: str | os.PathLike, out_dir: str | os.PathLike, scratch_dir: str | os.PathLike | None = None
+                  ) -> Path:
+    """Convert an ARPA file into a store, streaming (see the module docstring).
+
+    Args:
+        arpa: the ARPA file (``.gz`` read compressed).
+        out_dir: the store folder (``<lm folder>/ngram_store``).
+        scratch_dir: where the per-order scratch arrays go (default: a temporary folder beside ``out_dir``).
+
+    Returns:
+        The store folder.
+
+    Raises:
+        ConvertError: a malformed ARPA (one line naming the file and line).
+        FileNotFoundError: no such file.
+    """
+    arpa, out_dir = Path(arpa), Path(out_dir)
+    if not arpa.is_file():
+        raise FileNotFoundError(f"ARPA file not found: {arpa}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".ngram_convert.", dir=scratch_dir or out_dir.parent))
+    try:
+        (scratch / "merged").mkdir()
+        vocab, uni_logp, uni_bow, spills = _read_arpa_into(arpa, scratch)
+        order = max(spills, default=1)
+        notes = []
+        if UNK not in vocab:
+            vocab.append(UNK)
+            uni_logp, uni_bow = np.append(uni_logp, LOG10_ZERO), np.append(uni_bow, 0.0)
+            notes.append(f"{UNK} added with log10 p = -99")
+        for special in (BOS, EOS):
+            if special not in vocab:
+                raise ConvertError(f"{arpa}: no {special} among the 1-grams; expected it in an ARPA")
+        for k in range(2, order + 1):
+            _sort_in_place(spills[k], arpa)
+        inserted: dict[int, np.ndarray] = {}
+        for k, rows in sorted(_missing_prefixes(spills, order).items()):
+            spills[k], inserted[k] = _insert(spills[k], rows, scratch)
+            notes.append(f"{len(rows)} missing {k}-gram prefixes inserted")
+        if notes:
+            log.info("%s: %s", arpa, "; ".join(notes))
+        writer = StoreWriter(out_dir, vocab, f"ARPA {arpa.name}" + (f" ({'; '.join(notes)})" if notes else ""))
+        arrays = {}
+        dest = writer.allocate(1, len(vocab), order)
+        dest["word"][:] = np.arange(len(vocab))
+        dest["logp"][:] = uni_logp
+        if order > 1:
+            dest["bow"][:] = uni_bow
+        arrays.update({(1, kind): a for kind, a in dest.items()})
+        for k in tqdm(range(2, order + 1), desc="linking orders", mininterval=2.0):
+            sp = spills[k]
+            parents = _parents(sp, spills.get(k - 1))
+            counts = np.bincount(parents, minlength=arrays[(k - 1, "word")].shape[0])
+            arrays[(k - 1, "child")][0] = 0
+            np.cumsum(counts, out=arrays[(k - 1, "child")][1:])
+            del parents, counts
+            dest = writer.allocate(k, sp.n, order)
+            for a in range(0, sp.n, _CHUNK):
+                dest["word"][a : a + _CHUNK] = sp.ids[a : a + _CHUNK, k - 1]
+                dest["logp"][a : a + _CHUNK] = sp.logp[a : a + _CHUNK]
+                if k < order:
+                    dest["bow"][a : a + _CHUNK] = sp.bow[a : a + _CHUNK]
+            arrays.update({(k, kind): a for kind, a in dest.items()})
+        if inserted:  # lowest order first: a prefix backs off to shorter ones, inserted ones already patched
+            store = NgramStore.from_arrays(vocab, arrays)
+            for k in sorted(inserted):
+                rows = np.asarray(spills[k].ids[inserted[k]], dtype=np.int64)
+                arrays[(k, "logp")][inserted[k]] = store.ngram_logprob(rows, max_order=k - 1)
+        return writer.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
