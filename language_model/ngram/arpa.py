@@ -1,9 +1,7 @@
 """Back-off n-gram models: the in-memory form, backoff weights, ARPA reading/writing, scoring.
 
-``write_arpa_katz`` (SRILM's default Good-Turing/Katz, the original recipe's smoothing) and
-``write_arpa_kn`` (interpolated modified Kneser-Ney) go from a sentence stream to an ARPA file in
-one call; the steps are ``ngram_counts.count_ngrams`` -> ``katz.estimate_katz`` /
-``kneser_ney.estimate_kn`` -> optional ``prune.prune_relative_entropy`` -> :func:`write_arpa`.
+The one-call trainers (sentences -> ARPA file) are in ``train.py``; the estimators (``katz.py``,
+``kneser_ney.py``, ``prune.py``) import this module, never the other way round.
 
 Probabilities and backoff weights are kept linear (not log) while estimating; the ARPA file holds
 log10 values, with ``-99`` for probability 0 (``<s>``), as SRILM writes it.
@@ -14,11 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from language_model.ngram.counts import BOS, EOS, UNK, NGram, count_ngrams
+from language_model.ngram.counts import BOS, EOS, UNK, NGram
 from nejm_b2txt_utils.atomic_io import atomic_open
 
 log = logging.getLogger(__name__)
@@ -270,95 +268,3 @@ def read_arpa(path: str | os.PathLike) -> BackoffLM:
     if lm is None:
         raise ValueError(f"{path}: not an ARPA file (no \\data\\ / n-gram sections)")
     return lm
-
-
-# --------------------------------------------------------------------------- one-call trainers
-def _train(
-    estimate,
-    sentences: Iterable[str | Sequence[str]],
-    order: int,
-    path: str | os.PathLike,
-    vocab: Iterable[str] | None,
-    min_counts: Sequence[int] | None,
-    prune: float,
-    unpruned_path: str | os.PathLike | None,
-    progress: bool,
-) -> BackoffLM:
-    from language_model.ngram.prune import prune_relative_entropy
-
-    counts = count_ngrams(sentences, order, vocab=vocab, progress=progress)
-    if counts.n_tokens == 0:
-        raise ValueError("corpus is empty: no sentence with at least one word")
-    lm = estimate(counts, min_counts=min_counts)
-    del counts
-    if prune > 0.0:
-        if unpruned_path is not None:
-            write_arpa(lm, unpruned_path)
-        prune_relative_entropy(lm, prune)
-    write_arpa(lm, path)
-    log.info("wrote %s: n-grams per order %s", path, lm.num_ngrams())
-    return lm
-
-
-def write_arpa_katz(
-    sentences: Iterable[str | Sequence[str]],
-    order: int,
-    path: str | os.PathLike,
-    *,
-    vocab: Iterable[str] | None = None,
-    min_counts: Sequence[int] | None = None,
-    prune: float = 0.0,
-    unpruned_path: str | os.PathLike | None = None,
-    progress: bool = False,
-) -> BackoffLM:
-    """Train a Good-Turing/Katz back-off LM (SRILM ``ngram-count`` defaults, see ``katz.py``) on a
-    stream of sentences and write it to ``path`` as ARPA.
-
-    Args:
-        sentences: strings or word lists.
-        order: n-gram order (>= 1).
-        path: the ARPA file.
-        vocab: closes the vocabulary (other words -> ``<unk>``; unseen vocabulary words share the left-over
-            unigram mass).
-        min_counts: ``min_counts[k]`` is the count cut-off of order k+1 (SRILM ``-gtNmin``; default the
-            original recipe's: keep everything).
-        prune: > 0 applies SRILM-style relative-entropy pruning with this threshold.
-        unpruned_path: where the model before pruning goes (optional).
-        progress: show tqdm progress.
-
-    Returns:
-        The (pruned) model.
-
-    Raises:
-        ValueError: ``order`` < 1.
-    """
-    from language_model.ngram.katz import estimate_katz
-
-    return _train(estimate_katz, sentences, order, path, vocab, min_counts, prune, unpruned_path, progress)
-
-
-def write_arpa_kn(
-    sentences: Iterable[str | Sequence[str]],
-    order: int,
-    path: str | os.PathLike,
-    *,
-    vocab: Iterable[str] | None = None,
-    min_counts: Sequence[int] | None = None,
-    prune: float = 0.0,
-    unpruned_path: str | os.PathLike | None = None,
-    progress: bool = False,
-) -> BackoffLM:
-    """As :func:`write_arpa_katz` with interpolated modified Kneser-Ney (see ``kneser_ney.py``).
-
-    Args:
-        sentences, order, path, vocab, min_counts, prune, unpruned_path, progress: as :func:`write_arpa_katz`.
-
-    Returns:
-        The (pruned) model.
-
-    Raises:
-        ValueError: ``order`` < 1.
-    """
-    from language_model.ngram.kneser_ney import estimate_kn
-
-    return _train(estimate_kn, sentences, order, path, vocab, min_counts, prune, unpruned_path, progress)

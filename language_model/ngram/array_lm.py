@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from language_model.ngram.arpa import LOG10_ZERO, PROB_EPSILON
+from language_model.ngram.counts import BOS_ID, EOS_ID
 from language_model.ngram.sorted_counts import ids_to_keys, key_slice, keys_to_ids, last_word
 from nejm_b2txt_utils.atomic_io import atomic_open
 
@@ -187,8 +188,6 @@ def context_logprob(lm: ArrayLM) -> list[np.ndarray]:
     Returns:
         ``[lnP order 1 [n_1], ..., order N-1]`` (-inf where a probability is 0).
     """
-    from language_model.ngram.counts import BOS_ID, EOS_ID
-
     with np.errstate(divide="ignore"):
         uni = np.log(lm.probs[0])
         uni[BOS_ID] = np.log(lm.probs[0][EOS_ID])

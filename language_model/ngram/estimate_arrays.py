@@ -10,18 +10,23 @@ write the same ARPA values as the pure-Python estimators (tests/language_model/n
 Inputs are the merged tables of :func:`~language_model.ngram.sorted_counts.count_corpus` (closed vocabulary:
 every word id is a unigram). Cut-offs (``min_counts``) must not decrease from order 2 upwards, so that every
 kept n-gram's context is kept (the ARPA format needs it; the dict estimators insert missing contexts instead).
+One difference at float-noise level: when Good-Turing is off for unigrams (no singleton word) nothing is left
+for unseen vocabulary words but rounding; ``katz.py`` sums in corpus order and may give them ~1e-16, this
+exactly rounded sum gives them 0 (-99). With a singleton word (any real corpus) the left-over mass is real
+(SRILM's denominator increment) and both agree.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
-from language_model.ngram.array_lm import ArrayLM, backoff_prob, context_backoff_weights, unigram_keys
 from language_model.ngram.arpa import PROB_EPSILON
+from language_model.ngram.array_lm import ArrayLM, backoff_prob, context_backoff_weights, unigram_keys
 from language_model.ngram.counts import BOS_ID
 from language_model.ngram.katz import RECIPE_MIN_COUNTS, SRILM_DEFAULT_MAX_COUNTS, GoodTuring, _per_order
 from language_model.ngram.kneser_ney import kn_discounts_from_count_of_counts
@@ -122,7 +127,7 @@ def estimate_katz_arrays(tables: Sequence[CountTable], words: list[str],
             extra[full] += 1
         if m == 1:
             dense = _dense_unigrams(lm, keys[keep], probs)
-            left = 1.0 - probs.sum()
+            left = 1.0 - math.fsum(probs.tolist())  # exactly rounded (katz.py sums in corpus order: see the docstring)
             vocab = np.arange(len(words)) != BOS_ID
             zero = vocab & (dense == 0.0)
             if zero.any():

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from language_model.ngram.counts import BOS, BOS_ID, EOS, EOS_ID, UNK, UNK_ID
+from language_model.ngram.counts import BOS, BOS_ID, EOS, UNK, UNK_ID
 from nejm_b2txt_utils.atomic_io import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -9,17 +9,12 @@ import random
 
 import pytest
 
-from language_model.ngram.arpa import (
-    BackoffLM,
-    context_backoff_weights,
-    read_arpa,
-    write_arpa_katz,
-    write_arpa_kn,
-)
+from language_model.ngram.arpa import BackoffLM, context_backoff_weights, read_arpa
 from language_model.ngram.counts import count_ngrams
 from language_model.ngram.katz import GoodTuring, estimate_katz
 from language_model.ngram.kneser_ney import adjusted_counts, estimate_kn
 from language_model.ngram.prune import prune_relative_entropy
+from language_model.ngram.train import write_arpa_katz, write_arpa_kn
 
 
 def zipf_corpus(n_sentences: int = 2000, vocab_size: int = 200, seed: int = 0) -> tuple[list[str], list[str]]:

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from language_model.ngram.arpa import read_arpa, write_arpa, write_arpa_katz
+from language_model.ngram.arpa import read_arpa, write_arpa
 from language_model.ngram.counts import BOS, EOS
 from language_model.ngram.mix import best_mix_weight, interpolate, mix_logprob
+from language_model.ngram.train import write_arpa_katz
 from language_model.ngram.unigram import wordfreq_unigram
 
 CORPUS = ["i need water", "i need help", "please help me", "i want water", "i need some water",

@@ -10,9 +10,10 @@ import random
 import numpy as np
 import pytest
 
-from language_model.ngram.arpa import BackoffLM, read_arpa, write_arpa_katz, write_arpa_kn
+from language_model.ngram.arpa import BackoffLM, read_arpa
 from language_model.ngram.store import NgramStore, StoreError, check_store, write_store
 from language_model.ngram.store_convert import ConvertError, arpa_to_store
+from language_model.ngram.train import write_arpa_katz, write_arpa_kn
 
 
 def zipf_sentences(n: int, vocab_size: int, seed: int) -> list[str]:
