@@ -42,7 +42,10 @@ def input_hash(args: argparse.Namespace) -> str | None:
     if args.corpus and "-" in args.corpus:
         return None
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-               if k not in ("out", "force", "corpus", "vocab_file", "mix_dev")}  # fmt: skip
+               if k not in ("out", "force", "corpus", "vocab_file", "mix_dev", "work_dir", "chunk_tokens")}  # fmt: skip
+    for key, default in (("streamed", False), ("first_pass_ngrams", 0)):
+        if options.get(key) == default:
+            options.pop(key, None)  # folders built before the streamed build existed stay up to date
     for key, default in (("mix_wordfreq", False), ("mix_weight", 0.0)):
         if options.get(key) == default:
             del options[key]  # folders built before mixing existed stay up to date

@@ -17,12 +17,16 @@ Re-running with the same inputs and options reuses the folder (``build_info.json
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -39,7 +43,7 @@ from language_model.ngram.corpus import (
 )
 from language_model.ngram.train import write_arpa_katz, write_arpa_kn
 from language_model.ngram.unigram import DEFAULT_EOS_PROB, wordfreq_unigram, wordfreq_vocabulary
-from nejm_b2txt_utils.atomic_io import atomic_write_json
+from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_json
 from nejm_b2txt_utils.cli_errors import print_bad_input
 from nejm_b2txt_utils.memory import peak_rss_mb
 
@@ -78,6 +82,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     lm.add_argument(
         "--keep_unpruned", action="store_true", help="also write lm_no_prune.arpa / G_no_prune.fst"
     )
+    big = p.add_argument_group("large corpora (ngram/streamed_build.py)")
+    big.add_argument("--streamed", action="store_true",
+                     help="sorted on-disk counts and vectorised estimation (bounded memory, resumable: a re-run "
+                          "skips finished stages); the full LM is also written as ngram_store/")
+    big.add_argument("--first_pass_ngrams", type=int, default=0, metavar="N",
+                     help="prune the first-pass LM (G, TLG) to at most N n-grams by relative entropy "
+                          "(implies --streamed; the store keeps the full LM)")
+    big.add_argument("--chunk_tokens", type=int, default=4_000_000, help="tokens per counting chunk (--streamed)")
+    big.add_argument("--work_dir", type=Path,
+                     help="scratch folder kept until the build succeeds (--streamed; default .OUT.build beside OUT)")
     mix = p.add_argument_group("mixing (corpus mode)")
     mix.add_argument("--mix_wordfreq", action="store_true",
                      help="interpolate the n-gram with the wordfreq 1-gram over the same vocabulary (one ARPA, "
@@ -127,6 +141,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--prune must be >= 0, got {args.prune}")
     if args.mix_weight and not 0.0 < args.mix_weight < 1.0:
         p.error(f"--mix_weight must be in (0, 1) (or 0: chosen on held-out sentences), got {args.mix_weight}")
+    args.streamed = args.streamed or args.first_pass_ngrams > 0
+    if args.first_pass_ngrams < 0 or args.chunk_tokens < 1:
+        p.error("--first_pass_ngrams must be >= 0 and --chunk_tokens >= 1")
+    if args.streamed and (args.mix_wordfreq or args.unigram_wordfreq):
+        p.error("--streamed/--first_pass_ngrams build a corpus n-gram; mixing and the wordfreq 1-gram are not streamed")
+    if args.first_pass_ngrams and args.prune:
+        p.error("give either --prune THRESHOLD or --first_pass_ngrams N")
     if (args.mix_weight or args.mix_dev) and not args.mix_wordfreq:
         p.error("--mix_weight/--mix_dev need --mix_wordfreq")
     if not 0.0 <= args.sil_prob < 1.0:
@@ -222,6 +243,66 @@ def mix_with_wordfreq(args: argparse.Namespace, lm, lexicon: dict, normalized: P
     return stats
 
 
+def normalise_corpus(args: argparse.Namespace, work: Path) -> tuple[Path, Counter, int, int]:
+    """Normalise the corpus into ``work/corpus.txt`` (reused from ``work/corpus.json`` in a resumed build).
+
+    Args:
+        args: the flags (``--corpus``, ``--encoding``, ``--no_number_words``).
+        work: the scratch folder.
+
+    Returns:
+        ``(normalised corpus, word counts, sentences, undecodable lines)``.
+
+    Raises:
+        BuildError: no usable sentence.
+    """
+    normalized, done = work / "corpus.txt", work / "corpus.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        return normalized, Counter(info["word_counts"]), info["sentences"], info["undecodable_lines"]
+    word_counts: Counter = Counter()
+    n_sentences = 0
+    decoding = DecodeStats()
+    with atomic_open(normalized) as f:
+        lines = iter_lines(args.corpus, encoding=args.encoding, stats=decoding)
+        sentences = normalized_sentences(lines, number_words=not args.no_number_words)
+        for sentence in tqdm(sentences, desc="normalising", unit=" sent", mininterval=2.0):
+            f.write(sentence + "\n")
+            word_counts.update(sentence.split())
+            n_sentences += 1
+    if not word_counts:
+        raise BuildError(f"corpus {' '.join(map(str, args.corpus))}: no usable sentence after normalisation")
+    log.info("corpus: %d sentences, %d words, %d distinct", n_sentences, sum(word_counts.values()), len(word_counts))
+    if args.streamed:
+        atomic_write_json(done, {"sentences": n_sentences, "undecodable_lines": decoding.undecodable_lines,
+                                 "word_counts": word_counts}, indent=None)  # fmt: skip
+    return normalized, word_counts, n_sentences, decoding.undecodable_lines
+
+
+def build_streamed_lm(args: argparse.Namespace, work: Path, normalized: Path, lexicon: dict,
+                      stats: dict) -> tuple[dict, dict[str, list[str]], Path, Path | None]:
+    """``--streamed``: the full LM as ``ngram_store/`` + the (pruned) first-pass ARPA (``ngram/streamed_build.py``).
+
+    Args:
+        args: the flags.
+        work: the (persistent) scratch folder.
+        normalized: the normalised corpus.
+        lexicon: the vocabulary's lexicon.
+        stats: corpus statistics so far.
+
+    Returns:
+        As :func:`build_from_corpus`; ``stats["store"]`` is the store folder to publish with the graph.
+    """
+    from language_model.ngram.streamed_build import StreamedOptions, build_streamed
+
+    opts = StreamedOptions(order=args.order, smoothing=args.smoothing, min_counts=args.min_count, prune=args.prune,
+                           first_pass_ngrams=args.first_pass_ngrams, keep_unpruned=args.keep_unpruned,
+                           drop_oov_sentences=args.no_unk, chunk_tokens=args.chunk_tokens)  # fmt: skip
+    result = build_streamed(normalized, set(lexicon), work, opts)
+    stats = {**stats, "vocabulary": len(lexicon), **result["stats"], "store": str(result["store"])}
+    return stats, lexicon, result["arpa"], result["unpruned_arpa"]
+
+
 def build_from_corpus(
     args: argparse.Namespace, work: Path, vocab_words: list[str] | None = None
 ) -> tuple[dict, dict[str, list[str]], Path, Path | None]:
@@ -238,26 +319,7 @@ def build_from_corpus(
     Raises:
         BuildError: no usable sentence, or an empty vocabulary.
     """
-    normalized = work / "corpus.txt"
-    word_counts: Counter = Counter()
-    n_sentences = 0
-    decoding = DecodeStats()
-    with open(normalized, "w", encoding="utf-8") as f:
-        lines = iter_lines(args.corpus, encoding=args.encoding, stats=decoding)
-        sentences = normalized_sentences(lines, number_words=not args.no_number_words)
-        for sentence in tqdm(sentences, desc="normalising", unit=" sent", mininterval=2.0):
-            f.write(sentence + "\n")
-            word_counts.update(sentence.split())
-            n_sentences += 1
-    if not word_counts:
-        raise BuildError(f"corpus {' '.join(map(str, args.corpus))}: no usable sentence after normalisation")
-    log.info(
-        "corpus: %d sentences, %d words, %d distinct",
-        n_sentences,
-        sum(word_counts.values()),
-        len(word_counts),
-    )
-
+    normalized, word_counts, n_sentences, undecodable = normalise_corpus(args, work)
     lexicon = lexicon_for_words(choose_vocabulary(args, word_counts, vocab_words))
     if not lexicon:
         raise BuildError("vocabulary is empty: no word has a pronunciation")
@@ -268,6 +330,9 @@ def build_from_corpus(
     vocab = set(lexicon)
     oov = sum(c for w, c in word_counts.items() if w not in vocab)
     del word_counts
+    if args.streamed:
+        return build_streamed_lm(args, work, normalized, lexicon, {"sentences": n_sentences,
+                                 "undecodable_lines": undecodable, "oov_tokens": oov})  # fmt: skip
     arpa = work / "lm.arpa"
     unpruned = work / "lm_no_prune.arpa" if args.keep_unpruned and args.prune > 0 else None
     train = write_arpa_kn if args.smoothing == "kn" else write_arpa_katz
@@ -286,7 +351,7 @@ def build_from_corpus(
         unpruned = arpa  # nothing was pruned: the "unpruned" G is G
     stats = {
         "sentences": n_sentences,
-        "undecodable_lines": decoding.undecodable_lines,
+        "undecodable_lines": undecodable,
         "oov_tokens": oov,
         "vocabulary": len(lexicon),
         "ngrams": lm.num_ngrams(),
@@ -312,6 +377,28 @@ def build_unigram(args: argparse.Namespace, work: Path) -> tuple[dict, dict[str,
     return {"vocabulary": len(lexicon), "ngrams": lm.num_ngrams()}, lexicon, arpa
 
 
+@contextmanager
+def _scratch_folder(args: argparse.Namespace, out: Path, digest: str | None) -> Iterator[Path]:
+    """A temporary folder, or with ``--streamed`` a kept one (``--work_dir``) that a re-run with the same inputs
+    resumes from; it is removed once the LM folder is published."""
+    if not args.streamed:
+        with tempfile.TemporaryDirectory(prefix=".build_lm-", dir=out.parent) as tmp:
+            yield Path(tmp)
+        return
+    work = (args.work_dir or out.parent / f".{out.name}.build").absolute()
+    marker = work / "inputs.json"
+    if work.exists() and (digest is None or not marker.is_file()
+                          or json.loads(marker.read_text()).get("input_hash") != digest):  # fmt: skip
+        log.info("%s holds another build's scratch files: starting afresh", work)
+        shutil.rmtree(work)
+    if marker.is_file():
+        log.info("resuming the build from %s", work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"input_hash": digest})
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> Path:
     """Build (or reuse) the LM folder ``args.out``.
 
@@ -332,8 +419,7 @@ def run(args: argparse.Namespace) -> Path:
         return out
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".build_lm-", dir=out.parent) as tmp:
-        work = Path(tmp)
+    with _scratch_folder(args, out, digest) as work:
         unpruned = None
         if args.unigram_wordfreq:
             stats, lexicon, arpa = build_unigram(args, work)
@@ -354,6 +440,9 @@ def run(args: argparse.Namespace) -> Path:
                 "peak_rss_mb": round(peak_rss_mb(), 1),
                 "tlg_bytes": (folder / "TLG.fst").stat().st_size,
             })  # fmt: skip
+            if "store" in stats:  # --streamed: the full LM goes into the folder with the graph
+                os.replace(stats["store"], folder / "ngram_store")
+                info["store"] = "ngram_store"
             atomic_write_json(folder / "build_info.json", info)
 
         build_lm_dir(lexicon, arpa, out, sil_prob=args.sil_prob, unpruned_arpa_path=unpruned,

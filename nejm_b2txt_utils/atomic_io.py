@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_pickle"]
+           "atomic_write_pickle", "publish_dir"]
 
 
 @contextmanager
@@ -167,3 +169,40 @@ def atomic_write_pickle(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_open(path, "wb") as fh:
         pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return Path(path)
+
+
+def publish_dir(src: str | os.PathLike, dst: str | os.PathLike, *, replace: bool = True) -> bool:
+    """Move a finished folder ``src`` (built beside ``dst``, same filesystem) onto ``dst`` with one rename, so
+    readers see the old folder or the new one, never a half-built one.
+
+    Args:
+        src: the finished folder (e.g. from ``tempfile.mkdtemp(dir=dst.parent)``).
+        dst: the final folder name.
+        replace: ``True``: an existing ``dst`` is renamed aside, ``src`` renamed into place, then the old one
+            removed. ``False``: an existing ``dst`` wins (e.g. another process published the same thing first;
+            a reader may be using it): ``src`` is removed.
+
+    Returns:
+        ``True`` if ``src`` became ``dst``; ``False`` if ``replace=False`` and ``dst`` already existed.
+
+    Raises:
+        OSError: a rename failed for another reason (``src`` is left in place for the caller to remove).
+    """
+    src, dst = Path(src), Path(dst)
+    if not replace:
+        try:
+            os.rename(src, dst)  # fails when dst is a non-empty folder
+        except OSError:
+            if not dst.is_dir():
+                raise
+            shutil.rmtree(src, ignore_errors=True)
+            return False
+        return True
+    old = None
+    if os.path.lexists(dst):
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return True

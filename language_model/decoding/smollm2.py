@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nejm_b2txt_utils.atomic_io import publish_dir
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "B2TXT_SMOLLM2_DIR"
@@ -136,11 +138,9 @@ def ensure_smollm2(cache_dir: str | os.PathLike | None = None) -> Path:
         convert(src, tmp)
         if dst.exists() and not is_converted(dst):  # a leftover without the marker: replace it
             shutil.rmtree(dst)
-        try:
-            os.rename(tmp, dst)
-        except OSError:
-            if not is_converted(dst):  # another process won the race with a finished folder
-                raise
+        # another process may have won the race with a finished folder (and be reading it): keep that one
+        if not publish_dir(tmp, dst, replace=False) and not is_converted(dst):
+            raise OSError(f"{dst}: exists and is not a converted model")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("SmolLM2 converted in %.1f s", time.perf_counter() - t0)

@@ -22,7 +22,14 @@ import numpy as np
 
 from language_model.ngram.arpa import LOG10_ZERO, PROB_EPSILON
 from language_model.ngram.counts import BOS_ID, EOS_ID
-from language_model.ngram.sorted_counts import ids_to_keys, key_slice, keys_to_ids, last_word
+from language_model.ngram.sorted_counts import (
+    codes_fit,
+    ids_to_codes,
+    ids_to_keys,
+    key_slice,
+    keys_to_ids,
+    last_word,
+)
 from nejm_b2txt_utils.atomic_io import atomic_open
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,7 @@ class ArrayLM:
     probs: list[np.ndarray] = field(default_factory=list)
     bows: list[np.ndarray] = field(default_factory=list)
     has_bow: list[np.ndarray] = field(default_factory=list)
+    code_cache: dict = field(default_factory=dict, repr=False)  # order -> (keys, their uint64 codes)
 
     def num_ngrams(self) -> list[int]:
         """Explicit n-grams per order.
@@ -75,7 +83,18 @@ def find(lm: ArrayLM, order: int, queries: np.ndarray) -> tuple[np.ndarray, np.n
         idx = last_word(queries, 1).astype(np.int64)
         return idx, idx < len(lm.keys[0])
     table = lm.keys[order - 1]
-    idx = np.searchsorted(table, queries)
+    vocab_size = len(lm.words)
+    if codes_fit(vocab_size, order):  # search uint64 codes (byte strings compare ~50x slower)
+        cached = lm.code_cache.get(order)
+        if cached is None or cached[0] is not table:
+            cached = lm.code_cache[order] = (table, ids_to_codes(keys_to_ids(table, order), vocab_size))
+        table, queries = cached[1], ids_to_codes(keys_to_ids(queries, order), vocab_size)
+        # sorted queries search ~4x faster (numpy starts each search from the previous result)
+        by_value = np.argsort(queries)
+        idx = np.empty(len(queries), np.int64)
+        idx[by_value] = np.searchsorted(table, queries[by_value])
+    else:
+        idx = np.searchsorted(table, queries)
     found = idx < len(table)
     found[found] = table[idx[found]] == queries[found]
     return idx, found

@@ -30,7 +30,14 @@ from language_model.ngram.array_lm import ArrayLM, backoff_prob, context_backoff
 from language_model.ngram.counts import BOS_ID
 from language_model.ngram.katz import RECIPE_MIN_COUNTS, SRILM_DEFAULT_MAX_COUNTS, GoodTuring, _per_order
 from language_model.ngram.kneser_ney import kn_discounts_from_count_of_counts
-from language_model.ngram.sorted_counts import CountTable, key_slice, last_word
+from language_model.ngram.sorted_counts import (
+    CountTable,
+    codes_fit,
+    ids_to_codes,
+    key_slice,
+    keys_to_ids,
+    last_word,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +165,16 @@ def continuation_counts(tables: Sequence[CountTable], m: int) -> np.ndarray:
     higher = np.asarray(tables[m].keys())
     suffixes = key_slice(higher, m + 1, 1, m + 1)
     suffixes = suffixes[_first_word(suffixes, m) != BOS_ID]
+    vocab_size = int(_first_word(keys, m).max()) + 1 if len(keys) else 1
+    if codes_fit(vocab_size, m):  # uint64 codes sort and search ~10x faster than byte strings
+        suffixes = ids_to_codes(keys_to_ids(suffixes, m), vocab_size)
+        keys = ids_to_codes(keys_to_ids(keys, m), vocab_size)
     uniq, cont = np.unique(suffixes, return_counts=True)
     del suffixes
     adjusted = np.zeros(len(keys), np.int64)
     idx = np.searchsorted(keys, uniq)
     adjusted[idx] = cont  # every suffix is itself a counted n-gram
-    starts_bos = _first_word(keys, m) == BOS_ID
+    starts_bos = _first_word(np.asarray(tables[m - 1].keys()), m) == BOS_ID
     adjusted[starts_bos] = np.asarray(tables[m - 1].counts())[starts_bos]
     return adjusted
 

@@ -111,6 +111,57 @@ def last_word(keys: np.ndarray, order: int) -> np.ndarray:
     return key_slice(keys, order, order - 1, order).view(ID_DTYPE).astype(np.uint32)
 
 
+def codes_fit(vocab_size: int, order: int) -> bool:
+    """Whether order-m n-grams over V words fit one uint64 code (``V**m <= 2**64``).
+
+    Args:
+        vocab_size: V.
+        order: m.
+
+    Returns:
+        True if :func:`ids_to_codes` applies.
+    """
+    return vocab_size**order <= 2**64
+
+
+def ids_to_codes(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Id tuples -> mixed-radix uint64 codes ``((id0 V + id1) V + ...)``: the same order as the keys, but sorted
+    and searched at machine-integer speed (the byte-string keys are the fallback when ``V**m > 2**64``).
+
+    Args:
+        ids: [n, m] ids (< V).
+        vocab_size: V (:func:`codes_fit` must hold).
+
+    Returns:
+        [n] uint64 codes.
+    """
+    base = np.uint64(vocab_size)
+    codes = ids[:, 0].astype(np.uint64)
+    for j in range(1, ids.shape[1]):
+        codes = codes * base + ids[:, j].astype(np.uint64)
+    return codes
+
+
+def codes_to_ids(codes: np.ndarray, order: int, vocab_size: int) -> np.ndarray:
+    """Inverse of :func:`ids_to_codes`.
+
+    Args:
+        codes: [n] uint64 codes.
+        order: m.
+        vocab_size: V.
+
+    Returns:
+        [n, m] uint32 ids.
+    """
+    base = np.uint64(vocab_size)
+    ids = np.empty((len(codes), order), np.uint32)
+    rest = codes.copy()
+    for j in range(order - 1, -1, -1):
+        ids[:, j] = rest % base
+        rest //= base
+    return ids
+
+
 # --------------------------------------------------------------------------- vocabulary and chunks
 def word_index(vocab: Iterable[str]) -> tuple[list[str], dict[str, int]]:
     """Ids of a closed vocabulary, as ``counts.count_ngrams`` assigns them.
@@ -150,12 +201,13 @@ def sentence_ids(lines: Sequence[str], index: dict[str, int], drop_oov_sentences
     return ids
 
 
-def count_chunk(ids: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+def count_chunk(ids: np.ndarray, order: int, vocab_size: int = 2**32) -> tuple[np.ndarray, np.ndarray]:
     """Distinct n-grams of one order inside the sentences of an id array, with counts.
 
     Args:
         ids: [T] ids from :func:`sentence_ids`.
         order: m.
+        vocab_size: V (sorted as uint64 codes when ``V**m <= 2**64``).
 
     Returns:
         ``(keys [n] S{4m} sorted, counts [n] int64)``.
@@ -167,7 +219,11 @@ def count_chunk(ids: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
     n = t - order + 1
     inside = sent[:n] == sent[order - 1 :]  # [n] window within one sentence
     windows = np.stack([ids[j : n + j][inside] for j in range(order)], axis=1)  # [n', m]
-    keys, counts = np.unique(ids_to_keys(windows), return_counts=True)
+    if codes_fit(vocab_size, order):
+        codes, counts = np.unique(ids_to_codes(windows, vocab_size), return_counts=True)
+        keys = ids_to_keys(codes_to_ids(codes, order, vocab_size))
+    else:
+        keys, counts = np.unique(ids_to_keys(windows), return_counts=True)
     return keys, counts.astype(np.int64)
 
 
@@ -280,7 +336,7 @@ def count_runs(lines: Iterable[str], order: int, index: dict[str, int], work: Pa
             stats = {"sentences": n_sent, "tokens": len(ids) - 2 * n_sent,
                      "oov_tokens": int(np.count_nonzero(ids == UNK_ID))}  # fmt: skip
             for m in range(order, 0, -1):  # order 1 last: its marker says the whole chunk is done
-                keys, counts = count_chunk(ids, m)
+                keys, counts = count_chunk(ids, m, len(index))
                 writer = _TableWriter(stems[m - 1], m)
                 writer.append(keys, counts)
                 tables[m - 1] = writer.close({"stats": stats})
