@@ -88,6 +88,13 @@ def normalize_lm_sentence(sentence: str, number_words: bool = True) -> str:
     return " ".join(words)
 
 
+#: A line that is already one normalised sentence (lower-case words of letters with inner apostrophes, single
+#: spaces, no one-letter word but "a"/"i"): normalisation returns it unchanged, so it skips the per-sentence rules (large
+#: generated or pre-normalised corpora go ~10x faster).
+_NORMAL_WORD = r"(?:[b-hj-z][a-z]+|[ai][a-z]*|[a-z]+'[a-z]+)"
+_ALREADY_NORMAL = re.compile(f"{_NORMAL_WORD}(?: {_NORMAL_WORD})*")
+
+
 # --------------------------------------------------------------------------- streaming
 def check_encoding(encoding: str) -> str:
     """The codec name if ``encoding`` can be read line by line from bytes (ASCII-compatible).
@@ -184,6 +191,11 @@ def normalized_sentences(
         An iterator of normalised sentences.
     """
     for line in lines:
+        plain = line.rstrip("\n")
+        if _ALREADY_NORMAL.fullmatch(plain):  # fast path: what normalisation would return unchanged
+            if vocab is None or all(w in vocab for w in plain.split(" ")):
+                yield plain
+            continue
         for sentence in split_sentences(line):
             norm = normalize_lm_sentence(sentence, number_words=number_words)
             if norm and (vocab is None or all(w in vocab for w in norm.split())):

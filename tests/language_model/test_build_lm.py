@@ -180,3 +180,13 @@ def test_wordfreq_unigram_over_the_cmu_vocabulary(tmp_path):
     assert lm.prob(ids["the"]) > lm.prob(ids["water"]) > lm.prob(ids["aardvark"]) > 0
     phones, _ = sentence_to_phonemes("i need water")
     assert decode_words(out, synthetic_lm_logp(phones))[0] == ["i", "need", "water"]
+
+
+@pytest.mark.parametrize("line", ["i want to go", "don't stop it's rock'n roll", "a b c", "plan b is fine",
+                                  "hello  world", "'tis the way", "The store", "we paid 20 dollars", "x"])
+def test_already_normal_lines_take_the_fast_path_to_the_same_result(line):
+    from language_model.ngram.corpus import _ALREADY_NORMAL
+
+    slow = [s for s in (normalize_lm_sentence(x) for x in split_sentences(line)) if s]
+    assert list(normalized_sentences([line + "\n"])) == slow
+    assert bool(_ALREADY_NORMAL.fullmatch(line)) == (line in ("i want to go", "don't stop it's rock'n roll"))

@@ -135,12 +135,12 @@ def test_a_killed_count_resumes_from_finished_chunks(tmp_path, monkeypatch):
     calls, alive = [], []
     real = sorted_counts.count_chunk
 
-    def count_and_die(ids, order):
+    def count_and_die(ids, order, *rest):
         calls.append(order)
         if len(calls) == 7 and not alive:  # the first run dies during the 3rd chunk (3 orders per chunk)
             alive.append(True)
             raise InterruptedError("killed")
-        return real(ids, order)
+        return real(ids, order, *rest)
 
     monkeypatch.setattr(sorted_counts, "count_chunk", count_and_die)
     with pytest.raises(InterruptedError):
