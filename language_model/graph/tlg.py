@@ -23,12 +23,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from language_model.graph.fst_io import read_fst
+from language_model.graph.grammar_fst import arpa_to_g
 from language_model.graph.lexicon import add_lex_disambig, write_lexicon
+from nejm_b2txt_utils.atomic_io import publish_dir
 from nejm_b2txt_utils.phonemes import LM_ORDER, PHONEMES, SIL
-from nejm_b2txt_utils.symbol_table import read_symbols, write_symbols
+from nejm_b2txt_utils.symbol_table import write_symbols
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,6 @@ N_TOKENS = len(TOKENS)  # 41
 TOKEN_ID: dict[str, int] = {t: i + 1 for i, t in enumerate(TOKENS)}
 SPECIAL_WORDS = ("<eps>", "#0", "<s>", "</s>", "<unk>")
 _VALID_PHONES = frozenset(PHONEMES)
-# Lines make_tlg.sh removes from the ARPA before arpa2fst (spec §4.3), matched case-insensitively.
-_ARPA_DROP = ("<s> <s>", "</s> <s>", "</s> </s>", "<unk>", "<spoken_noise>")
 
 
 # --------------------------------------------------------------------------- symbol tables
@@ -158,105 +158,6 @@ def ctc_token_fst_text(n_disambig: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- G
-def filter_arpa(
-    src: str | os.PathLike, dst: str | os.PathLike, vocab: set[str] | None = None
-) -> dict[int, int]:
-    """Copy an ARPA, dropping what ``make_tlg.sh`` drops (``<unk>``, ``<s> <s>``, ...) and n-grams
-    with words outside ``vocab``; the header counts are rewritten to match (the original left them stale,
-    which Kaldi tolerates and KenLM rejects).
-
-    Args:
-        src: the ARPA file.
-        dst: the filtered copy.
-        vocab: words to keep (``None``: all).
-
-    Returns:
-        The kept n-gram count per order.
-
-    Raises:
-        ValueError: a malformed n-gram line, or no unigram left.
-    """
-    counts: dict[int, int] = {}
-
-    def kept_lines():
-        order = 0
-        with open(src, encoding="utf-8") as f:
-            for line in f:
-                stripped = line.strip()
-                if stripped.startswith("\\") and stripped.endswith("-grams:"):
-                    order = int(stripped[1:].split("-")[0])
-                    yield order, None
-                    continue
-                if order == 0 or not stripped or stripped == "\\end\\":
-                    if stripped == "\\end\\":
-                        order = 0
-                    continue
-                low = stripped.lower()
-                if any(bad in low for bad in _ARPA_DROP):
-                    continue
-                fields = stripped.split()
-                words = fields[1 : 1 + order]
-                if len(words) != order:
-                    raise ValueError(f"{src}: malformed {order}-gram line {stripped!r}")
-                if vocab is not None and any(w not in vocab for w in words):
-                    continue
-                yield order, stripped
-
-    for order, line in kept_lines():
-        counts.setdefault(order, 0)
-        if line is not None:
-            counts[order] += 1
-    if not counts or counts.get(1, 0) == 0:
-        raise ValueError(
-            f"{src}: no unigrams left after filtering; is it an ARPA file over the lexicon's words?"
-        )
-    with open(dst, "w", encoding="utf-8") as out:
-        out.write("\\data\\\n")
-        out.writelines(f"ngram {k}={counts[k]}\n" for k in sorted(counts))
-        current = 0
-        for order, line in kept_lines():
-            if line is None:
-                current = order
-                out.write(f"\n\\{current}-grams:\n")
-            else:
-                out.write(line + "\n")
-        out.write("\n\\end\\\n")
-    return counts
-
-
-def arpa_to_g(arpa_path: str | os.PathLike, words_txt: str | os.PathLike, g_path: str | os.PathLike):
-    """G.fst from an ARPA (filtered like ``make_tlg.sh``) with kaldilm: ``#0:<eps>`` backoff arcs,
-    ``<s>``/``</s>`` as epsilon, ilabel-sorted.
-
-    Args:
-        arpa_path: the ARPA file.
-        words_txt: the word symbol table.
-        g_path: where G.fst is written.
-
-    Returns:
-        The loaded ``kaldifst.StdVectorFst``.
-
-    Raises:
-        ValueError: as :func:`filter_arpa`.
-    """
-    import kaldilm
-
-    vocab = set(read_symbols(words_txt).values()) - {"<eps>", "#0"}
-    with tempfile.TemporaryDirectory(dir=Path(g_path).parent) as tmp:
-        filtered = Path(tmp) / "filtered.arpa"
-        counts = filter_arpa(arpa_path, filtered, vocab)
-        log.info("ARPA %s after filtering: %s", arpa_path, counts)
-        kaldilm.arpa2fst(
-            input_arpa=str(filtered),
-            output_fst=str(g_path),
-            disambig_symbol="#0",
-            read_symbol_table=str(words_txt),
-            max_arpa_warnings=10,
-        )
-    return read_fst(g_path)
-
-
 # --------------------------------------------------------------------------- composition
 def check_lexicon(lexicon: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """Check a lexicon before building L (build_lm.py calls it before the n-gram estimation, too).
@@ -334,17 +235,6 @@ def _max_ilabel(fst) -> int:
     return top
 
 
-def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
-    """Move a finished build into place; an existing folder is swapped out, then removed."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(out_dir, old)
-    os.replace(tmp_dir, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_lm_dir(
     lexicon: Mapping[str, Sequence[str]],
     arpa_path: str | os.PathLike,
@@ -380,8 +270,6 @@ def build_lm_dir(
         ValueError: bad ``sil_prob``, a bad lexicon entry, or no word of the ARPA has a pronunciation.
         RuntimeError: the graph could not be built completely.
     """
-    import kaldifst
-
     if not 0.0 <= sil_prob < 1.0:
         raise ValueError(f"sil_prob must be in [0, 1), got {sil_prob}")
     arpa_path = Path(arpa_path)
@@ -389,62 +277,147 @@ def build_lm_dir(
         raise FileNotFoundError(f"ARPA file not found: {arpa_path}")
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    clean = check_lexicon(lexicon)
+    tables = symbol_tables(check_lexicon(lexicon), sil_prob)
     t_start = time.perf_counter()
+    tmp_dir = _staging_dir(out_dir)
+    try:
+        l_fst, t_fst = write_lexicon_and_topology(tables, tmp_dir, sil_prob, keep_intermediate)
+        g_fst = write_grammars(arpa_path, tmp_dir, unpruned_arpa_path)
+        num_states = write_tlg(l_fst, g_fst, t_fst, tmp_dir, arpa_path, keep_intermediate)
+        shutil.copyfile(arpa_path, tmp_dir / "lm.arpa")
+        if before_publish is not None:  # e.g. build_lm.py's build_info.json: part of the folder when it appears
+            before_publish(tmp_dir)
+        publish_dir(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    log.info("LM folder %s built in %.1f s (TLG %d states)", out_dir, time.perf_counter() - t_start, num_states)
+    return out_dir
 
-    disambig_lex, max_disambig = add_lex_disambig(sorted(clean.items()))
+
+@dataclass
+class SymbolTables:
+    """The lexicon with disambiguation symbols and the token/word symbol tables of one build."""
+
+    lexicon: dict[str, list[str]]
+    disambig_lexicon: list[tuple[str, list[str]]]
+    n_disambig: int
+    tokens: list[str]
+    words: list[str]
+    sil_disambig: str | None
+
+    @property
+    def token_id(self) -> dict[str, int]:
+        """Returns: token symbol -> id."""
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    @property
+    def word_id(self) -> dict[str, int]:
+        """Returns: word -> id."""
+        return {w: i for i, w in enumerate(self.words)}
+
+
+def symbol_tables(lexicon: dict[str, list[str]], sil_prob: float) -> SymbolTables:
+    """Step 1: disambiguation symbols (``#0``..; the top one is reserved for silence) and symbol tables.
+
+    Args:
+        lexicon: a checked lexicon (:func:`check_lexicon`).
+        sil_prob: optional-silence probability (> 0 reserves the silence disambiguation symbol).
+
+    Returns:
+        The tables.
+    """
+    disambig_lex, max_disambig = add_lex_disambig(sorted(lexicon.items()))
     n_disambig = max_disambig + 1 if sil_prob > 0 else max_disambig  # top symbol reserved for silence
-    tokens = token_symbols(n_disambig)
-    words = word_symbols(clean)
-    token_id = {t: i for i, t in enumerate(tokens)}
-    word_id = {w: i for i, w in enumerate(words)}
-    sil_disambig = f"#{n_disambig}" if sil_prob > 0 else None
-    log.info("lexicon: %d words, disambiguation symbols #0..#%d", len(clean), n_disambig)
+    log.info("lexicon: %d words, disambiguation symbols #0..#%d", len(lexicon), n_disambig)
+    return SymbolTables(lexicon, disambig_lex, n_disambig, token_symbols(n_disambig), word_symbols(lexicon),
+                        f"#{n_disambig}" if sil_prob > 0 else None)  # fmt: skip
 
+
+def _staging_dir(out_dir: Path) -> Path:
+    """A sibling folder to build in (same filesystem: published with one rename), with normal permissions."""
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp_dir.chmod(0o777 & ~umask)  # mkdtemp makes it private; the LM folder is a normal one
-    try:
-        write_symbols(tokens, tmp_dir / "tokens.txt")
-        write_symbols(words, tmp_dir / "words.txt")
-        write_lexicon(sorted(clean.items()), tmp_dir / "lexicon.txt")
+    return tmp_dir
 
-        t0 = time.perf_counter()
-        l_fst = kaldifst.compile(lexicon_fst_text(disambig_lex, token_id, word_id, sil_prob, sil_disambig))
-        kaldifst.add_self_loops(l_fst, [token_id["#0"]], [word_id["#0"]])
-        log.info("L: %d states (%.1f s)", l_fst.num_states, time.perf_counter() - t0)
-        t_fst = kaldifst.compile(ctc_token_fst_text(n_disambig))
 
-        t0 = time.perf_counter()
-        g_fst = arpa_to_g(arpa_path, tmp_dir / "words.txt", tmp_dir / "G.fst")
-        log.info("G: %d states (%.1f s)", g_fst.num_states, time.perf_counter() - t0)
-        if unpruned_arpa_path is not None:
-            arpa_to_g(unpruned_arpa_path, tmp_dir / "words.txt", tmp_dir / "G_no_prune.fst")
-            shutil.copyfile(unpruned_arpa_path, tmp_dir / "lm_no_prune.arpa")
-        if keep_intermediate:
-            t_fst.write(str(tmp_dir / "T.fst"))
-            l_fst.write(str(tmp_dir / "L.fst"))
+def write_lexicon_and_topology(tables: SymbolTables, folder: Path, sil_prob: float, keep_intermediate: bool):
+    """Step 2: ``tokens.txt``, ``words.txt``, ``lexicon.txt`` and the L and T transducers.
 
-        tlg, lg = compose_tlg(l_fst, g_fst, t_fst)
-        del l_fst, g_fst
-        if tlg.num_states == 0:
-            raise ValueError(f"TLG is empty: no word of {arpa_path} has a pronunciation in the lexicon")
-        top = _max_ilabel(tlg)
-        if top > N_TOKENS:  # cannot happen with T's <eps>:#k loops; a decoder would read past column 40
-            raise RuntimeError(f"TLG has input label {top} > {N_TOKENS}: disambiguation symbols leaked")
-        if keep_intermediate:
-            lg.write(str(tmp_dir / "LG.fst"))
-        del lg
-        tlg.write(str(tmp_dir / "TLG.fst"))
-        shutil.copyfile(arpa_path, tmp_dir / "lm.arpa")
-        if before_publish is not None:  # e.g. build_lm.py's build_info.json: part of the folder when it appears
-            before_publish(tmp_dir)
-        _replace_dir(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    log.info(
-        "LM folder %s built in %.1f s (TLG %d states)", out_dir, time.perf_counter() - t_start, tlg.num_states
-    )
-    return out_dir
+    Args:
+        tables: :func:`symbol_tables`.
+        folder: the staging folder.
+        sil_prob: optional-silence probability.
+        keep_intermediate: also write ``T.fst`` and ``L.fst``.
+
+    Returns:
+        ``(L, T)`` as ``kaldifst.StdVectorFst``.
+    """
+    import kaldifst
+
+    write_symbols(tables.tokens, folder / "tokens.txt")
+    write_symbols(tables.words, folder / "words.txt")
+    write_lexicon(sorted(tables.lexicon.items()), folder / "lexicon.txt")
+    t0 = time.perf_counter()
+    token_id, word_id = tables.token_id, tables.word_id
+    l_fst = kaldifst.compile(lexicon_fst_text(tables.disambig_lexicon, token_id, word_id, sil_prob,
+                                              tables.sil_disambig))  # fmt: skip
+    kaldifst.add_self_loops(l_fst, [token_id["#0"]], [word_id["#0"]])
+    log.info("L: %d states (%.1f s)", l_fst.num_states, time.perf_counter() - t0)
+    t_fst = kaldifst.compile(ctc_token_fst_text(tables.n_disambig))
+    if keep_intermediate:
+        t_fst.write(str(folder / "T.fst"))
+        l_fst.write(str(folder / "L.fst"))
+    return l_fst, t_fst
+
+
+def write_grammars(arpa_path: Path, folder: Path, unpruned_arpa_path: str | os.PathLike | None = None):
+    """Step 3: ``G.fst`` from the (first-pass) ARPA, and ``G_no_prune.fst`` + ``lm_no_prune.arpa`` from the
+    unpruned one if given.
+
+    Args:
+        arpa_path: the ARPA of the graph.
+        folder: the staging folder (holds ``words.txt``).
+        unpruned_arpa_path: the unpruned ARPA for ``--rescore`` (optional).
+
+    Returns:
+        G as ``kaldifst.StdVectorFst``.
+    """
+    t0 = time.perf_counter()
+    g_fst = arpa_to_g(arpa_path, folder / "words.txt", folder / "G.fst")
+    log.info("G: %d states (%.1f s)", g_fst.num_states, time.perf_counter() - t0)
+    if unpruned_arpa_path is not None:
+        arpa_to_g(unpruned_arpa_path, folder / "words.txt", folder / "G_no_prune.fst")
+        shutil.copyfile(unpruned_arpa_path, folder / "lm_no_prune.arpa")
+    return g_fst
+
+
+def write_tlg(l_fst, g_fst, t_fst, folder: Path, arpa_path: Path, keep_intermediate: bool) -> int:
+    """Step 4: ``TLG.fst`` (and ``LG.fst``), checked to read tokens only.
+
+    Args:
+        l_fst, g_fst, t_fst: the transducers of steps 2 and 3.
+        folder: the staging folder.
+        arpa_path: the ARPA (for the error message).
+        keep_intermediate: also write ``LG.fst``.
+
+    Returns:
+        TLG's number of states.
+
+    Raises:
+        ValueError: TLG is empty (no word of the ARPA has a pronunciation).
+        RuntimeError: a disambiguation symbol leaked onto TLG's input side.
+    """
+    tlg, lg = compose_tlg(l_fst, g_fst, t_fst)
+    if tlg.num_states == 0:
+        raise ValueError(f"TLG is empty: no word of {arpa_path} has a pronunciation in the lexicon")
+    top = _max_ilabel(tlg)
+    if top > N_TOKENS:  # cannot happen with T's <eps>:#k loops; a decoder would read past column 40
+        raise RuntimeError(f"TLG has input label {top} > {N_TOKENS}: disambiguation symbols leaked")
+    if keep_intermediate:
+        lg.write(str(folder / "LG.fst"))
+    del lg
+    tlg.write(str(folder / "TLG.fst"))
+    return tlg.num_states

@@ -9,7 +9,8 @@ import pytest
 pytest.importorskip("kaldilm")
 
 from language_model.decoding.ngram_rescore import GrammarFst, exact_rescore  # noqa: E402
-from language_model.graph.tlg import arpa_to_g, build_lm_dir, word_symbols  # noqa: E402
+from language_model.graph.grammar_fst import arpa_to_g  # noqa: E402
+from language_model.graph.tlg import build_lm_dir, word_symbols  # noqa: E402
 from language_model.graph.toy_lm import TOY_LEXICON, synthetic_logits  # noqa: E402
 from language_model.ngram.arpa import read_arpa  # noqa: E402
 from nejm_b2txt_utils.hypothesis import Hypothesis  # noqa: E402

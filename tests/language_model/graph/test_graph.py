@@ -10,12 +10,12 @@ kaldifst = pytest.importorskip("kaldifst")
 kaldi_decoder = pytest.importorskip("kaldi_decoder")
 pytest.importorskip("kaldilm")
 
+from language_model.graph.grammar_fst import filter_arpa  # noqa: E402
 from language_model.graph.lexicon import add_lex_disambig, read_lexicon  # noqa: E402
 from language_model.graph.tlg import (  # noqa: E402
     N_TOKENS,
     build_lm_dir,
     ctc_token_fst_text,
-    filter_arpa,
 )
 from nejm_b2txt_utils.lexicon import sentence_to_phonemes  # noqa: E402
 from nejm_b2txt_utils.symbol_table import read_symbols  # noqa: E402
