@@ -10,9 +10,14 @@ gives the in-process peak RSS):
   CMU + corpus vocabulary, as the original's 3-gram;
 * ``big`` (``--big``): a 3-gram from a 10M-word corpus (half grammar sentences when the synthetic
   generator is importable, half Zipf word sequences from wordfreq: a pessimistic, high-diversity
-  text), pruned at ``--big_prune``.
+  text), pruned at ``--big_prune``;
+* ``streamed_<N>`` (``--streamed_words N ...``): the issue-20 path at scale, ``build_lm.py --streamed --order 4
+  --vocab corpus --first_pass_ngrams 300000`` on N words of ``zipf_text.py`` text (the full 4-gram as
+  ``ngram_store/``, the pruned first pass as TLG): wall, peak RSS, seconds per stage, n-grams per order (full
+  and first pass), store and folder bytes. Target (issue 20): 100M words in < 1 h at < 12 GB on 2 cores.
 
     python -m benchmarks.tlg_build [--corpus lm_corpus.txt] [--big [--big_corpus FILE]] [--work DIR]
+    python -m benchmarks.tlg_build --only_streamed --streamed_words 1000000 10000000
 """
 
 from __future__ import annotations
@@ -105,6 +110,25 @@ def run_build(argv: list[str], out: Path) -> dict:
     }
 
 
+def run_streamed(n_words: int, work: Path, first_pass_ngrams: int, order: int) -> dict:
+    """One ``streamed_<N>`` case (see the module docstring)."""
+    from benchmarks.zipf_text import write_zipf_corpus
+
+    corpus = work / f"zipf_{n_words}.txt"
+    t0 = time.perf_counter()
+    gen = write_zipf_corpus(corpus, n_words) if not corpus.is_file() else {"bytes": corpus.stat().st_size}
+    gen["seconds"] = round(time.perf_counter() - t0, 1)
+    out = work / f"streamed_{n_words}"
+    argv = ["--corpus", str(corpus), "--order", str(order), "--vocab", "corpus", "--first_pass_ngrams",
+            str(first_pass_ngrams)]  # fmt: skip
+    result = run_build(argv, out)
+    info = json.loads((out / "build_info.json").read_text())
+    folder_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    result.update(corpus=gen, tokens=info["tokens"], ngrams_full=info["ngrams_full"], stage_seconds=info["stage_seconds"],
+                  store_mb=round(info["store_bytes"] / 2**20, 1), folder_mb=round(folder_bytes / 2**20, 1))  # fmt: skip
+    return result
+
+
 @exit_2_on_bad_input()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,15 +137,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big_corpus", type=Path, help="10M-word text to use instead of generating one")
     p.add_argument("--big_words", type=int, default=10_000_000)
     p.add_argument("--big_prune", type=float, default=1e-7)
+    p.add_argument("--streamed_words", type=int, nargs="*", default=[], metavar="N",
+                   help="also build the streamed 4-gram + pruned first pass from N generated words (each N)")
+    p.add_argument("--first_pass_ngrams", type=int, default=300_000, help="first-pass budget of the streamed cases")
+    p.add_argument("--only_streamed", action="store_true", help="skip the unigram and 3-gram cases")
     p.add_argument("--work", type=Path, help="keep the built folders here (default: a temporary folder)")
     args = p.parse_args(argv)
-    check_flags(args, {"big_words": 1, "big_prune": 0})
+    check_flags(args, {"big_words": 1, "big_prune": 0, "first_pass_ngrams": 1})
+    if any(n < 1 for n in args.streamed_words):
+        p.error(f"--streamed_words must be >= 1, got {args.streamed_words}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     with tempfile.TemporaryDirectory(prefix="tlg_build-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+        result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                    "load_average": os.getloadavg()}}  # fmt: skip
+        for n_words in args.streamed_words:
+            log.info("streamed 4-gram build from %d generated words", n_words)
+            result[f"streamed_{n_words}"] = run_streamed(n_words, work, args.first_pass_ngrams, 4)
+        if args.only_streamed:
+            print_result(result)
+            return 0
         log.info("building the wordfreq 1-gram over the CMU vocabulary")
         result["unigram_wordfreq"] = run_build(["--unigram_wordfreq"], work / "unigram")
         corpus = args.corpus
