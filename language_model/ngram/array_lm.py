@@ -126,6 +126,27 @@ def backoff_prob(lm: ArrayLM, queries: np.ndarray, order: int) -> np.ndarray:
     return out
 
 
+#: Queries looked up per block (bounds the temporary arrays of a lookup to ~0.5 GB).
+BLOCK = 1 << 23
+
+
+def lower_order_prob(lm: ArrayLM, keys: np.ndarray, order: int) -> np.ndarray:
+    """p(w | h') by back-off for every n-gram (h, w) of an order, h' = h without its first word (in blocks).
+
+    Args:
+        lm: the model (orders below ``order`` final).
+        keys: [n] keys of order ``order`` >= 2.
+        order: m.
+
+    Returns:
+        [n] float64 linear probabilities.
+    """
+    out = np.empty(len(keys))
+    for a in range(0, len(keys), BLOCK):
+        out[a : a + BLOCK] = backoff_prob(lm, key_slice(keys[a : a + BLOCK], order, 1, order), order - 1)
+    return out
+
+
 def parent_index(lm: ArrayLM, order: int, keys: np.ndarray | None = None) -> np.ndarray:
     """The context entry (order m-1) of every entry of order m.
 
@@ -141,10 +162,13 @@ def parent_index(lm: ArrayLM, order: int, keys: np.ndarray | None = None) -> np.
         ValueError: an n-gram's context is not in the model (the ARPA format needs it).
     """
     keys = lm.keys[order - 1] if keys is None else keys
-    idx, found = find(lm, order - 1, key_slice(keys, order, 0, order - 1))
-    if not found.all():
-        raise ValueError(f"{int(np.count_nonzero(~found))} {order}-grams have no {order - 1}-gram context")
-    return idx
+    out = np.empty(len(keys), np.int64)
+    for a in range(0, len(keys), BLOCK):
+        idx, found = find(lm, order - 1, key_slice(keys[a : a + BLOCK], order, 0, order - 1))
+        if not found.all():
+            raise ValueError(f"{int(np.count_nonzero(~found))} {order}-grams have no {order - 1}-gram context")
+        out[a : a + BLOCK] = idx
+    return out
 
 
 def backoff_weights_from_sums(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +207,7 @@ def context_backoff_weights(lm: ArrayLM, order: int) -> None:
     child_keys = lm.keys[order]
     n_ctx = len(lm.keys[order - 1])
     parent = parent_index(lm, order + 1)
-    lower = backoff_prob(lm, key_slice(child_keys, order + 1, 1, order + 1), order)
+    lower = lower_order_prob(lm, child_keys, order + 1)
     num = 1.0 - np.bincount(parent, weights=lm.probs[order], minlength=n_ctx)
     den = 1.0 - np.bincount(parent, weights=lower, minlength=n_ctx)
     has = np.bincount(parent, minlength=n_ctx) > 0

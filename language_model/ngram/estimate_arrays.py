@@ -26,7 +26,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from language_model.ngram.arpa import PROB_EPSILON
-from language_model.ngram.array_lm import ArrayLM, backoff_prob, context_backoff_weights, unigram_keys
+from language_model.ngram.array_lm import (
+    BLOCK,
+    ArrayLM,
+    context_backoff_weights,
+    lower_order_prob,
+    unigram_keys,
+)
 from language_model.ngram.counts import BOS_ID
 from language_model.ngram.katz import RECIPE_MIN_COUNTS, SRILM_DEFAULT_MAX_COUNTS, GoodTuring, _per_order
 from language_model.ngram.kneser_ney import kn_discounts_from_count_of_counts
@@ -67,9 +73,10 @@ def _groups(keys: np.ndarray, order: int) -> tuple[np.ndarray, int]:
     """Context group of every sorted key (a context's n-grams are contiguous; all 0 for unigrams)."""
     if order == 1 or len(keys) == 0:
         return np.zeros(len(keys), np.int64), 1
-    ctx = key_slice(keys, order, 0, order - 1)
-    new = np.ones(len(ctx), bool)
-    new[1:] = ctx[1:] != ctx[:-1]
+    new = np.ones(len(keys), bool)
+    for a in range(1, len(keys), BLOCK):  # in blocks: the context copies stay small
+        ctx = key_slice(keys[a - 1 : a + BLOCK], order, 0, order - 1)
+        new[a : a + BLOCK] = ctx[1:] != ctx[:-1]
     return np.cumsum(new) - 1, int(new.sum())
 
 
@@ -216,7 +223,7 @@ def estimate_kn_arrays(tables: Sequence[CountTable], words: list[str],
         if m == 1:
             lower = 1.0 / n_vocab
         else:
-            lower = backoff_prob(lm, key_slice(keys[keep], m, 1, m), m - 1)
+            lower = lower_order_prob(lm, keys[keep], m)
         probs = (a - disc[keep]) / totals[g] + gamma[g] / totals[g] * lower
         if m == 1:
             dense = _dense_unigrams(lm, keys[keep], probs)

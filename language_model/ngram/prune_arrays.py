@@ -25,12 +25,11 @@ import numpy as np
 
 from language_model.ngram.array_lm import (
     ArrayLM,
-    backoff_prob,
     context_backoff_weights,
     context_logprob,
+    lower_order_prob,
     parent_index,
 )
-from language_model.ngram.sorted_counts import key_slice
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def pruning_criterion(lm: ArrayLM) -> list[np.ndarray]:
         keys, p = lm.keys[m - 1], lm.probs[m - 1]
         parent = parent_index(lm, m)
         n_ctx = len(lm.keys[m - 2])
-        pl = backoff_prob(lm, key_slice(keys, m, 1, m), m - 1)
+        pl = lower_order_prob(lm, keys, m)
         num = np.maximum(1.0 - np.bincount(parent, weights=p, minlength=n_ctx), 0.0)[parent]
         den = np.maximum(1.0 - np.bincount(parent, weights=pl, minlength=n_ctx), 0.0)[parent]
         bow = lm.bows[m - 2][parent]
