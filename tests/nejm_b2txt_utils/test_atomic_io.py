@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_json, atomic_write_text
+from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_json, atomic_write_text, publish_dir
 
 
 def _mode(path) -> int:
@@ -56,3 +56,26 @@ def test_a_folder_or_a_device_is_never_replaced(tmp_path):
     with pytest.raises(OSError, match="not a regular file"):
         atomic_write_text("/dev/null", "x")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def _folder(path, text):
+    path.mkdir()
+    (path / "f.txt").write_text(text)
+    return path
+
+
+def test_publish_dir_replaces_a_folder_in_one_rename_and_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "lm"
+    assert publish_dir(_folder(tmp_path / ".new1", "one"), out) is True
+    assert publish_dir(_folder(tmp_path / ".new2", "two"), out) is True
+    assert (out / "f.txt").read_text() == "two" and sorted(p.name for p in tmp_path.iterdir()) == ["lm"]
+
+
+def test_publish_dir_without_replace_keeps_the_folder_already_there(tmp_path):
+    """Two processes converting the same model: the first one's folder stays (a reader may be using it)."""
+    out = _folder(tmp_path / "model", "first")
+    assert publish_dir(_folder(tmp_path / ".late", "second"), out, replace=False) is False
+    assert (out / "f.txt").read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert publish_dir(_folder(tmp_path / ".new", "third"), tmp_path / "other", replace=False) is True
+    with pytest.raises(FileNotFoundError):
+        publish_dir(tmp_path / "missing", tmp_path / "x", replace=False)
