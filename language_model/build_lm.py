@@ -12,6 +12,13 @@ pronunciations), estimate the ARPA (SRILM-default Good-Turing/Katz or modified K
 cut-offs, relative-entropy pruning) and compile the graph (``graph.build_lm_dir``).
 ``--unigram_wordfreq``: the offline counterpart of the shipped ``openwebtext_1gram_lm_sil``.
 Re-running with the same inputs and options reuses the folder (``build_info.json`` holds a hash).
+
+Large corpora (``--streamed``, implied by ``--first_pass_ngrams N``; ``ngram/streamed_build.py``): sorted on-disk
+counts and estimation over arrays (the same values as the in-memory estimators) in bounded memory; the full LM
+becomes ``ngram_store/`` (memory-mapped) and G/TLG are built from a first pass pruned to N n-grams. A killed
+build re-run with the same inputs resumes from its scratch folder (``--work_dir``):
+
+    python language_model/build_lm.py --corpus big.txt.gz --order 4 --first_pass_ngrams 300000 --out lm_dir
 """
 
 from __future__ import annotations
