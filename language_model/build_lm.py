@@ -394,14 +394,14 @@ def _scratch_folder(args: argparse.Namespace, out: Path, digest: str | None) -> 
         return
     work = (args.work_dir or out.parent / f".{out.name}.build").absolute()
     marker = work / "inputs.json"
-    if work.exists() and (digest is None or not marker.is_file()
-                          or json.loads(marker.read_text()).get("input_hash") != digest):  # fmt: skip
+    identity = {"input_hash": digest, "chunk_tokens": args.chunk_tokens}  # chunks are the resumed units
+    if work.exists() and (digest is None or not marker.is_file() or json.loads(marker.read_text()) != identity):
         log.info("%s holds another build's scratch files: starting afresh", work)
         shutil.rmtree(work)
     if marker.is_file():
         log.info("resuming the build from %s", work)
     work.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, {"input_hash": digest})
+    atomic_write_json(marker, identity)
     yield work
     shutil.rmtree(work, ignore_errors=True)
 
