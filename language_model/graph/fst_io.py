@@ -15,7 +15,7 @@ import os
 import struct
 from pathlib import Path
 
-__all__ = ["FST_MAGIC", "FstReadError", "read_fst"]
+__all__ = ["FST_MAGIC", "FstReadError", "read_fst", "read_fst_header"]
 
 FST_MAGIC = 2125659606  # OpenFST's file magic number (int32, little-endian on disk)
 _MAX_TYPE_LEN = 64  # "vector", "const", "standard", "log64"... a longer type string is garbage
@@ -60,6 +60,23 @@ def _read_header(path: Path, size: int) -> dict:
     header.update(version=take("<i"), flags=take("<i"), properties=take("<Q"), start=take("<q"),
                   num_states=take("<q"), num_arcs=take("<q"), header_bytes=pos)
     return header
+
+
+def read_fst_header(path: str | os.PathLike) -> dict:
+    """The checked OpenFST header of a file, without reading the FST.
+
+    Args:
+        path: the ``.fst`` file.
+
+    Returns:
+        ``{"fst_type", "arc_type", "version", "flags", "properties", "start", "num_states", "num_arcs",
+        "header_bytes"}`` (``header_bytes``: where the states begin).
+
+    Raises:
+        FstReadError: no OpenFST magic number, garbage type strings, or shorter than a header.
+    """
+    path = Path(path)
+    return _read_header(path, path.stat().st_size)
 
 
 def read_fst(path: str | os.PathLike):

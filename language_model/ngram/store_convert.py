@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from language_model.ngram.store import BOS, EOS, UNK, NgramStore, StoreWriter
+from language_model.ngram.store import BOS, EOS, LN10, UNK, NgramStore, StoreWriter, write_store
 
 log = logging.getLogger(__name__)
 
@@ -306,3 +306,109 @@ def arpa_to_store(arpa: str | os.PathLike, out_dir: str | os.PathLike, scratch_d
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
+
+
+# --------------------------------------------------------------------------- G.fst (kaldilm arpa2fst)
+def g_fst_to_store(g_fst: str | os.PathLike, words_txt: str | os.PathLike, out_dir: str | os.PathLike,
+                   backoff_symbol: str = "#0") -> Path:
+    """Convert a grammar FST written by kaldilm's ``arpa2fst`` (``G.fst``, ``G_no_prune.fst``) into a store.
+
+    Each state is an n-gram history: the start state is ``<s>``, its ``#0`` arc leads to the unigram state;
+    a word arc from history h is the n-gram (h, w) with cost -ln p, a final weight is (h, ``</s>``), a ``#0``
+    arc the history's backoff weight. A state's history is the one of the first arc that reaches it in a
+    breadth-first walk by history length (an arc from h reaches (h, w) or a shorter suffix of it, so the
+    shortest history reaching a state is its own).
+
+    Args:
+        g_fst: the FST file.
+        words_txt: its word symbol table (``words.txt`` of the LM folder).
+        out_dir: the store folder.
+        backoff_symbol: the disambiguation symbol on backoff arcs.
+
+    Returns:
+        The store folder.
+
+    Raises:
+        ConvertError: the FST is not in arpa2fst's shape (the message names the file and state).
+        FstReadError: not a readable vector FST.
+    """
+    from language_model.graph.fst_arrays import read_fst_arrays
+    from nejm_b2txt_utils.symbol_table import read_symbols
+
+    g_fst = Path(g_fst)
+    fst = read_fst_arrays(g_fst)
+    symbols = read_symbols(words_txt)
+    labels = {w: i for i, w in symbols.items()}
+    backoff = labels.get(backoff_symbol, -1)
+    n_states = len(fst.final)
+    is_backoff = fst.ilabel == backoff
+    is_word = ~is_backoff & (fst.olabel != 0)
+    if (~is_backoff & ~is_word).any():
+        s = int(fst.state[np.argmax(~is_backoff & ~is_word)])
+        raise ConvertError(f"{g_fst}: state {s} has an epsilon arc; expected word arcs and {backoff_symbol} backoff "
+                           "arcs only (a grammar written by kaldilm's arpa2fst)")
+    if (is_word & (fst.ilabel != fst.olabel)).any():
+        raise ConvertError(f"{g_fst}: a word arc with different input and output labels; expected an acceptor")
+    bo_dest = np.full(n_states, -1, dtype=np.int64)
+    bo_cost = np.zeros(n_states)
+    bo_dest[fst.state[is_backoff]] = fst.nextstate[is_backoff]
+    bo_cost[fst.state[is_backoff]] = fst.weight[is_backoff]
+    start = fst.start
+    unigram_state = int(bo_dest[start]) if bo_dest[start] >= 0 else start
+    # the store's vocabulary: the words with a unigram arc (words.txt order), then the specials it lacks
+    uni = np.flatnonzero(is_word & (fst.state == unigram_state))
+    vocab = [symbols[int(label)] for label in np.sort(fst.olabel[uni])]
+    vocab += [w for w in (BOS, EOS, UNK) if w not in vocab]
+    to_store = np.full(max(symbols) + 1, -1, dtype=np.int64)
+    to_store[[labels[w] for w in vocab if w in labels]] = [i for i, w in enumerate(vocab) if w in labels]
+    if (to_store[fst.olabel[is_word]] < 0).any():
+        raise ConvertError(f"{g_fst}: a word arc whose word has no unigram arc; expected every word in the "
+                           "unigram state")
+    eos, bos = vocab.index(EOS), vocab.index(BOS)
+
+    level = np.full(n_states, -1, dtype=np.int64)  # history length of each state
+    entry = np.full(n_states, -1, dtype=np.int64)  # its history's row in that order's arrays
+    level[unigram_state] = 0
+    orders: list[dict[str, np.ndarray]] = []
+    logp1 = np.full(len(vocab), LOG10_ZERO, dtype=np.float32)
+    logp1[to_store[fst.olabel[uni]]] = -fst.weight[uni] / LN10
+    if np.isfinite(fst.final[unigram_state]):
+        logp1[eos] = -fst.final[unigram_state] / LN10
+    orders.append({"word": np.arange(len(vocab), dtype=np.uint32), "logp": logp1})
+    dest = fst.nextstate[uni]
+    fresh = level[dest] < 0
+    level[dest[fresh]], entry[dest[fresh]] = 1, to_store[fst.olabel[uni][fresh]]
+    if start != unigram_state:
+        level[start], entry[start] = 1, bos
+    for hist in range(1, 64):
+        frontier = np.flatnonzero(level == hist)
+        orders[hist - 1]["bow"] = np.zeros(len(orders[hist - 1]["word"]), dtype=np.float32)
+        has_bo = frontier[bo_dest[frontier] >= 0]
+        orders[hist - 1]["bow"][entry[has_bo]] = -bo_cost[has_bo] / LN10
+        arcs = np.flatnonzero(is_word & (level[fst.state] == hist))
+        finals = frontier[np.isfinite(fst.final[frontier])]
+        if arcs.size + finals.size == 0:
+            break
+        parent = np.concatenate([entry[fst.state[arcs]], entry[finals]])
+        word = np.concatenate([to_store[fst.olabel[arcs]], np.full(finals.size, eos)])
+        logp = np.concatenate([-fst.weight[arcs], -fst.final[finals]]) / LN10
+        rank = np.lexsort((word, parent))  # trie order: by parent row, then word
+        row = np.empty(rank.size, dtype=np.int64)
+        row[rank] = np.arange(rank.size)
+        orders[hist - 1]["child"] = np.concatenate(
+            [[0], np.cumsum(np.bincount(parent, minlength=len(orders[hist - 1]["word"])))]).astype(np.int64)
+        orders.append({"word": word[rank].astype(np.uint32), "logp": logp[rank].astype(np.float32)})
+        dest = fst.nextstate[arcs]
+        fresh = level[dest] < 0
+        if np.unique(dest[fresh]).size != fresh.sum():
+            raise ConvertError(f"{g_fst}: a state reached from two histories of length {hist}; expected an "
+                               "n-gram grammar (one state per history)")
+        level[dest[fresh]], entry[dest[fresh]] = hist + 1, row[: arcs.size][fresh]
+    unreached = int((level < 0).sum())
+    if unreached:
+        log.warning("%s: %d states not reached from the start state; ignored", g_fst, unreached)
+    order = len(orders)
+    if order > 1:
+        orders[-1].pop("bow", None)
+    note = "" if UNK in symbols.values() and labels[UNK] in fst.olabel[uni] else f"; {UNK} added with log10 p = -99"
+    return write_store(out_dir, vocab, orders, source=f"{g_fst.name} (kaldilm grammar){note}")
