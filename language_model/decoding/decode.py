@@ -6,6 +6,7 @@ whose ``total`` is the score that stage ranks by::
     nbest = nbest_decoding(decoder)                          # lattice -> distinct word sequences
     nbest = exact_ngram_scores(grammar, nbest, params)       # exact_ngram=1 (added): the ARPA's own scores
     nbest = rescore_with_ngram(rescorer, nbest, params)      # rescore=1: unpruned G_no_prune.fst
+    # with an ngram_store/ in the LM folder both score with the full LM it holds, exactly
     nbest = augment(nbest, params)                           # nbest > 1: single-word swaps
     best, nbest = rescore_with_causal_lm(scorer, nbest, params, context)   # do_opt=1
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 
 from language_model.decoding.augment import augment_nbest
 from language_model.decoding.llm_rescore import CausalLMScorer, rescore_nbest
-from language_model.decoding.ngram_rescore import GrammarFst, NgramRescorer, exact_rescore
+from language_model.decoding.ngram_rescore import GrammarFst, NgramRescorer, StoreTarget, exact_rescore
 from language_model.decoding.wfst import CtcWfstDecoder
 from nejm_b2txt_utils.hypothesis import Hypothesis
 from nejm_b2txt_utils.lm_params import LMParams
@@ -46,7 +47,8 @@ def nbest_decoding(decoder: CtcWfstDecoder) -> list[Hypothesis]:
     return decoder.finalize()
 
 
-def exact_ngram_scores(grammar: GrammarFst, nbest: list[Hypothesis], params: LMParams) -> list[Hypothesis]:
+def exact_ngram_scores(grammar: GrammarFst, nbest: list[Hypothesis], params: LMParams,
+                       target: StoreTarget | None = None) -> list[Hypothesis]:
     """``exact_ngram=1`` without ``rescore``: each sentence's n-gram score becomes the ARPA's own
     (:func:`~language_model.decoding.ngram_rescore.exact_rescore`; the search's backoff epsilons can score a
     sentence better than its ARPA probability).
@@ -55,11 +57,12 @@ def exact_ngram_scores(grammar: GrammarFst, nbest: list[Hypothesis], params: LMP
         grammar: the LM folder's ``G.fst``.
         nbest: hypotheses with word ids.
         params: reads ``acoustic_scale``.
+        target: the LM folder's n-gram store (the full LM's exact scores, the two-pass design); default ``G.fst``.
 
     Returns:
         Rescored hypotheses, best first.
     """
-    return exact_rescore(grammar, nbest, params.acoustic_scale)
+    return exact_rescore(grammar, nbest, params.acoustic_scale, target)
 
 
 def rescore_with_ngram(rescorer: NgramRescorer, nbest: list[Hypothesis], params: LMParams) -> list[Hypothesis]:
@@ -131,7 +134,7 @@ class FinalResult:
 
 def finalize_utterance(decoder: CtcWfstDecoder, params: LMParams, rescorer: NgramRescorer | None = None,
                        scorer: CausalLMScorer | None = None, context: str = "",
-                       grammar: GrammarFst | None = None) -> FinalResult:
+                       grammar: GrammarFst | None = None, store: StoreTarget | None = None) -> FinalResult:
     """Run the stages as the original server's finalize.
 
     Args:
@@ -141,6 +144,7 @@ def finalize_utterance(decoder: CtcWfstDecoder, params: LMParams, rescorer: Ngra
         scorer: needed when ``params.do_opt``.
         context: the context string for the causal LM (echoed in ``context_str``).
         grammar: ``G.fst`` for ``exact_ngram`` (without it, or with ``rescore``, that stage is skipped).
+        store: the LM folder's n-gram store: ``exact_ngram`` then scores with the full LM it holds.
 
     Returns:
         The :class:`FinalResult`; candidates whose sentence contains ``;`` are left out (the framing cannot
@@ -160,7 +164,7 @@ def finalize_utterance(decoder: CtcWfstDecoder, params: LMParams, rescorer: Ngra
             raise RuntimeError("rescore is on but G_no_prune.fst was not loaded")
         nbest = rescore_with_ngram(rescorer, nbest, params)
     elif params.exact_ngram and grammar is not None:
-        nbest = exact_ngram_scores(grammar, nbest, params)
+        nbest = exact_ngram_scores(grammar, nbest, params, store)
     best, n_decoded = nbest[0].sentence, len(nbest)
     if params.nbest > 1:
         nbest = augment(nbest, params)

@@ -7,6 +7,12 @@ is the tropical (best-path) cost of the word sequence through the grammar FST, t
 backoff arcs as epsilons and including the final (``</s>``) weight, exactly what the composition
 computes for one path. Entries keep their acoustic score; the list is re-sorted.
 
+With an n-gram store in the LM folder (``ngram_store/``, :mod:`language_model.ngram.store`; made once by
+``convert_lm.py`` from the unpruned ARPA or ``G_no_prune.fst``) the new score is the full LM's exact ARPA score
+read from the memory-mapped store (:class:`StoreTarget`), for ``rescore`` and ``exact_ngram`` alike, and
+``G_no_prune.fst`` is not needed: the two-pass design of a real-size LM (first pass over the pruned TLG, the
+n-best scored exactly with the full LM, which is never loaded whole).
+
 Fixed: the original crashed (null pointers) when ``G_no_prune.fst`` was missing; here the server
 refuses to start with ``--rescore`` (or rejects the update) with a message naming the missing file.
 """
@@ -19,8 +25,13 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from language_model.graph.fst_io import read_fst
+from language_model.ngram.store import LN10, NgramStore
 from nejm_b2txt_utils.hypothesis import Hypothesis
+
+STORE_DIR = "ngram_store"  # the store's folder inside an LM folder
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +205,49 @@ class GrammarFst:
                 return math.inf
             s, total = bo[0], total + bo[1]
 
+    def exact_costs(self, sentences) -> np.ndarray:
+        """:meth:`exact_cost` of each word-id sequence.
+
+        Args:
+            sentences: word-id sequences (``words.txt`` ids).
+
+        Returns:
+            float64 [len(sentences)] ``-ln P`` (nats), ``inf`` where a word is not in the grammar.
+        """
+        return np.array([self.exact_cost(w) for w in sentences], dtype=np.float64)
+
+
+class StoreTarget:
+    """Exact ARPA costs of ``words.txt`` id sequences from the LM folder's n-gram store (all at once)."""
+
+    def __init__(self, path, words: list[str]):
+        """Open (and check) the store; map ``words.txt`` ids to store ids once.
+
+        Args:
+            path: the store folder.
+            words: ``words.txt`` by id (a word the store lacks scores as its ``<unk>``).
+
+        Raises:
+            StoreError: the store is incomplete, truncated or foreign (one line naming the file).
+        """
+        self.store = NgramStore(path)
+        self.to_store = self.store.map_symbols(words)  # [len(words)] store id of each words.txt id
+
+    def exact_costs(self, sentences) -> np.ndarray:
+        """``-ln P`` of each sentence including ``</s>``: one vectorised trie lookup for the whole batch.
+
+        Args:
+            sentences: word-id sequences (``words.txt`` ids).
+
+        Returns:
+            float64 [len(sentences)] nats.
+        """
+        ids = [self.to_store[np.asarray(w, dtype=np.int64)] for w in sentences]
+        return -LN10 * self.store.score_ids(ids)
+
 
 def exact_rescore(grammar: GrammarFst, nbest: list[Hypothesis], acoustic_scale: float,
-                  target: GrammarFst | None = None) -> list[Hypothesis]:
+                  target: GrammarFst | StoreTarget | None = None) -> list[Hypothesis]:
     """Swap each hypothesis' search-time n-gram score (best path through the backoff epsilons) for the
     ARPA's exact one: ``lm_new = lm + grammar.cost(words) - target.exact_cost(words)``.
 
@@ -209,15 +260,17 @@ def exact_rescore(grammar: GrammarFst, nbest: list[Hypothesis], acoustic_scale: 
         grammar: the ``G.fst`` the decoding graph was built from.
         nbest: hypotheses with word ids.
         acoustic_scale: weight of ``ac`` in the new totals.
-        target: the grammar whose exact score is wanted (``G_no_prune.fst`` for ``rescore``); default ``grammar``.
+        target: the LM whose exact score is wanted (``G_no_prune.fst`` for ``rescore``, or the LM folder's n-gram
+            store); default ``grammar``.
 
     Returns:
         New hypotheses (``lm`` changed where both grammars accept the words), best first.
     """
     target = target or grammar
     out = []
-    for h in nbest:
-        old, new = grammar.cost(h.words), target.exact_cost(h.words)
+    new_costs = target.exact_costs([h.words for h in nbest])
+    for h, new in zip(nbest, new_costs.tolist()):
+        old = grammar.cost(h.words)
         lm = h.lm + old - new if math.isfinite(old) and math.isfinite(new) else h.lm
         out.append(Hypothesis(h.sentence, h.ac, lm, words=h.words).ngram_scored(acoustic_scale))
     out.sort(key=lambda h: -h.total)
@@ -225,28 +278,33 @@ def exact_rescore(grammar: GrammarFst, nbest: list[Hypothesis], acoustic_scale: 
 
 
 class NgramRescorer:
-    """Pruned and unpruned grammars of one LM folder (``G.fst`` and ``G_no_prune.fst``)."""
+    """The pruned grammar of one LM folder (``G.fst``) and its unpruned LM: the n-gram store if the folder has
+    one (``ngram_store/``), else ``G_no_prune.fst``."""
 
-    def __init__(self, lm_path: str | os.PathLike, words: list[str]):
-        """Load both grammars of an LM folder.
+    def __init__(self, lm_path: str | os.PathLike, words: list[str], store: StoreTarget | None = None):
+        """Load both LMs of an LM folder.
 
         Args:
             lm_path: the LM folder.
             words: ``words.txt`` by id (for the ``#0`` backoff label).
+            store: the folder's opened store (shared with ``exact_ngram``), if it has one.
 
         Raises:
-            FileNotFoundError: ``G.fst`` or ``G_no_prune.fst`` is missing (the message says how to build it).
+            FileNotFoundError: ``G.fst`` is missing, or ``G_no_prune.fst`` without a store (the message says how
+                to build it).
         """
         lm_path = Path(lm_path)
-        missing = [n for n in ("G.fst", "G_no_prune.fst") if not (lm_path / n).is_file()]
+        needed = ("G.fst",) if store is not None else ("G.fst", "G_no_prune.fst")
+        missing = [n for n in needed if not (lm_path / n).is_file()]
         if missing:
             raise FileNotFoundError(
                 f"--rescore needs {' and '.join(missing)} in {lm_path} (build_lm.py writes G_no_prune.fst "
-                "when given an unpruned ARPA)"
+                "when given an unpruned ARPA; or convert_lm.py writes an ngram_store/ from it)"
             )
         backoff = words.index("#0") if "#0" in words else None
         self.old = GrammarFst(lm_path / "G.fst", backoff)
-        self.new = GrammarFst(lm_path / "G_no_prune.fst", backoff)
+        self.store = store
+        self.new = GrammarFst(lm_path / "G_no_prune.fst", backoff) if store is None else None
 
     def rescore(self, nbest: list[Hypothesis], acoustic_scale: float, exact: bool = False) -> list[Hypothesis]:
         """Swap each hypothesis' pruned n-gram score for the unpruned one.
@@ -255,14 +313,14 @@ class NgramRescorer:
             nbest: hypotheses with word ids (``words``).
             acoustic_scale: weight of ``ac`` in the new totals.
             exact: the unpruned grammar's exact ARPA score (:func:`exact_rescore`) instead of its best path
-                through the backoff epsilons (the original's composition).
+                through the backoff epsilons (the original's composition); always exact with a store.
 
         Returns:
             New hypotheses (``lm`` changed where both grammars accept the words, ``total`` recomputed), best
             first.
         """
-        if exact:
-            return exact_rescore(self.old, nbest, acoustic_scale, self.new)
+        if exact or self.store is not None:
+            return exact_rescore(self.old, nbest, acoustic_scale, self.store or self.new)
         out = []
         for h in nbest:
             old, new = self.old.cost(h.words), self.new.cost(h.words)

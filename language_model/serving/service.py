@@ -3,6 +3,9 @@
 ``LMService`` owns the decoding graph (:class:`LMResources`), the optional unpruned-G rescorer and the
 optional causal LM, makes decoders and runs :func:`language_model.decoding.decode.finalize_utterance`.
 
+An LM folder with an n-gram store (``ngram_store/``) opens it at start-up (a damaged store stops the server
+with one line) and scores the n-best of ``exact_ngram``/``rescore`` with it: the full LM, memory-mapped.
+
 Fixed versus the original (spec §2.8): turning ``do_opt`` (or ``rescore``) on by an update when the model
 (or ``G_no_prune.fst``) was not loaded crashed at finalize; here the update loads it, or is rejected with an
 error reply.
@@ -15,7 +18,7 @@ import time
 
 from language_model.decoding.decode import FinalResult, finalize_utterance
 from language_model.decoding.llm_rescore import DEFAULT_OPT_MODEL, CausalLMScorer
-from language_model.decoding.ngram_rescore import GrammarFst, NgramRescorer
+from language_model.decoding.ngram_rescore import STORE_DIR, GrammarFst, NgramRescorer, StoreTarget
 from language_model.decoding.wfst import CtcWfstDecoder, LMResources
 from nejm_b2txt_utils.devices import select_device
 from nejm_b2txt_utils.lm_params import LMParams
@@ -38,12 +41,20 @@ class LMService:
 
         Raises:
             FileNotFoundError, ValueError: as :class:`LMResources`.
+            StoreError: the folder's ``ngram_store/`` is incomplete, truncated or foreign.
         """
         t0 = time.perf_counter()
         self.lm_path = str(lm_path)
         self.resources = LMResources(lm_path)
         log.info("loaded %s (TLG %d states, %d words) in %.2f s", lm_path, self.resources.tlg.num_states,
                  len(self.resources.words), time.perf_counter() - t0)
+        self.store: StoreTarget | None = None
+        store_path = self.resources.lm_path / STORE_DIR
+        if store_path.is_dir():
+            t0 = time.perf_counter()
+            self.store = StoreTarget(store_path, self.resources.words)
+            log.info("n-gram store %s: order %d, n-grams %s, opened in %.2f s", store_path, self.store.store.order,
+                     self.store.store.counts, time.perf_counter() - t0)
         self.opt_model, self.opt_cache_dir = opt_model, opt_cache_dir
         self.startup = params or LMParams()
         self.scorer: CausalLMScorer | None = None
@@ -57,11 +68,11 @@ class LMService:
             params: the parameters about to be used.
 
         Raises:
-            FileNotFoundError: ``rescore`` without ``G.fst``/``G_no_prune.fst``.
+            FileNotFoundError: ``rescore`` without ``G.fst``/``G_no_prune.fst`` (or the n-gram store).
             LLMUnavailableError: ``do_opt`` with a model that is not available offline.
         """
         if params.rescore and self.rescorer is None:
-            self.rescorer = NgramRescorer(self.lm_path, self.resources.words)
+            self.rescorer = NgramRescorer(self.lm_path, self.resources.words, self.store)
         g_path = self.resources.lm_path / "G.fst"
         if params.exact_ngram and self.grammar is None and g_path.is_file():  # without G.fst: search scores
             words = self.resources.words
@@ -105,4 +116,4 @@ class LMService:
         Raises:
             RuntimeError: a stage is on but its component is not loaded.
         """
-        return finalize_utterance(decoder, params, self.rescorer, self.scorer, context, self.grammar)
+        return finalize_utterance(decoder, params, self.rescorer, self.scorer, context, self.grammar, self.store)
