@@ -356,12 +356,19 @@ class NgramStore:
         self.bow = {k: arrays[(k, "bow")] for k in range(1, self.order)}
         self.child = {k: arrays[(k, "child")] for k in range(1, self.order)}
         self.vocab = vocab
-        self.index = {w: i for i, w in enumerate(self.vocab)}
-        vp = where
+        self._index: dict[str, int] | None = None  # word -> id, built on first use (~100 bytes a word)
+        specials = {w: i for i, w in enumerate(vocab) if w in (BOS, EOS, UNK)}
         for special in (BOS, EOS, UNK):
-            if special not in self.index:
-                raise StoreError(f"{vp}: no {special}; expected it in every store")
-        self.bos, self.eos, self.unk = self.index[BOS], self.index[EOS], self.index[UNK]
+            if special not in specials:
+                raise StoreError(f"{where}: no {special}; expected it in every store")
+        self.bos, self.eos, self.unk = specials[BOS], specials[EOS], specials[UNK]
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Word -> store id (built once, on first use)."""
+        if self._index is None:
+            self._index = {w: i for i, w in enumerate(self.vocab)}
+        return self._index
 
     def ids(self, words: Iterable[str]) -> np.ndarray:
         """Store ids of words (``<unk>``'s for words outside the vocabulary).
@@ -384,7 +391,8 @@ class NgramStore:
         Returns:
             int64 [len(symbols)]: the store id of each (``<unk>``'s where the store lacks the word).
         """
-        return self.ids(symbols)
+        index = self._index or {w: i for i, w in enumerate(self.vocab)}  # not kept: a server needs only the table
+        return np.fromiter((index.get(w, self.unk) for w in symbols), dtype=np.int64, count=len(symbols))
 
     def _children(self, k: int, parent: np.ndarray, word: np.ndarray) -> np.ndarray:
         """Entry of order k whose parent (order k-1) is ``parent`` and last word ``word``, or -1 (vectorised).
