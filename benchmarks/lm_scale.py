@@ -1,8 +1,9 @@
 """Benchmark: n-gram LMs at scale, three ways of serving the same LM; prints one JSON object.
 
-A size sweep (``--sizes``, tokens of generated text) x orders (``--orders``). The corpus is
-``lm_decode_latency.zipf_corpus``: sentences of 4-14 words drawn i.i.d. from the 30k most frequent English words
-that have a CMU pronunciation, with wordfreq's frequencies (Zipf-like; no G2P, so the build measures the n-gram
+A size sweep (``--sizes``, tokens of generated text) x orders (``--orders``). The corpus (:func:`zipf_corpus`) is
+``lm_decode_latency.zipf_corpus``'s distribution drawn with numpy (that one re-sums 30k weights per sentence:
+~20 min for 1M tokens): sentences of 4-14 words drawn i.i.d. from the 30k most frequent English words that
+have a CMU pronunciation, with wordfreq's frequencies (Zipf-like; no G2P, so the build measures the n-gram
 work). For each (size, order), ``language_model/build_lm.py --vocab corpus`` builds:
 
 * ``single_tlg``: today's design, one TLG of the unpruned LM held in RAM (only up to ``--single_max_ngrams``);
@@ -44,7 +45,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import decoder_vs_peer  # noqa: E402 - the peer's set-up and the decoding workers, reused
-import lm_decode_latency  # noqa: E402 - the Zipf corpus and the test sentences, reused
+import lm_decode_latency  # noqa: E402 - the test sentences, reused
 import tlg_build  # noqa: E402 - build_lm.py in a subprocess with its build_info
 
 from nejm_b2txt_utils.cli_errors import ConfigError, exit_2_on_bad_input  # noqa: E402
@@ -53,6 +54,38 @@ log = logging.getLogger("lm_scale")
 CONVERT_LM = REPO / "language_model" / "convert_lm.py"
 OURS = {"acoustic_scale": 0.325, "blank_penalty": 90.0, "nbest": 100, "gpu_number": -1}  # the README's server flags
 PEER = {"beam_size": 1000, "beam_threshold": 50.0, "lm_weight": 2.5, "word_score": 0.0, "blank_penalty": 9.0}
+
+
+def zipf_corpus(path: Path, n_words: int, seed: int = 0) -> dict:
+    """Write ``n_words`` tokens of i.i.d. Zipf-like sentences (see the module docstring).
+
+    Args:
+        path: the text file.
+        n_words: tokens to write (at least).
+        seed: the generator's seed.
+
+    Returns:
+        ``{"words", "sentences", "vocabulary_used", "seconds"}``.
+    """
+    import wordfreq
+
+    from nejm_b2txt_utils.lexicon import cmu_dictionary
+
+    t0 = time.perf_counter()
+    cmu = cmu_dictionary()
+    words = np.array([w for w in wordfreq.top_n_list("en", 30_000) if w in cmu])
+    freqs = wordfreq.get_frequency_dict("en")
+    p = np.array([freqs[w] for w in words])
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(4, 15, size=n_words // 4 + 1)
+    lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), n_words)) + 1]  # [sentences]
+    ids = rng.choice(len(words), size=int(lengths.sum()), p=p / p.sum())  # [tokens]
+    bounds = np.cumsum(lengths)[:-1]
+    with open(path, "w", encoding="utf-8") as f:
+        for sentence in np.split(words[ids], bounds):
+            f.write(" ".join(sentence) + "\n")
+    return {"words": int(lengths.sum()), "sentences": len(lengths), "vocabulary_used": int(np.unique(ids).size),
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _mb(path: Path) -> float:
@@ -227,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             peer_python = decoder_vs_peer.setup_peer_env()
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "load_average_at_start": os.getloadavg()[0]},
-                    "corpus": "lm_decode_latency.zipf_corpus: i.i.d. words of the 30k most frequent CMU words "
-                              "(wordfreq), 4-14 per sentence",
+                    "corpus": "i.i.d. words of the 30k most frequent CMU words, wordfreq frequencies, 4-14 per "
+                              "sentence",
                     "ours_params": OURS, "peer_params": PEER, "prune": args.prune, "runs": []}
     with tempfile.TemporaryDirectory(prefix="lm_scale-") as tmp:
         work = args.work or Path(tmp)
@@ -238,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             corpus = folder / "corpus.txt"
             if not corpus.exists():
                 log.info("writing a %d-token corpus", size)
-                lm_decode_latency.zipf_corpus(corpus, size)
+                result.setdefault("corpora", {})[str(size)] = zipf_corpus(corpus, size)
             for order in args.orders:
                 case = {"tokens": size, **sweep_case(corpus, order, folder, args, peer_python)}
                 result["runs"].append(case)
