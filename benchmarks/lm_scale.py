@@ -6,10 +6,12 @@ A size sweep (``--sizes``, tokens of generated text) x orders (``--orders``). Th
 have a CMU pronunciation, with wordfreq's frequencies (Zipf-like; no G2P, so the build measures the n-gram
 work). For each (size, order), ``language_model/build_lm.py --vocab corpus`` builds:
 
-* ``single_tlg``: today's design, one TLG of the unpruned LM held in RAM (only up to ``--single_max_ngrams``);
-* ``two_pass``: a pruned first-pass TLG (``--prune``) and the unpruned LM as an n-gram store (``ngram_store/``:
-  converted from ``lm_no_prune.arpa`` by ``convert_lm.py``, unless the build wrote one), memory-mapped; the
-  server's ``exact_ngram`` stage scores each 100-best with the full LM;
+* ``single_tlg``: today's design, one TLG of the unpruned LM held in RAM (only up to ``--single_max_ngrams``;
+  built with ``--streamed`` too, its store removed);
+* ``two_pass``: ``build_lm.py --first_pass_ngrams N`` (the streamed build): a first-pass TLG pruned to N n-grams
+  and the unpruned LM as an n-gram store (``ngram_store/``; converted from ``lm_no_prune.arpa`` by
+  ``convert_lm.py`` if the build wrote none), memory-mapped; the server's ``exact_ngram`` stage scores each
+  100-best with the full LM;
 * ``peer``: flashlight-text's LexiconDecoder over KenLM (``decoder_vs_peer.peer_worker``, envs/bench_peer) on the
   same unpruned ARPA and lexicon at the lab's documented defaults (beam 1000, token beam 41, beam threshold 50,
   LM weight 2.5, blank penalty 9; word score 0).
@@ -180,7 +182,8 @@ def sweep_case(corpus: Path, order: int, work: Path, args, peer_python: Path | N
     two = work / f"two_pass_o{order}"
     log.info("building the pruned first pass + unpruned ARPA (order %d) in %s", order, two)
     case["two_pass_build"] = _build(["--corpus", str(corpus), "--order", str(order), "--vocab", "corpus",
-                                     "--prune", str(args.prune), "--keep_unpruned", *args.build_args], two)
+                                     "--first_pass_ngrams", str(int(args.first_pass_ngrams)), "--keep_unpruned",
+                                     *args.build_args], two)
     full_arpa = two / "lm_no_prune.arpa"
     if not (two / "ngram_store").is_dir():
         case["store_conversion"] = _convert(full_arpa, two / "ngram_store")
@@ -200,7 +203,7 @@ def sweep_case(corpus: Path, order: int, work: Path, args, peer_python: Path | N
         single = work / f"single_o{order}"
         log.info("building the single unpruned TLG (order %d)", order)
         case["single_tlg_build"] = _build(["--corpus", str(corpus), "--order", str(order), "--vocab", "corpus",
-                                           *args.build_args], single)
+                                           "--streamed", *args.build_args], single)
         shutil.rmtree(single / "ngram_store", ignore_errors=True)  # today's design: the TLG alone
         case["single_tlg"] = _decode("ours", single, OURS, logits, refs, sys.executable)
         log.info("single TLG: %s", case["single_tlg"])
@@ -221,7 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="2e5", help="corpus sizes in tokens, comma-separated (default 2e5: minutes)")
     p.add_argument("--orders", default="3", help="n-gram orders, comma-separated (default 3)")
-    p.add_argument("--prune", type=float, default=1e-7, help="first-pass pruning threshold (default 1e-7)")
+    p.add_argument("--first_pass_ngrams", type=float, default=3e5,
+                   help="n-grams of the pruned first-pass LM (build_lm.py --first_pass_ngrams; default 3e5)")
     p.add_argument("--single_max_ngrams", type=float, default=3e6,
                    help="build the single unpruned TLG only up to this many n-grams (default 3e6)")
     p.add_argument("--n_sentences", type=int, default=20, help="test sentences per case (default 20)")
@@ -239,8 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError:
         raise ConfigError(f"--sizes/--orders: expected comma-separated numbers, got {args.sizes!r} / "
                           f"{args.orders!r}") from None
-    if min(args.sizes) < 1000 or min(args.orders) < 2 or args.n_sentences < 1 or args.prune < 0:
-        raise ConfigError("expected --sizes >= 1000 tokens, --orders >= 2, --n_sentences >= 1, --prune >= 0")
+    if min(args.sizes) < 1000 or min(args.orders) < 2 or args.n_sentences < 1 or args.first_pass_ngrams < 1:
+        raise ConfigError("expected --sizes >= 1000 tokens, --orders >= 2, --n_sentences >= 1, "
+                          "--first_pass_ngrams >= 1")
     return args
 
 
@@ -262,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "load_average_at_start": os.getloadavg()[0]},
                     "corpus": "i.i.d. words of the 30k most frequent CMU words, wordfreq frequencies, 4-14 per "
                               "sentence",
-                    "ours_params": OURS, "peer_params": PEER, "prune": args.prune, "runs": []}
+                    "ours_params": OURS, "peer_params": PEER, "first_pass_ngrams": args.first_pass_ngrams,
+                    "runs": []}
     with tempfile.TemporaryDirectory(prefix="lm_scale-") as tmp:
         work = args.work or Path(tmp)
         for size in args.sizes:

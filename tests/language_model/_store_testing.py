@@ -28,7 +28,7 @@ def build_original_layout_lm(out: Path, order: int = 3, prune: float = 3e-3, see
         The LM folder (``lm.arpa``, ``lm_no_prune.arpa`` inside).
     """
     from language_model.graph.tlg import build_lm_dir
-    from language_model.ngram.arpa import write_arpa_katz
+    from language_model.ngram.train import write_arpa_katz
 
     out.parent.mkdir(parents=True, exist_ok=True)
     arpa, full = out.parent / f".{out.name}.arpa", out.parent / f".{out.name}.full.arpa"
