@@ -154,12 +154,12 @@ def test_a_killed_count_resumes_from_finished_chunks(tmp_path, monkeypatch):
 
 
 def test_lookups_in_small_blocks_give_the_same_model(tables, tmp_path, monkeypatch):
-    from language_model.ngram import array_lm, estimate_arrays
+    from language_model.ngram import array_lm, estimate_arrays, prune_arrays
 
     words, counted, _ = tables[4]
     write_arpa_arrays(prune_to_threshold(estimate_kn_arrays(counted, words), 1e-5), tmp_path / "big_blocks.arpa")
-    monkeypatch.setattr(array_lm, "BLOCK", 1000)
-    monkeypatch.setattr(estimate_arrays, "BLOCK", 1000)
+    for module in (array_lm, estimate_arrays, prune_arrays):
+        monkeypatch.setattr(module, "BLOCK", 1000)
     write_arpa_arrays(prune_to_threshold(estimate_kn_arrays(counted, words), 1e-5), tmp_path / "blocks.arpa")
     assert (tmp_path / "big_blocks.arpa").read_text() == (tmp_path / "blocks.arpa").read_text()
 
