@@ -1,8 +1,7 @@
 """Benchmark: n-gram LMs at scale, three ways of serving the same LM; prints one JSON object.
 
-A size sweep (``--sizes``, tokens of generated text) x orders (``--orders``). The corpus (:func:`zipf_corpus`) is
-``lm_decode_latency.zipf_corpus``'s distribution drawn with numpy (that one re-sums 30k weights per sentence:
-~20 min for 1M tokens): sentences of 4-14 words drawn i.i.d. from the 30k most frequent English words that
+A size sweep (``--sizes``, tokens of generated text) x orders (``--orders``). The corpus (``benchmarks.zipf_text``, streamed)
+is ``lm_decode_latency.zipf_corpus``'s distribution drawn with numpy: sentences of 4-14 words drawn i.i.d. from the 30k most frequent English words that
 have a CMU pronunciation, with wordfreq's frequencies (Zipf-like; no G2P, so the build measures the n-gram
 work). For each (size, order), ``language_model/build_lm.py --vocab corpus`` builds:
 
@@ -46,6 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # reused: the peer's set-up and decoding workers, the test sentences, build_lm.py runs with their build_info
 from benchmarks import decoder_vs_peer, lm_decode_latency, tlg_build  # noqa: E402
 from benchmarks.measure import percentile, print_result  # noqa: E402
+from benchmarks.zipf_text import write_zipf_corpus  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, exit_2_on_bad_input  # noqa: E402
 from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION  # noqa: E402
 
@@ -55,38 +55,6 @@ log = logging.getLogger("lm_scale")
 CONVERT_LM = REPO / "language_model" / "convert_lm.py"
 OURS = {**DOCUMENTED_INVOCATION, "gpu_number": -1}  # the README's server flags
 PEER = {"beam_size": 1000, "beam_threshold": 50.0, "lm_weight": 2.5, "word_score": 0.0, "blank_penalty": 9.0}
-
-
-def zipf_corpus(path: Path, n_words: int, seed: int = 0) -> dict:
-    """Write ``n_words`` tokens of i.i.d. Zipf-like sentences (see the module docstring).
-
-    Args:
-        path: the text file.
-        n_words: tokens to write (at least).
-        seed: the generator's seed.
-
-    Returns:
-        ``{"words", "sentences", "vocabulary_used", "seconds"}``.
-    """
-    import wordfreq
-
-    from nejm_b2txt_utils.lexicon import cmu_dictionary
-
-    t0 = time.perf_counter()
-    cmu = cmu_dictionary()
-    words = np.array([w for w in wordfreq.top_n_list("en", 30_000) if w in cmu])
-    freqs = wordfreq.get_frequency_dict("en")
-    p = np.array([freqs[w] for w in words])
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(4, 15, size=n_words // 4 + 1)
-    lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), n_words)) + 1]  # [sentences]
-    ids = rng.choice(len(words), size=int(lengths.sum()), p=p / p.sum())  # [tokens]
-    bounds = np.cumsum(lengths)[:-1]
-    with open(path, "w", encoding="utf-8") as f:
-        for sentence in np.split(words[ids], bounds):
-            f.write(" ".join(sentence) + "\n")
-    return {"words": int(lengths.sum()), "sentences": len(lengths), "vocabulary_used": int(np.unique(ids).size),
-            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _mb(path: Path) -> float:
@@ -284,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             corpus = folder / "corpus.txt"
             if not corpus.exists():
                 log.info("writing a %d-token corpus", size)
-                result.setdefault("corpora", {})[str(size)] = zipf_corpus(corpus, size)
+                result.setdefault("corpora", {})[str(size)] = write_zipf_corpus(corpus, size)
             for order in args.orders:
                 case = {"tokens": size, **sweep_case(corpus, order, folder, args, peer_python)}
                 result["runs"].append(case)

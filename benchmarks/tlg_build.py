@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("streamed 4-gram build from %d generated words", n_words)
             result[f"streamed_{n_words}"] = run_streamed(n_words, work, args.first_pass_ngrams, 4)
         if args.only_streamed:
-            print(json.dumps(result, indent=2))
+            print_result(result)
             return 0
         log.info("building the wordfreq 1-gram over the CMU vocabulary")
         result["unigram_wordfreq"] = run_build(["--unigram_wordfreq"], work / "unigram")

@@ -24,6 +24,7 @@ build re-run with the same inputs resumes from its scratch folder (``--work_dir`
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -270,13 +271,15 @@ def normalise_corpus(args: argparse.Namespace, work: Path) -> tuple[Path, Counte
     word_counts: Counter = Counter()
     n_sentences = 0
     decoding = DecodeStats()
-    with atomic_open(normalized) as f:
+    with atomic_open(normalized) as f, tqdm(desc="normalising", unit=" sent", mininterval=2.0) as bar:
         lines = iter_lines(args.corpus, encoding=args.encoding, stats=decoding)
         sentences = normalized_sentences(lines, number_words=not args.no_number_words)
-        for sentence in tqdm(sentences, desc="normalising", unit=" sent", mininterval=2.0):
-            f.write(sentence + "\n")
-            word_counts.update(sentence.split())
-            n_sentences += 1
+        while batch := list(itertools.islice(sentences, 10_000)):  # one write and one count per batch
+            text = "\n".join(batch) + "\n"
+            f.write(text)
+            word_counts.update(text.split())
+            n_sentences += len(batch)
+            bar.update(len(batch))
     if not word_counts:
         raise BuildError(f"corpus {' '.join(map(str, args.corpus))}: no usable sentence after normalisation")
     log.info("corpus: %d sentences, %d words, %d distinct", n_sentences, sum(word_counts.values()), len(word_counts))

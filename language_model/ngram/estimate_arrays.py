@@ -152,7 +152,8 @@ def estimate_katz_arrays(tables: Sequence[CountTable], words: list[str],
             lm.probs[0] = dense
             log.info("unigrams: %d words, %d unseen sharing %.3g of the mass", vocab.sum(), zero.sum(), max(left, 0))
         else:
-            lm.keys[k], lm.probs[k] = keys[keep], probs
+            lm.keys[k], lm.probs[k] = (keys if keep.all() else keys[keep]), probs  # no copy when all are kept
+        del events, disc, keep, group, g, c, d
     for m in range(1, order):
         context_backoff_weights(lm, m)
     return lm
@@ -233,6 +234,6 @@ def estimate_kn_arrays(tables: Sequence[CountTable], words: list[str],
             dense[BOS_ID] = 0.0
             lm.probs[0] = dense
         else:
-            lm.keys[k], lm.probs[k] = keys[keep], probs
+            lm.keys[k], lm.probs[k] = (keys if keep.all() else keys[keep]), probs  # no copy when all are kept
             context_backoff_weights(lm, m - 1)  # the next order interpolates with this one through them
     return lm

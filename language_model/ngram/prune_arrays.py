@@ -24,6 +24,7 @@ import logging
 import numpy as np
 
 from language_model.ngram.array_lm import (
+    BLOCK,
     ArrayLM,
     context_backoff_weights,
     context_logprob,
@@ -47,21 +48,25 @@ def pruning_criterion(lm: ArrayLM) -> list[np.ndarray]:
     log_p_ctx = context_logprob(lm)
     crit = [np.full(len(lm.keys[0]), np.inf)]
     for m in range(2, lm.order + 1):
-        keys, p = lm.keys[m - 1], lm.probs[m - 1]
-        parent = parent_index(lm, m)
+        keys, probs = lm.keys[m - 1], lm.probs[m - 1]
+        parents = parent_index(lm, m)
         n_ctx = len(lm.keys[m - 2])
-        pl = lower_order_prob(lm, keys, m)
-        num = np.maximum(1.0 - np.bincount(parent, weights=p, minlength=n_ctx), 0.0)[parent]
-        den = np.maximum(1.0 - np.bincount(parent, weights=pl, minlength=n_ctx), 0.0)[parent]
-        bow = lm.bows[m - 2][parent]
-        ok = (p > 0.0) & (pl > 0.0) & (den + pl > 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            new_bow = (num + p) / (den + pl)
-            delta = p * (np.log(new_bow * pl) - np.log(p))
-            delta += np.where((num > 0.0) & (bow > 0.0), num * (np.log(new_bow) - np.log(bow)), 0.0)
-            c = np.expm1(-np.exp(log_p_ctx[m - 2][parent]) * delta)
-        c = np.where(ok & ~np.isnan(c), c, np.inf)
-        crit.append(c)
+        lower = lower_order_prob(lm, keys, m)
+        num_ctx = np.maximum(1.0 - np.bincount(parents, weights=probs, minlength=n_ctx), 0.0)
+        den_ctx = np.maximum(1.0 - np.bincount(parents, weights=lower, minlength=n_ctx), 0.0)
+        out = np.empty(len(keys))
+        for a in range(0, len(keys), BLOCK):  # in blocks: ~10 temporaries per n-gram stay small
+            parent, p, pl = parents[a : a + BLOCK], np.asarray(probs[a : a + BLOCK]), lower[a : a + BLOCK]
+            num, den, bow = num_ctx[parent], den_ctx[parent], np.asarray(lm.bows[m - 2])[parent]
+            ok = (p > 0.0) & (pl > 0.0) & (den + pl > 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new_bow = (num + p) / (den + pl)
+                delta = p * (np.log(new_bow * pl) - np.log(p))
+                delta += np.where((num > 0.0) & (bow > 0.0), num * (np.log(new_bow) - np.log(bow)), 0.0)
+                c = np.expm1(-np.exp(log_p_ctx[m - 2][parent]) * delta)
+            out[a : a + BLOCK] = np.where(ok & ~np.isnan(c), c, np.inf)
+        crit.append(out)
+        del parents, lower
     return crit
 
 

@@ -349,7 +349,19 @@ def count_runs(lines: Iterable[str], order: int, index: dict[str, int], work: Pa
     return runs, totals
 
 
-def merge_runs(runs: Sequence[CountTable], stem: Path, block: int = MERGE_BLOCK, progress: bool = True) -> CountTable:
+def _sum_equal_keys(keys: np.ndarray, counts: np.ndarray, order: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sort keys and sum the counts of equal ones (as uint64 codes when they fit: ~10x faster than bytes)."""
+    packed = codes_fit(vocab_size, order)
+    values = ids_to_codes(keys_to_ids(keys, order), vocab_size) if packed else keys
+    by_value = np.argsort(values, kind="stable")
+    values, counts = values[by_value], counts[by_value]
+    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
+    values, counts = values[starts], np.add.reduceat(counts, starts) if len(starts) else counts[:0]
+    return (ids_to_keys(codes_to_ids(values, order, vocab_size)) if packed else values), counts
+
+
+def merge_runs(runs: Sequence[CountTable], stem: Path, block: int = MERGE_BLOCK, progress: bool = True,
+               vocab_size: int = 2**32) -> CountTable:
     """Merge sorted runs of one order into one sorted table with summed counts (reused if finished).
 
     Args:
@@ -357,6 +369,7 @@ def merge_runs(runs: Sequence[CountTable], stem: Path, block: int = MERGE_BLOCK,
         stem: the merged table's path without suffix.
         block: entries taken from each run per step (memory: about ``len(runs) * block`` keys).
         progress: tqdm bar (unit: n-grams read).
+        vocab_size: V (keys are summed as uint64 codes when ``V**m <= 2**64``).
 
     Returns:
         The merged table.
@@ -384,9 +397,7 @@ def merge_runs(runs: Sequence[CountTable], stem: Path, block: int = MERGE_BLOCK,
             cs.append(np.asarray(counts[i][pos[i] : end]))
             bar.update(end - pos[i])
             pos[i] = end
-        k_all, c_all = np.concatenate(ks), np.concatenate(cs)
-        uniq, inverse = np.unique(k_all, return_inverse=True)
-        writer.append(uniq, np.bincount(inverse.reshape(-1), weights=c_all, minlength=len(uniq)).astype(np.int64))
+        writer.append(*_sum_equal_keys(np.concatenate(ks), np.concatenate(cs), order, vocab_size))
     bar.close()
     return writer.close()
 
@@ -419,7 +430,7 @@ def count_corpus(lines: Iterable[str], order: int, vocab: Iterable[str], work: P
     runs, totals = count_runs(lines, order, index, work, chunk_tokens, drop_oov_sentences, progress)
     if totals["tokens"] == 0:
         raise ValueError("corpus is empty: no sentence with at least one word")
-    tables = [merge_runs(runs[m], work / "counts" / str(m + 1), merge_block, progress) for m in range(order)]
+    tables = [merge_runs(runs[m], work / "counts" / str(m + 1), merge_block, progress, len(words)) for m in range(order)]
     log.info("counted %d sentences, %d words (%d mapped to <unk>); distinct n-grams per order: %s",
              totals["sentences"], totals["tokens"], totals["oov_tokens"], [t.size for t in tables])  # fmt: skip
     return words, tables, totals

@@ -178,7 +178,8 @@ def build_streamed(corpus: Path, vocab: set[str], work: Path, opts: StreamedOpti
     arpa, done = work / "lm.arpa", work / "lm.arpa.json"
     threshold = 0.0
     if done.is_file():
-        first_counts, threshold = json.loads(done.read_text())["counts"], json.loads(done.read_text())["threshold"]
+        finished = json.loads(done.read_text())
+        first_counts, threshold = finished["counts"], finished["threshold"]
     else:
         if opts.first_pass_ngrams:
             first, threshold = prune_to_size(lm, opts.first_pass_ngrams)

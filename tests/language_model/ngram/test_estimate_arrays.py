@@ -154,11 +154,26 @@ def test_a_killed_count_resumes_from_finished_chunks(tmp_path, monkeypatch):
 
 
 def test_lookups_in_small_blocks_give_the_same_model(tables, tmp_path, monkeypatch):
-    from language_model.ngram import array_lm, estimate_arrays
+    from language_model.ngram import array_lm, estimate_arrays, prune_arrays
 
     words, counted, _ = tables[4]
     write_arpa_arrays(prune_to_threshold(estimate_kn_arrays(counted, words), 1e-5), tmp_path / "big_blocks.arpa")
-    monkeypatch.setattr(array_lm, "BLOCK", 1000)
-    monkeypatch.setattr(estimate_arrays, "BLOCK", 1000)
+    for module in (array_lm, estimate_arrays, prune_arrays):
+        monkeypatch.setattr(module, "BLOCK", 1000)
     write_arpa_arrays(prune_to_threshold(estimate_kn_arrays(counted, words), 1e-5), tmp_path / "blocks.arpa")
     assert (tmp_path / "big_blocks.arpa").read_text() == (tmp_path / "blocks.arpa").read_text()
+
+
+def test_byte_string_keys_give_the_same_model_as_uint64_codes(tmp_path, monkeypatch):
+    """Vocabularies too large for uint64 codes (V**m > 2**64) sort and search the byte-string keys instead."""
+    from language_model.ngram import array_lm, estimate_arrays, sorted_counts
+
+    def build(name):
+        words, counted, _ = count_corpus(SENTENCES, 4, VOCAB, tmp_path / name, chunk_tokens=2000, merge_block=300,
+                                         progress=False)  # fmt: skip
+        return write_arpa_arrays(prune_to_threshold(estimate_kn_arrays(counted, words), 1e-5), tmp_path / name / "a")
+
+    codes = build("codes")
+    for module in (array_lm, estimate_arrays, sorted_counts):
+        monkeypatch.setattr(module, "codes_fit", lambda *_: False)
+    assert build("bytes").read_text() == codes.read_text()
