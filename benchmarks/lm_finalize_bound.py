@@ -9,7 +9,7 @@ bounded finalize: ``lattice_max_arcs`` 3000) and, with ``--unbounded_timeout_s S
 seconds, then ``null`` and ``timed_out``); the lattice arcs at ``lattice_beam``; and through a real server, the
 seconds from SIGTERM to exit while it finalizes ``--sigterm_frames`` such frames.
 
-    python benchmarks/lm_finalize_bound.py [--lm_path DIR] [--frames 20 40 52] [--unbounded_timeout_s 0]
+    python -m benchmarks.lm_finalize_bound [--lm_path DIR] [--frames 20 40 52] [--unbounded_timeout_s 0]
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.measure import print_result
+from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION
 
-README_FLAGS = {"acoustic_scale": 0.325, "blank_penalty": 90.0}
+REPO = Path(__file__).resolve().parents[1]
+README_FLAGS = {k: DOCUMENTED_INVOCATION[k] for k in ("acoustic_scale", "blank_penalty")}  # the README's server flags
 
 
 def near_uniform(frames: int, seed: int = 0) -> np.ndarray:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({frames: row}), file=sys.stderr)
     if args.sigterm_frames:
         out["sigterm"] = sigterm_seconds(lm_path, args.sigterm_frames)
-    print(json.dumps(out, indent=1))
+    print_result(out)
     return 0
 
 

@@ -48,6 +48,7 @@ from nejm_b2txt_utils.cli_errors import ConfigError
 from nejm_b2txt_utils.description_csv import session_to_date
 from nejm_b2txt_utils.lexicon import Lexicon, default_lexicon, sentence_to_model_ids
 from nejm_b2txt_utils.metrics import ctc_greedy_decode
+from nejm_b2txt_utils.redis_protocol import DECODER_CONTROL_STREAM, NEW_MODEL_PATH_FIELD
 from nejm_b2txt_utils.t15_hdf5 import T15File, ctc_feasible, data_file_path
 from nejm_b2txt_utils.text import normalize_text
 
@@ -55,8 +56,7 @@ log = logging.getLogger(__name__)
 
 UPDATE_MODES = ("day_layer", "day_layer+gru")
 #: Where the real-time decoder learns of a new checkpoint (the original's stream and field).
-CONTROL_STREAM = "decoderControl:stream"
-NEW_MODEL_KEY = "newModelPath"
+CONTROL_STREAM, NEW_MODEL_KEY = DECODER_CONTROL_STREAM, NEW_MODEL_PATH_FIELD
 
 
 # ---------------------------------------------------------------------------------------------- sessions

@@ -29,11 +29,12 @@ from nejm_b2txt_utils.causal_features import BadBinError
 from nejm_b2txt_utils.endpoint import EndpointRule
 from nejm_b2txt_utils.metrics import ctc_greedy_decode
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order
+from nejm_b2txt_utils.redis_protocol import DECODER_CONTROL_STREAM, NEW_MODEL_PATH_FIELD
 
 log = logging.getLogger(__name__)
 
-CONTROL_STREAM = "decoderControl:stream"
-NEW_MODEL_KEY = b"newModelPath"
+CONTROL_STREAM = DECODER_CONTROL_STREAM
+NEW_MODEL_KEY = NEW_MODEL_PATH_FIELD.encode()  # redis-py returns field names as bytes
 
 
 @dataclass

@@ -36,6 +36,9 @@ UPDATE_PARAMS_STREAM = "remote_lm_update_params"
 DONE_UPDATING_PARAMS_STREAM = "remote_lm_done_updating_params"
 ARGS_STREAM = "remote_lm_args"
 CONTEXT_KEY = "contextual_decoding_current_context"
+# The lab's real-time framework: a recalibration run announces a new model folder to the decoder (between sentences).
+DECODER_CONTROL_STREAM = "decoderControl:stream"
+NEW_MODEL_PATH_FIELD = "newModelPath"
 
 class LMProtocolError(ValueError):
     """A message that does not follow the protocol (wrong byte length, NaN, unknown field...)."""
