@@ -37,7 +37,7 @@ from model_training.eval_results import (  # noqa: E402
 from model_training.inference import infer_trial, min_trial_bins  # noqa: E402
 from nejm_b2txt_utils.atomic_io import DiskFullError  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input  # noqa: E402
-from nejm_b2txt_utils.description_csv import CorpusLookup, session_date  # noqa: E402
+from nejm_b2txt_utils.description_csv import CSV_NAME, CorpusLookup, session_date  # noqa: E402
 from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
@@ -55,16 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model_path", nargs="+", default=[str(HERE / "../data/t15_pretrained_rnn_baseline")],
                    help="folder with checkpoint/args.yaml and checkpoint/best_checkpoint; several folders: an "
                         "ensemble, their per-frame probabilities averaged (model_training/ensemble.py) into one "
-                        "logit stream for the LM (same frame rate, sessions and smoothing required)")
-    p.add_argument("--data_dir", default=str(HERE / "../data/hdf5_data_final"), help="HDF5 root")
-    p.add_argument("--eval_type", default="test", choices=("val", "test"), help="split to evaluate")
-    p.add_argument("--csv_path", default=str(HERE / "../data/t15_copyTaskData_description.csv"),
-                   help="block description CSV (corpus of each trial)")
+                        "logit stream for the LM (same frame rate, sessions and smoothing required) "
+                        "(default: %(default)s)")
+    p.add_argument("--data_dir", default=str(HERE / "../data/hdf5_data_final"), help="HDF5 root (default: %(default)s)")
+    p.add_argument("--eval_type", default="test", choices=("val", "test"), help="split to evaluate (default: %(default)s)")
+    p.add_argument("--csv_path", default=None,
+                   help=f"block description CSV (corpus of each trial) (default: {CSV_NAME} beside --data_dir, "
+                        "where download_data.py and the synthetic generator put it)")
     p.add_argument("--gpu_number", type=int, default=1, help="GPU index; -1 = CPU (default: %(default)s)")
     p.add_argument("--lm", choices=("redis", "none"), default="redis",
-                   help="redis: the LM server over Redis (original); none: greedy phonemes, no server")
+                   help="redis: the LM server over Redis (original); none: greedy phonemes, no server "
+                        "(default: %(default)s)")
     p.add_argument("--redis_ip", default="localhost", help="Redis host (password: $REDIS_PASSWORD if set)")
-    p.add_argument("--redis_port", type=int, default=6379)
+    p.add_argument("--redis_port", type=int, default=6379, help="Redis port (default: %(default)s)")
     p.add_argument("--redis_timeout", type=float, default=60.0,
                    help="seconds to wait for each LM answer before giving up (default: %(default)s)")
     p.add_argument("--out_dir", default=None, help="where the CSV and partial results go (default: --model_path)")
@@ -253,6 +256,8 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
     sessions, days = sessions_to_decode(Path(args.data_dir), list(model_args.dataset.sessions), args.eval_type,
                                         args.unknown_session)
     lookup = None
+    if args.csv_path is None:  # was next to the code, so synthetic corpora read 'unknown'
+        args.csv_path = str(Path(args.data_dir).parent / CSV_NAME)
     if Path(args.csv_path).is_file():
         lookup = CorpusLookup.from_csv(args.csv_path)
     else:

@@ -100,6 +100,24 @@ def init_gru_weights(gru: nn.GRU) -> None:
             nn.init.xavier_uniform_(param)
 
 
+def make_gru(input_size: int, hidden: int, n_layers: int, dropout: float) -> nn.GRU:
+    """A batch-first unidirectional ``nn.GRU`` with the original's initialisation (:func:`init_gru_weights`).
+
+    Args:
+        input_size: features per time step.
+        hidden: units per layer.
+        n_layers: stacked layers.
+        dropout: between layers; 0 with one layer (torch would warn: it applies only between layers).
+
+    Returns:
+        The GRU.
+    """
+    gru = nn.GRU(input_size=input_size, hidden_size=hidden, num_layers=n_layers,
+                 dropout=dropout if n_layers > 1 else 0.0, batch_first=True, bidirectional=False)
+    init_gru_weights(gru)
+    return gru
+
+
 class GRUDecoder(DayLayerMixin, nn.Module):
     """Per-session input layer, patching, stacked GRU and a linear read-out to phoneme logits."""
 
@@ -120,9 +138,7 @@ class GRUDecoder(DayLayerMixin, nn.Module):
         self._init_day_layers(neural_dim, n_days, input_dropout)
 
         self.input_size = neural_dim * patch_size if patch_size > 0 else neural_dim
-        self.gru = nn.GRU(input_size=self.input_size, hidden_size=n_units, num_layers=n_layers,
-                          dropout=rnn_dropout, batch_first=True, bidirectional=False)
-        init_gru_weights(self.gru)
+        self.gru = make_gru(self.input_size, n_units, n_layers, rnn_dropout)
 
         self.out = nn.Linear(n_units, n_classes)
         nn.init.xavier_uniform_(self.out.weight)

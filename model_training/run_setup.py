@@ -24,6 +24,7 @@ class TqdmLogHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         tqdm.write(self.format(record), file=sys.stdout)
+        sys.stdout.flush()  # tqdm.write does not flush: redirected (nohup, slurm) lines appeared only at exit
 
 
 def prepare_output_dirs(args: Mapping, is_main: bool, barrier: Callable[[], None] = lambda: None) -> Path | None:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from model_training.architectures import register
-from model_training.rnn_model import DayLayerMixin, init_gru_weights
+from model_training.rnn_model import DayLayerMixin, make_gru
 from model_training_nnn.adversarial import triple_gru_kwargs
 
 __all__ = ["GradientReversalFn", "gradient_reverse", "NoiseModel", "CleanSpeechModel", "NoisySpeechModel",
@@ -68,13 +68,6 @@ def gradient_reverse(x: torch.Tensor, lambd: float | torch.Tensor) -> torch.Tens
     return GradientReversalFn.apply(x, lambd)
 
 
-def _gru(input_size: int, hidden: int, n_layers: int, dropout: float) -> nn.GRU:
-    gru = nn.GRU(input_size=input_size, hidden_size=hidden, num_layers=n_layers,
-                 dropout=dropout if n_layers > 1 else 0.0, batch_first=True)
-    init_gru_weights(gru)
-    return gru
-
-
 def _initial_state(h0: nn.Parameter, n_layers: int, batch: int, dtype: torch.dtype) -> torch.Tensor:
     """The learnable ``h0 [1, 1, H]`` expanded to ``[n_layers, batch, H]`` in ``dtype``."""
     return h0.expand(n_layers, batch, h0.size(-1)).contiguous().to(dtype)  # (L, B, H)
@@ -93,7 +86,7 @@ class NoiseModel(DayLayerMixin, nn.Module):
             raise ValueError(f"noise_units: must equal patch_size * neural_dim = {self.input_size} (the noise "
                              f"estimate is subtracted from the patched input), got {self.n_units}")
         self._init_day_layers(neural_dim, n_days, input_dropout)
-        self.gru = _gru(self.input_size, self.n_units, n_layers, rnn_dropout)
+        self.gru = make_gru(self.input_size, self.n_units, n_layers, rnn_dropout)
         self.h0 = nn.Parameter(nn.init.xavier_uniform_(torch.zeros(1, 1, self.n_units)))
 
     def forward(self, x: torch.Tensor, day_idx: torch.Tensor,
@@ -116,7 +109,7 @@ class CleanSpeechModel(DayLayerMixin, nn.Module):
         self.patch_size, self.patch_stride, self.n_layers, self.n_units = patch_size, patch_stride, n_layers, n_units
         self.input_size = neural_dim * patch_size if patch_size > 0 else neural_dim
         self._init_day_layers(neural_dim, n_days, input_dropout)
-        self.gru = _gru(self.input_size, n_units, n_layers, rnn_dropout)
+        self.gru = make_gru(self.input_size, n_units, n_layers, rnn_dropout)
         self.out = nn.Linear(n_units, n_classes)
         nn.init.xavier_uniform_(self.out.weight)
         self.h0 = nn.Parameter(nn.init.xavier_uniform_(torch.zeros(1, 1, n_units)))
@@ -144,7 +137,7 @@ class NoisySpeechModel(nn.Module):
     def __init__(self, input_size: int, n_units: int, n_classes: int, rnn_dropout: float = 0.0, n_layers: int = 2):
         super().__init__()
         self.n_layers, self.n_units = n_layers, n_units
-        self.gru = _gru(input_size, n_units, n_layers, rnn_dropout)
+        self.gru = make_gru(input_size, n_units, n_layers, rnn_dropout)
         self.out = nn.Linear(n_units, n_classes)
         nn.init.xavier_uniform_(self.out.weight)
         self.h0 = nn.Parameter(nn.init.xavier_uniform_(torch.zeros(1, 1, n_units)))

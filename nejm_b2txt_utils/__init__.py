@@ -7,3 +7,7 @@ bootstrap CI), ``t15_hdf5`` (data format), ``description_csv``, ``redis_protocol
 """
 
 __version__ = "0.1.0"
+
+from nejm_b2txt_utils.checkout import warn_if_other_checkout as _warn_if_other_checkout
+
+_warn_if_other_checkout()

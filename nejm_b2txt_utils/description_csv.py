@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nejm_b2txt_utils.atomic_io import atomic_open
 
+CSV_NAME = "t15_copyTaskData_description.csv"  # beside the hdf5_data_final folder
 COLUMNS = ("Date", "Post-implant day", "Block number", "Number of sentences", "Corpus", "Split")
 CORPORA = ("50-Word", "Switchboard", "Openwebtext", "Harvard", "Random", "Freq words")
 SPLIT_VALUES = ("Train", "Val/Test")

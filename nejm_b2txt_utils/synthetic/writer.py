@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from nejm_b2txt_utils.atomic_io import atomic_write_text
 from nejm_b2txt_utils.cli_errors import ConfigError
-from nejm_b2txt_utils.description_csv import write_description_csv
+from nejm_b2txt_utils.description_csv import CSV_NAME, write_description_csv
 from nejm_b2txt_utils.lexicon import sentence_to_phonemes
 from nejm_b2txt_utils.phonemes import phonemes_to_model_ids
 from nejm_b2txt_utils.synthetic.neural import NeuralParams, SessionEncoder, normalise_block, plan_timing
@@ -35,7 +35,6 @@ from nejm_b2txt_utils.t15_hdf5 import Trial, ctc_min_frames, data_file_path, n_o
 
 log = logging.getLogger(__name__)
 
-CSV_NAME = "t15_copyTaskData_description.csv"
 LM_CORPUS_NAME = "lm_corpus.txt"
 DATA_SUBDIR = "hdf5_data_final"
 _DONE = object()

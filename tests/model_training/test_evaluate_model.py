@@ -68,6 +68,18 @@ def test_greedy_mode_writes_csv_table_and_results(trained_model, tiny_data, tmp_
     assert lines[-1].split()[-1] == "-"  # no WER without an LM
 
 
+def test_description_csv_defaults_to_the_one_beside_data_dir(trained_model, tiny_data, tmp_path):
+    """Issue case: --csv_path defaulted next to the code, so synthetic corpora read 'unknown'."""
+    args = [a for a in base_args(trained_model, tiny_data, tmp_path, "--lm", "none", "--results_pkl",
+                                 str(tmp_path / "r.pkl"))]
+    i = args.index("--csv_path")
+    del args[i:i + 2]
+    assert evaluate_model.main(args) == 0
+    with open(tmp_path / "r.pkl", "rb") as fh:
+        corpora = pickle.load(fh)["corpus"]
+    assert len(corpora) == N_VAL and "unknown" not in corpora
+
+
 def _letters(n: int) -> str:
     """A number as letters (52 -> 'fc'): submission text holds no digits."""
     return "".join("abcdefghij"[int(d)] for d in str(n))

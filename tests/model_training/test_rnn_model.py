@@ -94,3 +94,16 @@ def test_streaming_one_patch_at_a_time_equals_the_full_sequence():
         out, state = m(x[:, 4 * p:4 * p + 14], day, states=state, return_state=True)
         frames.append(out)
     torch.testing.assert_close(torch.cat(frames, dim=1), full, rtol=1e-5, atol=1e-6)
+
+
+def test_one_layer_gru_builds_without_torch_dropout_warning(recwarn):
+    """Issue case: 1-layer configs printed torch's 'dropout expects num_layers greater than 1' warning."""
+    from model_training.rnn_model import GRUDecoder
+
+    model = GRUDecoder(neural_dim=8, n_units=16, n_days=2, n_classes=41, rnn_dropout=0.4, n_layers=1,
+                       patch_size=2, patch_stride=2)
+    assert model.gru.num_layers == 1 and model.gru.dropout == 0.0
+    assert not [w for w in recwarn if "dropout" in str(w.message)]
+    two = GRUDecoder(neural_dim=8, n_units=16, n_days=2, n_classes=41, rnn_dropout=0.4, n_layers=2,
+                     patch_size=2, patch_stride=2)
+    assert two.gru.dropout == 0.4

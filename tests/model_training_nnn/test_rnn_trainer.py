@@ -165,7 +165,7 @@ def test_an_nnn_checkpoint_through_the_redis_lm_protocol(trained_nnn, tiny_data,
     from nejm_b2txt_utils import redis_protocol as rp
     from nejm_b2txt_utils.phonemes import model_to_lm_order
     from nejm_b2txt_utils.redis_server import RedisServer
-    from tests.model_training.test_evaluate_model import FakeLM, base_args, read_csv, val_trials
+    from tests.model_training.test_evaluate_model import FakeLM, _letters, base_args, read_csv, val_trials
 
     model, model_args = load_trained_model(trained_nnn)
     transforms = model_args.dataset.data_transforms
@@ -180,7 +180,7 @@ def test_an_nnn_checkpoint_through_the_redis_lm_protocol(trained_nnn, tiny_data,
         finally:
             lm.close()
     assert code == 0 and lm.payloads == expected  # the clean head's logits, LM order, one message per trial
-    assert read_csv(tmp_path) == [f"i heard {len(e) // 164} frames" for e in expected]
+    assert read_csv(tmp_path) == [f"i heard {_letters(len(e) // 164)} frames" for e in expected]
 
 
 def test_run_demo_recipe_nnn_trains_the_nnn_model_into_its_own_folder():
