@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.measure import print_result
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
 from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +101,7 @@ def sigterm_seconds(lm_path: str, frames: int) -> dict:
             server.stop()
 
 
+@exit_2_on_bad_input()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lm_path", help="LM folder (default: build the wordfreq 1-gram into --work)")
@@ -109,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the finalize without the cap, stopped after this many seconds (0: skip)")
     p.add_argument("--sigterm_frames", type=int, default=600, help="0: skip the SIGTERM measurement")
     args = p.parse_args(argv)
+    for frames in args.frames:  # was a numpy traceback for 0 or negative counts
+        check_flags(argparse.Namespace(frames=frames), {"frames": 1})
+    check_flags(args, {"unbounded_timeout_s": 0, "sigterm_frames": 0})
+    if args.lm_path is not None and not (Path(args.lm_path) / "TLG.fst").is_file():
+        raise ConfigError(f"--lm_path {args.lm_path}: no TLG.fst there; expected an LM folder (build_lm.py)")
     lm_path = args.lm_path
     if lm_path is None:
         from language_model import build_lm

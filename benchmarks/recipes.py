@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.measure import print_result
-from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
 from nejm_b2txt_utils.metrics import bootstrap_ci, ctc_greedy_decode, edit_distance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     args = p.parse_args(argv)
     check_flags(args, {"batches": 2, "seeds": 1})
+    if args.data_dir and not (Path(args.data_dir) / "hdf5_data_final").is_dir():  # was a FileNotFoundError traceback
+        raise ConfigError(f"--data_dir {args.data_dir}: no hdf5_data_final/ there; expected a synthetic root")
     logging.basicConfig(level=logging.WARNING)
     import torch
 

@@ -52,7 +52,7 @@ from language_model.ngram.corpus import (
 from language_model.ngram.train import write_arpa_katz, write_arpa_kn
 from language_model.ngram.unigram import DEFAULT_EOS_PROB, wordfreq_unigram, wordfreq_vocabulary
 from nejm_b2txt_utils.atomic_io import atomic_open, atomic_write_json
-from nejm_b2txt_utils.cli_errors import print_bad_input
+from nejm_b2txt_utils.cli_errors import EXIT_INTERRUPTED, print_bad_input
 from nejm_b2txt_utils.memory import peak_rss_mb
 
 log = logging.getLogger("build_lm")
@@ -163,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for path in [*(args.corpus or []), *([args.vocab_file] if args.vocab_file else []),
                  *([args.mix_dev] if args.mix_dev else [])]:
         if str(path) != "-" and (not Path(path).exists() or Path(path).is_dir()):
-            p.error(f"file not found: {path}")
+            p.error(f"{path}: a folder; expected a text file" if Path(path).is_dir() else f"file not found: {path}")
     try:
         args.encoding = check_encoding(args.encoding)
     except ValueError as exc:
@@ -457,8 +457,9 @@ def run(args: argparse.Namespace) -> Path:
 
         build_lm_dir(lexicon, arpa, out, sil_prob=args.sil_prob, unpruned_arpa_path=unpruned,
                      keep_intermediate=args.keep_intermediate, before_publish=write_build_info)  # fmt: skip
-    log.info(
-        "built %s in %.1f s (peak RSS %.0f MB): %s", out, info["total_seconds"], info["peak_rss_mb"], stats
+    log.info(  # the build_info's stats: the store's path is the published one, not the removed scratch folder
+        "built %s in %.1f s (peak RSS %.0f MB): %s", out, info["total_seconds"], info["peak_rss_mb"],
+        {**stats, **({"store": str(out / "ngram_store")} if "store" in stats else {})}
     )
     return out
 
@@ -470,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: the flags (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 2 on bad input (``error: ...``, one line on stderr), 1 on another build error.
+        0 on success, 2 on bad input (``error: ...``, one line on stderr), 1 on another build error, 130 on
+        Ctrl-C (one line: a re-run resumes the streamed build's finished stages).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -483,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("failure", exc_info=True)
         print(f"build_lm.py: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("build_lm.py: interrupted (Ctrl-C); run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@exit_2_on_bad_input(ConvertError, StoreError, FstReadError, FileNotFoundError)
+@exit_2_on_bad_input(ConvertError, StoreError, FstReadError, FileNotFoundError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     """Convert, then print a JSON summary.
 
@@ -60,12 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         argv: the flags.
 
     Returns:
-        0 on success; 2 with one line on stderr for bad input.
+        0 on success; 2 with one line on stderr for bad input (any unreadable value in the inputs: ValueError);
+        130 on Ctrl-C.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     log.info("options: %s", {k: str(v) for k, v in vars(args).items()})
     t0 = time.perf_counter()
+    source = args.arpa if args.arpa is not None else args.g_fst
+    if not source.is_file():
+        raise ConfigError(f"{source}: not found (or not a file)")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a file; expected a folder to write the store into")
     if args.arpa is not None:
         out = arpa_to_store(args.arpa, args.out, args.scratch)
     else:

@@ -47,15 +47,23 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> di
         The averaged state dict, unprefixed keys, each tensor in its original dtype.
 
     Raises:
-        ValueError: no state dicts, or their keys or shapes differ.
+        ValueError: no state dicts, their keys or shapes differ (the message names the index and the key), or a
+            floating-point tensor holds NaN/inf (named).
     """
     if not state_dicts:
         raise ValueError("average_state_dicts: expected at least one state dict")
     dicts = [strip_prefixes(sd) for sd in state_dicts]
     keys = list(dicts[-1])
     for i, sd in enumerate(dicts):
-        if list(sd) != keys or any(sd[k].shape != dicts[-1][k].shape for k in keys):
-            raise ValueError(f"average_state_dicts: state dict {i} differs in keys or shapes from the last one")
+        if list(sd) != keys:
+            diff = sorted(set(sd) ^ set(keys)) or ["(same keys, another order)"]
+            raise ValueError(f"state dict {i} has other keys than the last one: {diff[0]!r}")
+        for k in keys:
+            if sd[k].shape != dicts[-1][k].shape:
+                raise ValueError(f"state dict {i}: {k!r} is {tuple(sd[k].shape)}, the last one's "
+                                 f"{tuple(dicts[-1][k].shape)}")
+            if sd[k].is_floating_point() and not bool(torch.isfinite(sd[k]).all()):  # was averaged silently
+                raise ValueError(f"state dict {i}: {k!r} holds NaN or inf")
     out = {}
     for k in keys:
         last = dicts[-1][k]
@@ -89,8 +97,9 @@ def average_checkpoints(paths: Sequence[Path], args_yaml: Path, out_dir: Path) -
     sds = [load_checkpoint_file(p)["model_state_dict"] for p in tqdm(paths, desc="read checkpoints")]
     try:
         averaged = average_state_dicts(sds)
-    except ValueError as exc:
-        raise CheckpointError(f"{paths[0].parent}: {exc}") from None
+    except ValueError as exc:  # name the files: "state dict i" is paths[i]
+        names = ", ".join(f"{i} = {p}" for i, p in enumerate(paths))
+        raise CheckpointError(f"cannot average: {exc} (state dicts {names})") from None
     ckpt = {"model_state_dict": with_compile_prefix(averaged), "val_PER": float("nan"), "val_loss": float("nan"),
             "averaged_from": [str(p.resolve()) for p in paths]}
     out = atomic_save(ckpt, out_dir / "checkpoint" / "best_checkpoint")
@@ -112,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--avg: expected an integer >= 1, got {args.avg}")
         paths = [Path(c) for c in args.checkpoints] if args.checkpoints else last_checkpoints(ckpt_dir, args.avg)
         out_dir = Path(args.out_dir or f"{Path(args.model_path)}_avg{len(paths)}")
+        if out_dir.resolve() == Path(args.model_path).resolve() or any(
+                out_dir.resolve() in Path(c).resolve().parents for c in paths):  # overwrote the run it read
+            raise ConfigError(f"--out_dir {out_dir}: must be a new folder, not --model_path or a folder holding "
+                              "the checkpoints being averaged")
         out = average_checkpoints(paths, ckpt_dir / "args.yaml", out_dir)
     except (ConfigError, CheckpointError, FileNotFoundError) as exc:
         return print_bad_input(exc)

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     header = {"model_path": str(Path(args.model_path).resolve()), "source": args.source, "smoothing": args.smoothing,
               "zscore_sentences": args.zscore_sentences, "lm": args.lm, "endpoint": None if endpoint is None else
               [args.trailing_ms, args.silence_prob]}
-    store = PartialResults(out, header, args.restart)
+    store = PartialResults(out, header, args.restart, where_flag="--out")
     if args.source == "hdf5":
         events = skip_finished(replay_hdf5(args.data_dir, sessions, args.eval_type, args.speed, args.max_trials,
                                            subset), store)
@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted (finished sentences are saved)", file=sys.stderr)
         return 130
+    except Exception as exc:  # redis-py's errors are not the builtin ConnectionError (was a traceback)
+        if type(exc).__module__.split(".")[0] != "redis":
+            raise
+        print(f"error: Redis: {' '.join(str(exc).split())} (is redis-server running at --redis_ip/--redis_port?)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

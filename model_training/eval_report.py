@@ -34,6 +34,8 @@ from nejm_b2txt_utils.metrics import bootstrap_ci, edit_counts, grouped_bootstra
 from nejm_b2txt_utils.run_manifest import write_manifests  # noqa: E402
 from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, TEXT_NORMS, normalize_for_wer  # noqa: E402
 
+MIN_DAYS_FOR_GROUPED_CI = 5  # resampling fewer days gives intervals narrower than the trial-level one
+
 
 def error_summary(refs: Sequence[Sequence], hyps: Sequence[Sequence], groups: Sequence | None = None) -> dict:
     """Aggregate error rate of paired token lists with its CIs and edit-operation counts.
@@ -42,7 +44,8 @@ def error_summary(refs: Sequence[Sequence], hyps: Sequence[Sequence], groups: Se
         refs, hyps: parallel token sequences; groups: per-item group labels (days) for the grouped CI.
 
     Returns:
-        ``{"rate", "ci95", "n", "n_ref", "sub", "del", "ins"}`` (+ ``"ci95_day_grouped"`` with ``groups``).
+        ``{"rate", "ci95", "n", "n_ref", "sub", "del", "ins"}`` (+ ``"ci95_day_grouped"`` and ``"n_days"`` with
+        ``groups``; with fewer than :data:`MIN_DAYS_FOR_GROUPED_CI` days that CI is printed with a warning).
     """
     counts = [edit_counts(r, h) for r, h in zip(refs, hyps)]
     edits = np.array([c["total"] for c in counts])
@@ -52,6 +55,7 @@ def error_summary(refs: Sequence[Sequence], hyps: Sequence[Sequence], groups: Se
            "n": len(refs), "n_ref": n_ref, **{k: int(sum(c[k] for c in counts)) for k in ("sub", "del", "ins")}}
     if groups is not None:
         out["ci95_day_grouped"] = list(grouped_bootstrap_ci(edits, lens, groups))
+        out["n_days"] = len(set(groups))
     return out
 
 
@@ -89,9 +93,9 @@ def report_one(res: dict, text_norm: str) -> dict:
 
 
 def mean_sem(values: Sequence[float]) -> dict:
-    """``{"mean", "sem", "n"}``; SEM = sample std / sqrt(n) (NaN for one value)."""
+    """``{"mean", "sem", "n"}``; SEM = sample std / sqrt(n) (None for one value: JSON has no NaN)."""
     v = np.asarray(values, dtype=np.float64)
-    sem = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+    sem = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
     return {"mean": float(v.mean()), "sem": sem, "n": len(v)}
 
 
@@ -108,13 +112,20 @@ def build_report(paths: Sequence[Path], text_norm: str = DEFAULT_TEXT_NORM) -> d
                 res = pickle.load(fh)
         except (OSError, pickle.UnpicklingError, EOFError) as exc:
             raise ConfigError(f"{p}: not a readable results pkl ({exc})") from None
-        missing = {"session", "corpus", "true_phonemes", "greedy_phonemes", "lm_candidates"} - set(res)
+        fields = ("session", "corpus", "true_phonemes", "greedy_phonemes", "lm_candidates")
+        missing = set(fields) - set(res) if isinstance(res, dict) else set(fields)
         if missing:
             raise ConfigError(f"{p}: missing fields {sorted(missing)} (expected evaluate_model.py --results_pkl)")
+        lengths = {f: len(res[f]) if isinstance(res[f], list) else None for f in fields}
+        if len(set(lengths.values())) != 1 or None in lengths.values():
+            raise ConfigError(f"{p}: fields of different lengths or not lists ({lengths}); expected one entry per "
+                              "trial in each")
         try:
             per_file[str(p)] = report_one(res, text_norm)
         except ConfigError as exc:
             raise ConfigError(f"{p}: {exc}") from None
+        except (TypeError, ValueError, KeyError, IndexError) as exc:  # e.g. greedy_phonemes of None (was a traceback)
+            raise ConfigError(f"{p}: a trial's entry is not what evaluate_model.py writes ({exc})") from None
     keys = sorted({k for r in per_file.values() for k in r if not k.endswith(("_by_day", "_by_corpus"))})
     over = {k: mean_sem([r[k]["rate"] for r in per_file.values() if k in r]) for k in keys}
     return {"text_norm": text_norm, "files": per_file, "over_files": over}
@@ -127,11 +138,13 @@ def format_report(report: dict) -> str:
         lines.append(path)
         for key in [k for k in r if not k.endswith(("_by_day", "_by_corpus"))]:
             s = r[key]
+            few = s.get("n_days", MIN_DAYS_FOR_GROUPED_CI) < MIN_DAYS_FOR_GROUPED_CI
             lines.append(f"  {key:<11}{100 * s['rate']:6.2f} %  CI [{100 * s['ci95'][0]:.2f}, {100 * s['ci95'][1]:.2f}]"
                          f"  day-grouped [{100 * s['ci95_day_grouped'][0]:.2f}, {100 * s['ci95_day_grouped'][1]:.2f}]"
-                         f"  S/D/I {s['sub']}/{s['del']}/{s['ins']}  n={s['n']}")
+                         + (f" (only {s['n_days']} days: too few to resample)" if few else "")
+                         + f"  S/D/I {s['sub']}/{s['del']}/{s['ins']}  n={s['n']}")
     for key, v in report["over_files"].items():
-        sem = "-" if math.isnan(v["sem"]) else f"{100 * v['sem']:.2f}"
+        sem = "-" if v["sem"] is None else f"{100 * v['sem']:.2f}"
         lines.append(f"{key:<11} mean over {v['n']} file(s): {100 * v['mean']:.2f} % +- {sem} (SEM)")
     return "\n".join(lines)
 

@@ -45,8 +45,9 @@ def decode_array(obj: dict) -> np.ndarray:
 class PartialResults:
     """Append-only JSONL of finished trials, keyed by :func:`trial_id`."""
 
-    def __init__(self, path: str | os.PathLike, header: dict, restart: bool = False):
+    def __init__(self, path: str | os.PathLike, header: dict, restart: bool = False, where_flag: str = "--out_dir"):
         self.path = Path(path)
+        self.where_flag = where_flag  # the caller's flag that names another file (the error's advice)
         self.header = {"format": FORMAT, **header}
         self.records: dict[str, dict] = {}
         if restart and self.path.exists():
@@ -71,7 +72,7 @@ class PartialResults:
                           if (header or {}).get(k) != self.header.get(k))
             raise PartialResultsError(
                 f"{self.path}: partial results from a different evaluation (differs in {diff}); "
-                "pass --restart to discard them or use another --out_dir")
+                f"pass --restart to discard them or use another {self.where_flag}")
         for n, line in enumerate(lines[1:], start=2):
             try:
                 rec = json.loads(line)

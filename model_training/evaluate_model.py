@@ -155,7 +155,8 @@ def sessions_to_decode(data_dir: Path, model_sessions: list[str], eval_type: str
         log.warning("%s: skipped (--unknown_session nearest decodes them with the nearest earlier day's layer)", what)
         return sessions, days
     nearest = [nearest_day(model_sessions, s) for s in unknown]
-    log.warning("%s: decoded with the nearest earlier day's layer (%s)", what,
+    log.warning("%s: decoded with the nearest known day's layer (the nearest earlier one, else the first later; %s)",
+                what,
                 ", ".join(f"{s} <- {model_sessions[d]}" for s, d in zip(unknown, nearest)))
     return sessions + unknown, days + nearest
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 F = TypeVar("F", bound=Callable[..., int])
 
@@ -56,7 +57,9 @@ def exit_2_on_bad_input(*extra: type[BaseException]) -> Callable[[F], F]:
             file's ``T15FormatError``); :class:`ConfigError` is always included.
 
     Returns:
-        A decorator; the wrapped ``main`` returns 2 after printing one line when one of the types is raised.
+        A decorator; the wrapped ``main`` returns 2 after printing one line when one of the types is raised, and
+        130 after one line on Ctrl-C (was a ``KeyboardInterrupt`` traceback; the scripts write atomically, so
+        nothing half-written is left).
     """
     types = (ConfigError, *extra)
 
@@ -67,6 +70,9 @@ def exit_2_on_bad_input(*extra: type[BaseException]) -> Callable[[F], F]:
                 return main(*args, **kwargs)
             except types as exc:
                 return print_bad_input(exc)
+            except KeyboardInterrupt:
+                print("interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)
+                return EXIT_INTERRUPTED
 
         return wrapped  # type: ignore[return-value]
 

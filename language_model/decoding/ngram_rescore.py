@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from language_model.graph.fst_io import read_fst
-from language_model.ngram.store import LN10, NgramStore
+from language_model.ngram.store import LN10, NgramStore, StoreError
 from nejm_b2txt_utils.hypothesis import Hypothesis
 
 STORE_DIR = "ngram_store"  # the store's folder inside an LM folder
@@ -217,6 +217,31 @@ class GrammarFst:
         return np.array([self.exact_cost(w) for w in sentences], dtype=np.float64)
 
 
+def check_store_vocabulary(path, store_vocab: list[str], words: list[str]) -> None:
+    """The store and ``words.txt`` must name the same words (reserved symbols ``<...>``/``#...`` aside).
+
+    Args:
+        path: the store folder (for the message).
+        store_vocab: the store's ``vocab.txt``.
+        words: ``words.txt`` by id.
+
+    Raises:
+        StoreError: more than 1 % of either side's words are missing from the other.
+    """
+    def plain(ws):
+        return {w for w in ws if not (w.startswith("<") or w.startswith("#"))}
+
+    ours, theirs = plain(words), plain(store_vocab)
+    lacking, extra = sorted(ours - theirs), sorted(theirs - ours)
+    if len(lacking) > 0.01 * max(len(ours), 1) or len(extra) > 0.01 * max(len(theirs), 1):
+        raise StoreError(f"{Path(path) / 'vocab.txt'}: {len(theirs)} words, of which {len(extra)} are not in "
+                         f"words.txt, which has {len(lacking)} of its {len(ours)} words missing here (e.g. "
+                         f"{(lacking or extra)[0]!r}); expected the store of this LM folder's LM")
+    if lacking or extra:
+        log.warning("%s: %d words of words.txt are not in the store (they score as <unk>, e.g. %r) and %d store "
+                    "words are not in words.txt", path, len(lacking), (lacking or [""])[0], len(extra))
+
+
 class StoreTarget:
     """Exact ARPA costs of ``words.txt`` id sequences from the LM folder's n-gram store (all at once)."""
 
@@ -228,10 +253,13 @@ class StoreTarget:
             words: ``words.txt`` by id (a word the store lacks scores as its ``<unk>``).
 
         Raises:
-            StoreError: the store is incomplete, truncated or foreign (one line naming the file).
+            StoreError: the store is incomplete, truncated or foreign (one line naming the file), or its
+                vocabulary is not ``words.txt``'s (more than 1 % of either's words missing from the other: a store
+                of another LM, which scored silently before); fewer differences are logged as a warning.
         """
         self.store = NgramStore(path)
         self.to_store = self.store.map_symbols(words)  # [len(words)] store id of each words.txt id
+        check_store_vocabulary(path, self.store.vocab, words)
 
     def exact_costs(self, sentences) -> np.ndarray:
         """``-ln P`` of each sentence including ``</s>``: one vectorised trie lookup for the whole batch.

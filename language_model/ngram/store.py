@@ -40,6 +40,8 @@ BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 #: dtype of each per-order array (``bow`` and ``child`` exist for orders below the highest only).
 DTYPES = {"word": np.dtype("<u4"), "logp": np.dtype("<f4"), "bow": np.dtype("<f4"), "child": np.dtype("<i8")}
 _CHUNK = 1 << 22  # elements copied / checked per step (32 MB of int64)
+LOGP_ROUNDING = 1e-4  # log10 p above 0 by float rounding (p = c / c of a sure event) is still a probability
+_SPOT = 1 << 16  # values spot-checked at the head and tail of each array when a store is opened
 
 
 class StoreError(ValueError):
@@ -257,14 +259,32 @@ def _open_arrays(path: Path, header: dict) -> dict[tuple[int, str], np.memmap]:
     return arrays
 
 
+def _check_values(path: Path, name: str, values: np.ndarray, is_logp: bool) -> None:
+    """Finite log10 values (a log10 probability also <= 0); one line naming the file and the entry."""
+    bad = ~np.isfinite(values) | ((values > LOGP_ROUNDING) if is_logp else False)
+    if bad.any():
+        i = int(np.argmax(bad))
+        what = "a finite log10 probability <= 0" if is_logp else "a finite log10 backoff"
+        raise StoreError(f"{path / name}: entry {i} is {float(values[i])}; expected {what}")
+
+
 def _check_arrays(path: Path, header: dict, arrays: dict, deep: bool) -> None:
-    """Child offsets start at 0 and end at the next order's count; ``deep`` also reads every array."""
+    """Child offsets start at 0 and end at the next order's count; the unigram values and the first and last
+    ``_SPOT`` values of every higher order are finite (a NaN store scored silently); ``deep`` reads every array."""
     order, counts, vocab_size = header["order"], header["counts"], header["vocab_size"]
     for k in range(1, order):
         child = arrays[(k, "child")]
         if child[0] != 0 or child[-1] != counts[k]:
             raise StoreError(f"{path / array_name(k, 'child')}: offsets run {child[0]}..{child[-1]}, expected "
                              f"0..{counts[k]} (order {k + 1}'s count)")
+    for k in range(1, order + 1):
+        for field in ("logp", "bow") if k < order else ("logp",):
+            values = arrays[(k, field)]
+            step = _CHUNK if deep or k == 1 else _SPOT
+            blocks = range(0, counts[k - 1], step) if deep or k == 1 else \
+                sorted({0, max(counts[k - 1] - step, 0)})  # a spot check at start-up: head and tail only
+            for a in blocks:
+                _check_values(path, array_name(k, field), np.asarray(values[a : a + step]), field == "logp")
     if not deep:
         return
     for k in range(1, order + 1):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -26,7 +27,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from language_model.ngram.store import BOS, EOS, LN10, UNK, NgramStore, StoreWriter, write_store
+from language_model.ngram.store import (
+    BOS,
+    EOS,
+    LN10,
+    LOGP_ROUNDING,
+    UNK,
+    NgramStore,
+    StoreWriter,
+    write_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,21 @@ _CHUNK = 1 << 21  # rows per vectorised step
 class ConvertError(ValueError):
     """The input cannot be converted (the message names the file, the line or state, and what was expected)."""
 
+
+def _log10_value(text: str, path, line_no: int, what: str) -> float:
+    """One ARPA number: finite; a log10 probability also <= 0 (was stored as NaN/inf/positive silently).
+
+    Raises:
+        ConvertError: not a number, not finite, or a log10 probability above 0; names file, line and field.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConvertError(f"{path}:{line_no}: {what} {text!r} is not a number") from None
+    if not math.isfinite(value) or (what == "log10 p" and value > LOGP_ROUNDING):
+        bound = "a finite number <= 0" if what == "log10 p" else "a finite number"
+        raise ConvertError(f"{path}:{line_no}: {what} {text!r}: expected {bound}")
+    return value
 
 def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
@@ -127,14 +152,15 @@ def _read_arpa_into(path: Path, scratch: Path) -> tuple[list[str], np.ndarray, n
         k = section
         if len(fields) not in (k + 1, k + 2):
             raise ConvertError(f"{path}:{n}: expected a {k}-gram line (log10 p, {k} words[, bow]), got {line.strip()!r}")
-        bow = float(fields[k + 1]) if len(fields) == k + 2 else 0.0
+        logp = _log10_value(head, path, n, "log10 p")
+        bow = _log10_value(fields[k + 1], path, n, "backoff") if len(fields) == k + 2 else 0.0
         if k == 1:
             w = fields[1]
             if w in index:
                 raise ConvertError(f"{path}:{n}: the 1-gram {w!r} appears twice")
             index[w] = len(vocab)
             vocab.append(w)
-            uni_logp.append(float(head))
+            uni_logp.append(logp)
             uni_bow.append(bow)
         else:
             sp = spills[k]
@@ -144,7 +170,7 @@ def _read_arpa_into(path: Path, scratch: Path) -> tuple[list[str], np.ndarray, n
                 sp.ids[sp.filled] = [index[w] for w in fields[1 : k + 1]]
             except KeyError as e:
                 raise ConvertError(f"{path}:{n}: word {e.args[0]!r} is not among the 1-grams") from None
-            sp.logp[sp.filled] = float(head)
+            sp.logp[sp.filled] = logp
             if sp.bow is not None:
                 sp.bow[sp.filled] = bow
             sp.filled += 1

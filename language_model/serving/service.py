@@ -20,6 +20,7 @@ from language_model.decoding.decode import FinalResult, finalize_utterance
 from language_model.decoding.llm_rescore import DEFAULT_OPT_MODEL, CausalLMScorer
 from language_model.decoding.ngram_rescore import STORE_DIR, GrammarFst, NgramRescorer, StoreTarget
 from language_model.decoding.wfst import CtcWfstDecoder, LMResources
+from language_model.ngram.store import StoreError
 from nejm_b2txt_utils.devices import select_device
 from nejm_b2txt_utils.lm_params import LMParams
 
@@ -50,6 +51,9 @@ class LMService:
                  len(self.resources.words), time.perf_counter() - t0)
         self.store: StoreTarget | None = None
         store_path = self.resources.lm_path / STORE_DIR
+        if store_path.exists() and not store_path.is_dir():  # was ignored silently
+            raise StoreError(f"{store_path}: not a folder; expected an n-gram store (language_model/convert_lm.py) "
+                             "or nothing")
         if store_path.is_dir():
             t0 = time.perf_counter()
             self.store = StoreTarget(store_path, self.resources.words)

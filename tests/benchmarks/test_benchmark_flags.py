@@ -29,6 +29,9 @@ pytestmark = pytest.mark.skipif(not LM_PY.is_file(), reason="needs the LM enviro
     ("decoder_vs_peer.py", ["--results_pkl", "GOOD", "--lm_path", "tests"],
      "error: --lm_path (its lm.arpa): tests/lm.arpa not found"),
     ("decoder_vs_peer.py", ["--results_pkl", "LIST"], "not an evaluate_model.py results.pkl"),
+    ("lm_finalize_bound.py", ["--frames", "0"], "--frames: expected a number >= 1, got 0"),
+    ("lm_finalize_bound.py", ["--frames", "20", "-3"], "--frames: expected a number >= 1, got -3"),
+    ("lm_finalize_bound.py", ["--lm_path", "/no/such/lm"], "--lm_path /no/such/lm: no TLG.fst there"),
 ])
 def test_bad_flags_are_one_line_before_any_work(tmp_path, script, flags, expected):
     """Reported by a tryout: these started building LMs or decoding (or ended in a traceback)."""

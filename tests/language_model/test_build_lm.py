@@ -148,13 +148,15 @@ def test_stdin_corpus_and_vocab_size_map_rare_words_to_unk(tmp_path):
     "argv, message",
     [
         (["--corpus", "missing.txt", "--out", "x"], "file not found: missing.txt"),
+        (["--corpus", "ADIR", "--out", "x"], "ADIR: a folder; expected a text file"),
         (["--corpus", "EMPTY", "--out", "x", "--order", "0"], "--order must be >= 1"),
         (["--out", "x"], "either --corpus"),
     ],
 )
 def test_bad_arguments_give_one_line_errors(tmp_path, argv, message, capsys):
     (tmp_path / "EMPTY").write_text("")
-    argv = [str(tmp_path / a) if a in ("missing.txt", "EMPTY") else a for a in argv]
+    (tmp_path / "ADIR").mkdir()
+    argv = [str(tmp_path / a) if a in ("missing.txt", "EMPTY", "ADIR") else a for a in argv]
     with pytest.raises(SystemExit) as exc:
         build_lm.main(argv)
     assert exc.value.code == 2

@@ -85,3 +85,31 @@ def test_manifest_records_command_commit_versions_and_hashes(tmp_path):
     res.write_text("id,text\n")
     (path,) = write_manifests([res], {"data": data})
     assert path.name == "results.csv.manifest.json" and json.loads(path.read_text())["results"] == "results.csv"
+
+
+def test_one_file_writes_strict_json_and_malformed_results_are_one_line(tmp_path, capsys):
+    """New-user cases: one file wrote "sem": NaN (not JSON); a short 'session' list and greedy_phonemes of None
+    ended in IndexError / TypeError tracebacks."""
+    import json
+
+    good = tmp_path / "one.pkl"
+    with open(good, "wb") as fh:
+        pickle.dump(_results(["AA", "B"]), fh)
+    out = tmp_path / "r.json"
+    assert eval_report.main([str(good), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "NaN" not in text and json.loads(text)["over_files"]["PER"]["sem"] is None
+    capsys.readouterr()
+
+    res = _results(["AA", "B"])
+    res["session"] = res["session"][:1]
+    with open(tmp_path / "short.pkl", "wb") as fh:
+        pickle.dump(res, fh)
+    assert eval_report.main([str(tmp_path / "short.pkl"), "--out", str(tmp_path / "x.json")]) == 2
+    assert "fields of different lengths" in capsys.readouterr().err
+    res = _results(["AA", "B"])
+    res["greedy_phonemes"] = [None] * len(res["greedy_phonemes"])
+    with open(tmp_path / "none.pkl", "wb") as fh:
+        pickle.dump(res, fh)
+    assert eval_report.main([str(tmp_path / "none.pkl"), "--out", str(tmp_path / "y.json")]) == 2
+    assert "a trial's entry is not what evaluate_model.py writes" in capsys.readouterr().err

@@ -286,3 +286,18 @@ def test_replay_entry_point_resumes_and_swaps_models_between_sentences(trained_m
     assert "error: newModelPath 'bad'" in capsys.readouterr().err
     assert set(ctc_greedy_decode(sentences[2].logits)) == {7} != set(ctc_greedy_decode(sentences[1].logits))
     assert summarise(sentences)["sentences"] == 3
+
+
+def test_bins_from_a_redis_that_is_not_there_is_one_line(trained_model, tmp_path, capsys):
+    """New-user case: --source redis with no redis-server ended in redis-py's ConnectionError traceback."""
+    import socket
+
+    with socket.socket() as s:  # a free port: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert decode_realtime.main(["--model_path", str(trained_model), "--source", "redis", "--redis_ip", "127.0.0.1",
+                                 "--redis_port", str(port), "--lm", "none", "--idle_timeout", "1",
+                                 "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: Redis: ") and "is redis-server running" in err[-1]
+    assert not any(line.startswith("Traceback") for line in err)

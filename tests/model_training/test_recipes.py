@@ -178,6 +178,32 @@ def test_averaging_identical_checkpoints_gives_the_checkpoint_and_two_give_the_m
     assert "--avg 3 needs 3 checkpoint_batch_<i> files, found 2" in capsys.readouterr().err
 
 
+def test_averaging_refuses_its_own_run_folder_nan_weights_and_other_models(shared_layer_gru, tmp_path, capsys):
+    """New-user cases: --out_dir = --model_path replaced the run's best_checkpoint; a NaN tensor was averaged in;
+    mismatched models were 'state dict 0 differs' naming neither file nor key."""
+    best = shared_layer_gru / "checkpoint" / "best_checkpoint"
+    before = best.read_bytes()
+    assert average_checkpoints.main(["--model_path", str(shared_layer_gru), "--avg", "2", "--out_dir",
+                                     str(shared_layer_gru)]) == 2
+    assert "must be a new folder" in capsys.readouterr().err and best.read_bytes() == before
+
+    sd = load_checkpoint_file(best)["model_state_dict"]
+    bad = {k: v.clone() for k, v in sd.items()}
+    bad["_orig_mod.out.bias"][3] = float("nan")
+    torch.save({"model_state_dict": bad}, tmp_path / "nan_ckpt")
+    assert average_checkpoints.main(["--model_path", str(shared_layer_gru), "--checkpoints", str(best),
+                                     str(tmp_path / "nan_ckpt"), "--out_dir", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "state dict 1: 'out.bias' holds NaN or inf" in err and f"1 = {tmp_path / 'nan_ckpt'}" in err
+    assert not (tmp_path / "o1").exists()
+
+    other = {k: v for k, v in sd.items() if k != "_orig_mod.out.bias"}
+    torch.save({"model_state_dict": other}, tmp_path / "other_ckpt")
+    assert average_checkpoints.main(["--model_path", str(shared_layer_gru), "--checkpoints", str(best),
+                                     str(tmp_path / "other_ckpt"), "--out_dir", str(tmp_path / "o2")]) == 2
+    assert "state dict 0 has other keys than the last one: 'out.bias'" in capsys.readouterr().err
+
+
 def test_train_seeds_runs_each_seed_into_its_own_folder(tiny_data, tmp_path):
     calls = []
     overrides = tiny_overrides(tiny_data, tmp_path / "runs")

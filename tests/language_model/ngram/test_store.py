@@ -199,3 +199,47 @@ def test_bad_arpa_is_a_one_line_error(tmp_path):
     with pytest.raises(ConvertError, match=r"2 3-grams, the \\data\\ header declares 3"):
         arpa_to_store(bad, tmp_path / "s")
     assert not (tmp_path / "s" / "header.json").exists()
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("-0.6 b c", "nan b c", r"bad\.arpa:15: log10 p 'nan': expected a finite number <= 0"),
+    ("-0.6 b c", "inf b c", r"bad\.arpa:15: log10 p 'inf': expected a finite number <= 0"),
+    ("-0.6 b c", "0.6 b c", r"bad\.arpa:15: log10 p '0.6': expected a finite number <= 0"),
+    ("-0.6 b c", "abc b c", r"bad\.arpa:15: log10 p 'abc' is not a number"),
+    ("-0.4 a b -0.05", "-0.4 a b nan", r"bad\.arpa:14: backoff 'nan': expected a finite number"),
+])
+def test_arpa_values_that_are_no_probabilities_are_refused(tmp_path, old, new, message):
+    """New-user case: NaN, inf and positive log-probs were converted silently (the server then scored with NaN)."""
+    bad = tmp_path / "bad.arpa"
+    bad.write_text(MISSING_PREFIX_ARPA.replace(old, new))
+    with pytest.raises(ConvertError, match=message):
+        arpa_to_store(bad, tmp_path / "s")
+    assert not (tmp_path / "s" / "header.json").exists()
+
+
+def test_convert_cli_names_a_missing_source_and_a_file_as_out(tmp_path, capsys):
+    from language_model import convert_lm
+
+    arpa = tmp_path / "ok.arpa"
+    arpa.write_text(MISSING_PREFIX_ARPA)
+    (tmp_path / "afile").write_text("x")
+    assert convert_lm.main(["--arpa", str(arpa), "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file; expected a folder" in capsys.readouterr().err
+    assert convert_lm.main(["--g_fst", str(tmp_path / "nope.fst"), "--out", str(tmp_path / "s")]) == 2
+    assert f"{tmp_path / 'nope.fst'}: not found" in capsys.readouterr().err
+
+
+def test_a_store_of_another_lm_is_refused_and_small_differences_are_warned(tmp_path, caplog):
+    """New-user case: a 126k-word store copied into a 33-word LM folder (and one with a word renamed) served
+    silently, scoring the folder's words as <unk>."""
+    from language_model.decoding.ngram_rescore import check_store_vocabulary
+
+    words = ["<eps>", "!SIL", *[f"w{i}" for i in range(200)], "#0", "<s>", "</s>"]
+    check_store_vocabulary(tmp_path, ["<s>", "</s>", "<unk>", *[f"w{i}" for i in range(200)]], words)
+    with pytest.raises(StoreError, match=r"vocab\.txt: 1000 words, of which 800 are not in words\.txt"):
+        check_store_vocabulary(tmp_path, [f"w{i}" for i in range(1000)], words)
+    with pytest.raises(StoreError, match=r"which has 3 of its 201 words missing here \(e\.g\. '!SIL'\)"):
+        check_store_vocabulary(tmp_path, [f"w{i}" for i in range(2, 200)] + ["zz"], words)
+    with caplog.at_level("WARNING"):
+        check_store_vocabulary(tmp_path, [f"w{i}" for i in range(1, 200)] + ["!SIL"], words)
+    assert "1 words of words.txt are not in the store (they score as <unk>, e.g. 'w0')" in caplog.text

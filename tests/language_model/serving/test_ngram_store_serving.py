@@ -93,10 +93,25 @@ def _damage(lm, how: str):
         child[-1] -= 1
         np.save(store / "2.child.npy", child)
         return store / "2.child.npy", f"expected 0..{header['counts'][2]} (order 3's count)"
+    if how == "nan_logp":  # new-user case: served silently, scores moved
+        logp = np.load(store / "2.logp.npy")
+        logp[:] = np.nan
+        np.save(store / "2.logp.npy", logp)
+        return store / "2.logp.npy", "entry 0 is nan; expected a finite log10 probability <= 0"
+    if how == "other_vocab":  # new-user case: another LM's store, served silently
+        vocab = (store / "vocab.txt").read_text().splitlines()
+        renamed = [f"zz{w}" if not w.startswith("<") else w for w in vocab]
+        (store / "vocab.txt").write_text("".join(w + "\n" for w in renamed))
+        return store / "vocab.txt", "expected the store of this LM folder's LM"
+    if how == "a_file":  # new-user case: ignored silently
+        shutil.rmtree(store)
+        store.write_text("not a store")
+        return store, "not a folder; expected an n-gram store"
     raise ValueError(how)
 
 
-@pytest.mark.parametrize("how", ["no_header", "version", "foreign", "truncated", "counts", "child_end"])
+@pytest.mark.parametrize("how", ["no_header", "version", "foreign", "truncated", "counts", "child_end", "nan_logp",
+                                 "other_vocab", "a_file"])
 def test_damaged_store_is_a_one_line_start_up_error(folders, tmp_path, capsys, how):
     lm = tmp_path / "lm"
     shutil.copytree(folders[0], lm)
