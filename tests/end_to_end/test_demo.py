@@ -61,7 +61,7 @@ def test_quick_demo_end_to_end_and_rerun_reuses(tmp_path):
     report_run = subprocess.run([sys.executable, "-m", "benchmarks.report", "--demo_dir", str(out),
                                  "--out", str(tmp_path / "perf"), "--data_dir", str(out / "data"), "--skip",
                                  "train_throughput", "stream_latency", "tlg_build", "lm_decode_latency",
-                                 "lm_server_load", "xla_steps", "tf_vs_torch"],
+                                 "lm_server_load", "lm_scale", "xla_steps", "tf_vs_torch", "realtime_latency"],
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert report_run.returncode == 0, report_run.stderr[-3000:]
     perf = json.loads((tmp_path / "perf" / "report.json").read_text())
