@@ -72,6 +72,24 @@ SEARCH_FIELDS = ("beam", "max_active", "min_active", "lattice_beam", "acoustic_s
                  "lattice_max_arcs")
 
 
+#: Confident logits give ~15 lattice arcs per frame at lattice_beam 8: a long confident utterance (thousands of
+#: frames) is not ambiguous for having more than lattice_max_arcs arcs (it was capped to an empty n-best).
+ARCS_PER_FRAME_BUDGET = 60
+
+
+def lattice_arc_budget(lattice_max_arcs: int, n_frames: int) -> int:
+    """The arc budget of one utterance's lattice: ``lattice_max_arcs``, or ``ARCS_PER_FRAME_BUDGET`` per frame if more.
+
+    Args:
+        lattice_max_arcs: the parameter (3000 by default).
+        n_frames: frames of the utterance (after blank skipping).
+
+    Returns:
+        The budget (arcs).
+    """
+    return max(int(lattice_max_arcs), ARCS_PER_FRAME_BUDGET * int(n_frames))
+
+
 class UtteranceTooLongError(ValueError):
     """A chunk would make the utterance longer than ``max_frames_per_utterance`` (answered as an error)."""
 
@@ -319,12 +337,14 @@ class CtcWfstDecoder:
                 ok, lattice = dec.get_raw_lattice(True)
             lat = read_lattice(lattice) if ok and lattice.num_states else None
             n_arcs = 0 if lat is None else len(lat.flat)
-            if n_arcs <= o.lattice_max_arcs:
+            if n_arcs <= lattice_arc_budget(o.lattice_max_arcs, frames.shape[0]):
                 dec, lat = self._lattice_pass(frames, wide), None
             else:
-                log.warning("ambiguous logits: the lattice at beam %.1f has %d arcs (%d frames) > lattice_max_arcs="
-                            "%d; the n-best comes from its best arcs, no wider pass", o.lattice_beam, n_arcs,
-                            frames.shape[0], o.lattice_max_arcs)
+                log.warning("ambiguous logits: the lattice at beam %.1f has %d arcs (%d frames) > the budget %d "
+                            "(lattice_max_arcs=%d, at least %d per frame); the n-best comes from its best arcs, no "
+                            "wider pass", o.lattice_beam, n_arcs, frames.shape[0],
+                            lattice_arc_budget(o.lattice_max_arcs, frames.shape[0]), o.lattice_max_arcs,
+                            ARCS_PER_FRAME_BUDGET)
         if o.nbest == 1:  # the best path is the 1-best and its own split: no lattice, no determinization
             ok, path = dec.get_best_path(True)
             return best_path_hypothesis(path, o.acoustic_scale, self.res.words_to_text) if ok else []
@@ -335,7 +355,7 @@ class CtcWfstDecoder:
                 return []
             lat = read_lattice(lattice)
         return lattice_word_nbest(lat, o.nbest, o.lattice_beam, o.acoustic_scale, self.res.words_to_text,
-                                  max_arcs=o.lattice_max_arcs)
+                                  max_arcs=lattice_arc_budget(o.lattice_max_arcs, frames.shape[0]))
 
     def _lattice_pass(self, frames: np.ndarray, beam: float):
         """``LatticeSimpleDecoder`` over ``frames`` ``[T', 41]`` (scaled, kept frames) at ``beam`` (cost units)."""
