@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model_training.realtime import Bin, SentenceEnd
-from nejm_b2txt_utils.t15_hdf5 import T15File, data_file_path
+from model_training.realtime import Bin, SentenceEnd, SourceError
+from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,13 @@ BIN_STREAM = "realtime_neural_bins"
 
 
 def replay_hdf5(data_dir: str | Path, sessions: list[str], split: str = "val", speed: float = 1.0,
-                max_trials: int | None = None, feature_subset: list[int] | None = None) -> Iterator[Bin | SentenceEnd]:
+                max_trials: int | None = None, feature_subset: list[int] | None = None,
+                n_features: int | None = None) -> Iterator[Bin | SentenceEnd | SourceError]:
     """Replay the trials of ``data_<split>.hdf5`` of each session bin by bin.
+
+    A trial is not validated as a whole: a NaN/Inf bin reaches the decoder, which reports and skips that bin
+    only (as a live acquisition system's bad bin would be); an unreadable trial or one of the wrong width is one
+    :class:`SourceError` and the replay goes on with the next trial.
 
     Args:
         data_dir: the HDF5 root (``<data_dir>/<session>/data_<split>.hdf5``).
@@ -39,9 +44,11 @@ def replay_hdf5(data_dir: str | Path, sessions: list[str], split: str = "val", s
         speed: 1 = real time (one bin every 20 ms), 2 = twice as fast, 0 = as fast as the decoder takes them.
         max_trials: stop after this many trials (all sessions together).
         feature_subset: the model's ``dataset.feature_subset`` channels, if any.
+        n_features: the width the model reads (after ``feature_subset``); None: not checked here.
 
     Yields:
-        :class:`Bin` for every bin, then a :class:`SentenceEnd` per trial (id ``session/block/trial``).
+        :class:`Bin` for every bin, then a :class:`SentenceEnd` per trial (id ``session/block/trial``);
+        a :class:`SourceError` for a trial that cannot be replayed.
 
     Raises:
         FileNotFoundError: no session has the split.
@@ -53,12 +60,25 @@ def replay_hdf5(data_dir: str | Path, sessions: list[str], split: str = "val", s
     n = 0
     clock = time.perf_counter()
     for day, path in paths:
-        with T15File(path, patching=None) as f:
+        with T15File(path, n_features=None, validate=False, patching=None) as f:
             for key in f.keys:
                 if max_trials is not None and n >= max_trials:
                     return
-                trial = f.read_trial(key)
-                feats = trial.input_features if not feature_subset else trial.input_features[:, list(feature_subset)]
+                try:
+                    trial = f.read_trial(key)
+                    feats = np.asarray(trial.input_features)
+                    if feats.ndim != 2 or (feature_subset and max(feature_subset) >= feats.shape[1]):
+                        raise T15FormatError(f"{path}: {key}: input_features: shape {list(feats.shape)} has not "
+                                             "the model's channels")
+                    feats = feats if not feature_subset else feats[:, list(feature_subset)]
+                    if n_features is not None and feats.shape[1] != n_features:
+                        raise T15FormatError(f"{path}: {key}: input_features: expected {n_features} channels, got "
+                                             f"{feats.shape[1]}")
+                except (T15FormatError, KeyError, OSError) as exc:
+                    msg = str(exc).removeprefix(f"{path}: ").removeprefix(f"{key}: ")
+                    yield SourceError(f"{path} {key}", f"{msg}; trial skipped")
+                    n += 1
+                    continue
                 sid = f"{trial.session}/{trial.block_num}/{trial.trial_num}"
                 clock = time.perf_counter()
                 for i, row in enumerate(feats):

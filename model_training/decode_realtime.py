@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def skip_finished(events, store: PartialResults):
     """Drop the events of the trials ``store`` already holds (a resumed replay)."""
     for ev in events:
-        if ev.sentence not in store:
+        if not hasattr(ev, "sentence") or ev.sentence not in store:  # a SourceError is always reported
             yield ev
 
 
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     store = PartialResults(out, header, args.restart, where_flag="--out")
     if args.source == "hdf5":
         events = skip_finished(replay_hdf5(args.data_dir, sessions, args.eval_type, args.speed, args.max_trials,
-                                           subset), store)
+                                           subset, stream.n_channels), store)
     else:
         events = redis_bins(r, args.bin_stream, "0-0" if args.from_start else "$", idle_timeout_s=args.idle_timeout)
     log.info("decoding %s (%s smoothing, end of speech %s, LM %s) -> %s", args.source, args.smoothing,

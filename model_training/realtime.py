@@ -60,6 +60,15 @@ class SentenceEnd:
 
 
 @dataclass
+class SourceError:
+    """The source could not give a trial or entry (unreadable, wrong width): reported as one ``error:`` line and
+    skipped; decoding goes on with the next one."""
+
+    where: str
+    message: str
+
+
+@dataclass
 class Sentence:
     """A finished sentence and its timings (ms; ``perf_counter`` based)."""
 
@@ -252,6 +261,10 @@ class RealtimeDecoder:
         done: set[str] = set()  # sentences finalised by the end-of-speech rule, their remaining bins ignored
         frames: list[np.ndarray] = []
         for ev in events:
+            if isinstance(ev, SourceError):
+                self.bad_bins += 1
+                self.view.message(f"error: {ev.where}: {ev.message}")
+                continue
             if isinstance(ev, SentenceEnd):
                 if current is not None and current.sentence == ev.sentence:
                     yield self._finish(current, frames, "trial_end", ev.arrival)

@@ -301,3 +301,43 @@ def test_bins_from_a_redis_that_is_not_there_is_one_line(trained_model, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: Redis: ") and "is redis-server running" in err[-1]
     assert not any(line.startswith("Traceback") for line in err)
+
+
+def test_replay_goes_on_after_a_nan_bin_and_a_trial_of_the_wrong_width(trained_model, tiny_data, tmp_path, capsys):
+    """A replayed file with one NaN bin (trial 0) and one 511-wide trial (trial 1): one error line each, the NaN
+    bin alone skipped, the wide trial skipped, every other trial decoded (the whole replay used to stop)."""
+    import shutil
+
+    import h5py
+
+    from nejm_b2txt_utils.t15_hdf5 import T15File, data_file_path
+
+    _, margs = load_trained_model(trained_model)
+    sessions = list(margs.dataset.sessions)
+    root = tmp_path / "hdf5_data_final"
+    shutil.copytree(tiny_data / "hdf5_data_final", root)
+    path = next(data_file_path(root, s, "val") for s in sessions if data_file_path(root, s, "val").is_file())
+    with T15File(path, patching=None) as f:
+        keys = list(f.keys)
+        t0, t1 = f.read_trial(keys[0]), f.read_trial(keys[1])
+        n_trials = sum(len(T15File(data_file_path(root, s, "val"), patching=None).keys)
+                       for s in sessions if data_file_path(root, s, "val").is_file())
+    with h5py.File(path, "r+") as h:
+        x = h[keys[0]]["input_features"][...]
+        x[7, 3] = np.nan
+        h[keys[0]]["input_features"][...] = x
+        del h[keys[1]]["input_features"]
+        h[keys[1]]["input_features"] = t1.input_features[:, :511]
+    out = tmp_path / "replay.jsonl"
+    code = decode_realtime.main(["--model_path", str(trained_model), "--data_dir", str(root), "--speed", "0",
+                                 "--lm", "none", "--no_endpoint", "--out", str(out)])
+    assert code == 0
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, errors
+    assert f"{keys[0]} bin 7" in errors[0] and "NaN/Inf" in errors[0] and errors[0].endswith("bin skipped")
+    assert keys[1] in errors[1] and "expected 512 channels, got 511; trial skipped" in errors[1]
+    recs = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()[1:]}
+    assert len(recs) == n_trials - 1
+    sid0 = f"{t0.session}/{t0.block_num}/{t0.trial_num}"
+    assert recs[sid0]["n_frames"] == n_output_frames(len(t0.input_features) - 1)  # one bin fewer
+    assert f"{t1.session}/{t1.block_num}/{t1.trial_num}" not in recs
