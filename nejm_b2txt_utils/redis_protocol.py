@@ -255,13 +255,42 @@ def connect(host: str = "localhost", port: int = 6379, db: int = 0, password: st
         kw: passed to ``redis.Redis`` (timeouts, retry).
 
     Returns:
-        A ``redis.Redis`` (not yet connected).
+        A ``redis.Redis``. With a password, one ``AUTH`` is sent at once: a server that has no password (redis-py
+        then goes on without one, silently) gets one warning naming host and port — the password protects
+        nothing there. A server not up yet is not waited for (the check is skipped).
     """
     import redis
 
     if password is None:
         password = os.environ.get("REDIS_PASSWORD") or None
-    return redis.Redis(host=host, port=port, db=db, password=password, **kw)
+    r = redis.Redis(host=host, port=port, db=db, password=password, **kw)
+    if password:
+        warn_if_password_unused(r, host, port)
+    return r
+
+
+def warn_if_password_unused(r, host: str, port: int) -> bool:
+    """Warn (once, logging) when ``r``'s password is sent to a Redis server that has none.
+
+    Args:
+        r: a redis-py client holding a password; host, port: for the message.
+
+    Returns:
+        True when the warning was given; False when the server checks the password, or could not be reached.
+    """
+    import redis
+
+    try:
+        r.execute_command("AUTH", r.get_connection_kwargs()["password"])
+    except redis.AuthenticationError as exc:
+        if "without any password configured" not in str(exc) and "no password is set" not in str(exc):
+            return False  # a wrong password: the first real command says so
+        log.warning("Redis at %s:%s has no password: REDIS_PASSWORD / --redis_password is sent but protects nothing "
+                    "(start redis-server with requirepass, or unset it)", host, port)
+        return True
+    except (redis.RedisError, OSError):
+        return False  # not up yet (the clients retry) or AUTH refused otherwise
+    return False
 
 
 #: Redis client-name prefix of the LM server's connections (``CLIENT SETNAME``): a client tells a slow server

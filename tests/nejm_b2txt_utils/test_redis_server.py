@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -73,3 +74,24 @@ def test_throwaway_server_takes_its_password_from_stdin():
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=server.port).ping()
         assert server.client().ping()
+
+
+def test_a_password_sent_to_a_server_without_one_is_warned_about(caplog):
+    """redis-py goes on silently when AUTH meets a server with no password; connect() says so once."""
+    redis = pytest.importorskip("redis")
+    from nejm_b2txt_utils.redis_protocol import connect, warn_if_password_unused
+
+    caplog.set_level(logging.WARNING, logger="nejm_b2txt_utils.redis_protocol")
+    with RedisServer() as open_server:
+        r = connect("127.0.0.1", open_server.port, password="s3cret")
+        assert r.ping()
+        warnings = [rec.getMessage() for rec in caplog.records]
+        assert len(warnings) == 1 and f"127.0.0.1:{open_server.port} has no password" in warnings[0]
+        caplog.clear()
+        assert connect("127.0.0.1", open_server.port).ping() and not caplog.records  # no password: nothing to say
+    with RedisServer(password="s3cret") as protected:
+        assert connect("127.0.0.1", protected.port, password="s3cret").ping() and not caplog.records
+        wrong = redis.Redis(host="127.0.0.1", port=protected.port, password="other")
+        assert warn_if_password_unused(wrong, "127.0.0.1", protected.port) is False and not caplog.records
+    down = redis.Redis(host="127.0.0.1", port=free_port(), password="s3cret", socket_connect_timeout=0.5)
+    assert warn_if_password_unused(down, "127.0.0.1", 1) is False  # not up yet: no check, no error
