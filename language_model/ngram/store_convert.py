@@ -366,6 +366,12 @@ def g_fst_to_store(g_fst: str | os.PathLike, words_txt: str | os.PathLike, out_d
     symbols = read_symbols(words_txt)
     labels = {w: i for i, w in symbols.items()}
     backoff = labels.get(backoff_symbol, -1)
+    used = np.unique(np.concatenate([fst.ilabel, fst.olabel]))
+    missing = np.setdiff1d(used[used != 0], np.fromiter(symbols, dtype=np.int64, count=len(symbols)))
+    if len(missing) or backoff < 0:  # another LM's words.txt (was a KeyError/IndexError traceback)
+        what = (f"no {backoff_symbol} (backoff) symbol" if backoff < 0
+                else f"label {int(missing[0])} of the FST is not in it ({len(missing)} labels missing)")
+        raise ConvertError(f"{words_txt}: {what}; expected the words.txt of {g_fst}'s own LM folder (--words)")
     n_states = len(fst.final)
     is_backoff = fst.ilabel == backoff
     is_word = ~is_backoff & (fst.olabel != 0)

@@ -59,3 +59,21 @@ def test_g_fst_store_scores_equal_the_arpa_store(lm_dir, tmp_path):
     got = from_fst.score_sentences(sentences)
     np.testing.assert_allclose(got, from_arpa.score_sentences(sentences), atol=2e-5)
     np.testing.assert_allclose(got, [lm.sentence_logprob(s) / np.log(10) for s in sentences], atol=2e-5)
+
+
+def test_another_lms_words_txt_is_a_one_line_error(lm_dir, tmp_path):
+    """--words of another LM (fewer symbols, or none of #0) was a KeyError/IndexError traceback."""
+    from language_model.ngram.store_convert import ConvertError
+
+    lines = (lm_dir / "words.txt").read_text().splitlines()
+    short = tmp_path / "short_words.txt"
+    backoff_line = [x for x in lines if x.startswith("#0 ")]
+    short.write_text("\n".join(lines[: len(lines) // 2] + backoff_line) + "\n")
+    with pytest.raises(ConvertError, match=r"short_words\.txt: label \d+ of the FST is not in it \(\d+ labels missing\);"
+                                           r" expected the words.txt of .*G_no_prune\.fst's own LM folder"):
+        g_fst_to_store(lm_dir / "G_no_prune.fst", short, tmp_path / "s")
+    no_backoff = tmp_path / "no_backoff_words.txt"
+    no_backoff.write_text("\n".join(x for x in lines if not x.startswith("#0 ")) + "\n")
+    with pytest.raises(ConvertError, match=r"no #0 \(backoff\) symbol"):
+        g_fst_to_store(lm_dir / "G_no_prune.fst", no_backoff, tmp_path / "b")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "b").exists()
