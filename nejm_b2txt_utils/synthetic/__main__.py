@@ -1,4 +1,4 @@
-"""CLI: ``python -m nejm_b2txt_utils.synthetic --preset {tiny,small,full} --out DIR --seed N``."""
+"""CLI: ``python -m nejm_b2txt_utils.synthetic --preset {tiny,small,hard,full} --out DIR --seed N``."""
 
 from __future__ import annotations
 

@@ -154,7 +154,7 @@ def _write_session(plan: SessionPlan, data_dir: Path, seed: int, params: NeuralP
 
 def generate(preset: str, out_dir: str | os.PathLike, seed: int = 0, sessions: int | None = None,
              progress: bool = True, params: NeuralParams | None = None) -> dict:
-    """Write synthetic T15 data for ``preset`` (tiny/small/full) under ``out_dir``.
+    """Write synthetic T15 data for ``preset`` (tiny/small/hard/full) under ``out_dir``.
 
     Layout: ``out_dir/hdf5_data_final/<session>/data_{train,val,test}.hdf5``,
     ``out_dir/t15_copyTaskData_description.csv`` (one row per written block) and
@@ -170,7 +170,7 @@ def generate(preset: str, out_dir: str | os.PathLike, seed: int = 0, sessions: i
         if sessions < 1:
             raise ConfigError(f"sessions: expected a positive number, got {sessions}")
         plans = plans[:sessions]
-    params = params or NeuralParams()
+    params = params or NeuralParams(**dict(spec.neural))
     out = Path(out_dir)
     data_dir = out / DATA_SUBDIR
     data_dir.mkdir(parents=True, exist_ok=True)
