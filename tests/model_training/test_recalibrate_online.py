@@ -1,0 +1,177 @@
+"""Online recalibration beside the real-time decoder (model_training/recalibrate_online.py, issue 25 part 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from model_training import decode_realtime, recalibrate_online
+from model_training.calibration import CONTROL_STREAM, Calibrator
+from model_training.checkpoint import load_trained_model
+from model_training.finished_sentences import sentence_fields
+from model_training.realtime import Sentence as DecodedSentence
+from model_training.streaming import StreamingModel
+from nejm_b2txt_utils.redis_protocol import FINISHED_SENTENCE_STREAM
+from nejm_b2txt_utils.redis_server import RedisServer
+from nejm_b2txt_utils.t15_hdf5 import T15File, data_file_path, list_sessions
+
+NEW = "t15.2025.05.01"  # after the tiny preset's last session: the model does not know it
+
+
+@pytest.fixture(scope="module")
+def new_session(tiny_data, tmp_path_factory):
+    """An HDF5 root holding only NEW, a copy of the tiny preset's last session under a later date."""
+    root = tmp_path_factory.mktemp("online") / "hdf5_data_final"
+    src = tiny_data / "hdf5_data_final"
+    shutil.copytree(src / list_sessions(src)[-1], root / NEW)
+    return root
+
+
+def new_trials(root, n):
+    with T15File(data_file_path(root, NEW, "train"), patching=None) as f:
+        return [f.read_trial(k) for k in list(f.keys)[:n]]
+
+
+def recal_args(model, out, port, *extra):
+    return ["--model_path", str(model), "--session", NEW, "--out", str(out), "--redis_ip", "127.0.0.1",
+            "--redis_port", str(port), "--max_steps", "3", "--batch_size", "4", "--nice", "0",
+            "--idle_timeout", "0.5", *extra]
+
+
+def publish(r, features, text="", label="", confidence=0.9, session=NEW):
+    s = DecodedSentence("s", text, "trial_end", 1, 0.0, label=label, features=features, day=2,
+                        logits=np.zeros((0, 41), np.float32))
+    return r.xadd(FINISHED_SENTENCE_STREAM, {**sentence_fields(s, session), "confidence": str(confidence)})
+
+
+def control_paths(r):
+    return [fields[b"newModelPath"].decode() for _, fields in r.xrange(CONTROL_STREAM)]
+
+
+def test_decoder_and_recalibrator_swap_models_only_between_sentences(trained_model, new_session, tmp_path,
+                                                                     monkeypatch):
+    pushes = []  # (model, day, bins already in the sentence) at every bin the decoder pushes
+    real_push = StreamingModel.push
+
+    def recording_push(self, values, where="bin"):
+        pushes.append((self.model, self.day_idx, self.n_bins))
+        return real_push(self, values, where)
+
+    monkeypatch.setattr(StreamingModel, "push", recording_push)
+    out, jsonl = tmp_path / "recal", tmp_path / "rt.jsonl"
+    with RedisServer() as server:
+        r = server.client()
+        codes = {}
+        recal = threading.Thread(target=lambda: codes.setdefault("recal", recalibrate_online.main(recal_args(
+            trained_model, out, server.port, "--labels", "prompted", "--min_sentences", "2", "--idle_timeout", "3"))))
+        recal.start()
+        codes["decoder"] = decode_realtime.main([
+            "--model_path", str(trained_model), "--data_dir", str(new_session), "--session", NEW, "--eval_type",
+            "train", "--max_trials", "8", "--speed", "4", "--lm", "none", "--publish_sentences", "--redis_ip",
+            "127.0.0.1", "--redis_port", str(server.port), "--out", str(jsonl), "--live", "off"])
+        recal.join(60)
+        published, entries = control_paths(r), r.xrange(FINISHED_SENTENCE_STREAM)
+    assert codes == {"decoder": 0, "recal": 0}
+    state = json.loads((out / "recalibration.json").read_text())
+    assert len(entries) == 8 and state["sentences_read"] == 8 and state["used"] == 8
+    assert [u["checkpoint"] for u in state["updates"]] == [f"recal_{i:04d}" for i in range(1, 8)]  # from the 2nd on
+    assert published == [str((out / f"recal_{i:04d}").resolve()) for i in range(1, 8)]
+    # every bin of a sentence went through one model: a model changes only where a sentence starts (0 bins)
+    starts = [i for i, (_, _, n) in enumerate(pushes) if n == 0]
+    assert len(starts) == 8
+    changes = [i for i in range(1, len(pushes)) if pushes[i][0] is not pushes[i - 1][0]]
+    assert changes and set(changes) <= set(starts)
+    recs = [json.loads(x) for x in jsonl.read_text().splitlines()[1:]]
+    paths = [rec["model_path"] for rec in recs]
+    assert paths[0] == str(trained_model.resolve()) and paths[-1] in published
+    assert len(set(paths)) == len(changes) + 1  # each model decoded whole sentences, in publishing order
+    assert [p for p in dict.fromkeys(paths) if p in published] == sorted(p for p in set(paths) if p in published)
+    # the start model decodes NEW on the nearest earlier day (2); a recalibrated one on NEW's own day (3)
+    assert [rec["day"] for rec in recs] == [2 if p == paths[0] else 3 for p in paths]
+    for name in ("recal_0001", "recal_0007"):
+        model, margs = load_trained_model(out / name)
+        assert list(margs.dataset.sessions)[-1] == NEW and len(model.day_weights) == 4
+
+
+def test_decoded_labels_skip_empty_oov_and_unsure_sentences_with_counts(trained_model, new_session, tmp_path,
+                                                                        capsys):
+    feats = [np.ascontiguousarray(t.input_features, dtype=np.float32) for t in new_trials(new_session, 3)]
+    out = tmp_path / "recal"
+    with RedisServer() as server:
+        r = server.client()
+        publish(r, feats[0], text="")  # empty
+        publish(r, feats[0], text="have you ever zzqxvbn")  # a word outside the CMU dictionary
+        publish(r, feats[0], text="have you ever sung", confidence=0.2)  # below the gate
+        publish(r, feats[1], text="have you ever sung")
+        publish(r, feats[2], text="that's so easy", session="t15.2025.04.13")  # another session
+        r.xadd(FINISHED_SENTENCE_STREAM, {"features": b"\x00" * 12, "shape": "2,512", "day": "3"})  # malformed
+        publish(r, feats[2], text="that's so easy")
+        code = recalibrate_online.main(recal_args(trained_model, out, server.port, "--labels", "decoded",
+                                                  "--min_sentences", "2", "--min_confidence", "0.5"))
+        published = control_paths(r)
+    assert code == 0
+    state = json.loads((out / "recalibration.json").read_text())
+    assert {k: state[k] for k in state if k.startswith("skipped_") or k == "used"} == {
+        "used": 2, "skipped_empty": 1, "skipped_oov": 1, "skipped_low_confidence": 1, "skipped_no_label": 0,
+        "skipped_other_session": 1, "skipped_bad_entry": 1}
+    assert state["sentences_read"] == 7 and [u["sentences"] for u in state["updates"]] == [2]
+    assert published == [str((out / "recal_0001").resolve())]
+    assert "expected float32 [2, 512] = 4096" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["update", "save"])
+def test_a_recalibrator_killed_mid_update_keeps_the_published_checkpoint(trained_model, new_session, tmp_path,
+                                                                         monkeypatch, where):
+    trials = new_trials(new_session, 3)
+    out = tmp_path / "recal"
+    with RedisServer() as server:
+        r = server.client()
+        for t in trials:
+            publish(r, np.ascontiguousarray(t.input_features, dtype=np.float32), label=t.sentence_label)
+        args = recal_args(trained_model, out, server.port, "--labels", "prompted", "--min_sentences", "2")
+        real_update, real_save, calls = Calibrator.update, torch.save, []
+
+        def killed_update(self, sentences):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real_update(self, sentences)
+
+        def killed_save(obj, fh, *a, **k):  # the 2nd checkpoint half-written, then killed
+            calls.append(1)
+            real_save(obj, fh, *a, **k)
+            if len(calls) == 2:
+                fh.truncate(100)
+                raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:
+            m.setattr(*((Calibrator, "update", killed_update) if where == "update" else (torch, "save", killed_save)))
+            assert recalibrate_online.main(args) == 130
+        first = out / "recal_0001" / "checkpoint" / "best_checkpoint"
+        kept = first.read_bytes()
+        assert sorted(p.name for p in out.iterdir()) == ["recal_0001", "recalibration.json"]  # nothing half-written
+        assert control_paths(r) == [str((out / "recal_0001").resolve())]
+        assert len(load_trained_model(out / "recal_0001")[0].day_weights) == 4
+        state = json.loads((out / "recalibration.json").read_text())
+        assert state["checkpoint"] == "recal_0001" and state["sentences_read"] == 2  # the 3rd is read again
+        assert recalibrate_online.main(args) == 0  # resumed: from recal_0001 and the 3rd entry
+        assert control_paths(r) == [str((out / f"recal_{i:04d}").resolve()) for i in (1, 2)]
+    state = json.loads((out / "recalibration.json").read_text())
+    assert [u["sentences"] for u in state["updates"]] == [2, 3] and state["used"] == 3
+    assert first.read_bytes() == kept
+    assert len(load_trained_model(out / "recal_0002")[0].day_weights) == 4  # no second day added on resume
+
+
+def test_recalibrator_bad_input_is_one_line(trained_model, tmp_path, capsys):
+    assert recalibrate_online.main(["--model_path", str(trained_model), "--session", NEW, "--out",
+                                    str(tmp_path), "--min_confidence", "2", "--nice", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --min_confidence: expected a value in [0, 1], "
+                                                           "got 2.0"]
+    assert recalibrate_online.main(["--model_path", str(tmp_path / "none"), "--session", NEW, "--out",
+                                    str(tmp_path / "o"), "--redis_port", "1", "--nice", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
