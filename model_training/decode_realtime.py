@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     endpoint = None if args.no_endpoint else EndpointRule(args.trailing_ms, args.silence_prob)
     decoder = RealtimeDecoder(stream, text, endpoint, view, control=r, n_days=len(sessions),
                               model_loader=lambda path: load_trained_model(path, device), session=args.session,
-                              sessions=sessions, model_path=str(Path(args.model_path).resolve()))
+                              sessions=sessions, model_path=str(Path(args.model_path).resolve()),
+                              load_in_background=True)
     if args.publish_sentences:
         decoder.on_sentence_end.append(sentence_publisher(r, decoder, view))
     out = Path(args.out) if args.out else Path(args.model_path) / f"realtime_{args.eval_type}.jsonl"

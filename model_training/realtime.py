@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -220,12 +221,15 @@ class RealtimeDecoder:
             a swapped-in model that knows it (online recalibration added its day) uses its own index.
         sessions: the model's ``dataset.sessions`` (needed with ``session``).
         model_path: the start model's folder, recorded in each :class:`Sentence` (then the swapped-in paths).
+        load_in_background: load an announced checkpoint in a thread and swap it in at the first sentence start
+            after it is ready (a load of a large checkpoint at a sentence start would delay that sentence's frames);
+            False: load it at the next sentence start.
     """
 
     def __init__(self, stream: StreamingModel, text, endpoint: EndpointRule | None = None,
                  view: LiveView | None = None, control=None, model_loader: Callable | None = None,
                  n_days: int | None = None, session: str | None = None, sessions: Sequence[str] | None = None,
-                 model_path: str | None = None):
+                 model_path: str | None = None, load_in_background: bool = False):
         self.stream, self.text, self.endpoint = stream, text, endpoint
         self.view = view or LiveView(enabled=False)
         self.control, self.model_loader, self.n_days = control, model_loader, n_days
@@ -233,6 +237,8 @@ class RealtimeDecoder:
         if session is not None and not self.sessions:
             raise ValueError("RealtimeDecoder: session given without the model's sessions")
         self.session_day = self._session_day()
+        self.load_in_background = load_in_background
+        self._loading: tuple | None = None  # (path, thread, [result]) of a model loading in the background
         self.on_sentence_end: list[Callable[[Sentence], None]] = []
         self.pending_model = None
         self.bad_bins = 0
@@ -258,34 +264,70 @@ class RealtimeDecoder:
         """Use this model (or the checkpoint folder at this path) from the next sentence start on."""
         self.pending_model = model_or_path
 
-    def _between_sentences(self) -> None:
-        if self.control is not None:
-            import redis
+    def _poll_control(self) -> None:
+        """Read ``decoderControl:stream``: each ``newModelPath`` becomes the pending model (the newest wins)."""
+        if self.control is None:
+            return
+        import redis
 
-            try:
-                resp = self.control.xread({CONTROL_STREAM: self.control_last}, count=100, block=None)
-            except (redis.ConnectionError, redis.TimeoutError):
-                resp = None
-            for entry_id, fields in (resp[0][1] if resp else []):
-                self.control_last = entry_id
-                if NEW_MODEL_KEY in fields:
-                    self.load_model(fields[NEW_MODEL_KEY].decode())
+        try:
+            resp = self.control.xread({CONTROL_STREAM: self.control_last}, count=100, block=None)
+        except (redis.ConnectionError, redis.TimeoutError):
+            resp = None
+        for entry_id, fields in (resp[0][1] if resp else []):
+            self.control_last = entry_id
+            if NEW_MODEL_KEY in fields:
+                self.load_model(fields[NEW_MODEL_KEY].decode())
+
+    def _load(self, path: str):
+        """``(model, args or None)`` from the loader, or the exception it raised."""
+        try:
+            loaded = self.model_loader(path)
+        except Exception as exc:  # a bad checkpoint must not stop the decoder: keep the current model
+            return exc
+        return loaded if isinstance(loaded, tuple) else (loaded, None)
+
+    def _between_sentences(self) -> None:
+        """At a sentence start: apply the pending model (loaded now, or in the background when it is ready)."""
+        self._poll_control()
+        if self.load_in_background:
+            self._background_step()
+            return
         if self.pending_model is None:
             return
         model, self.pending_model = self.pending_model, None
-        path, model_args = None, None
-        if isinstance(model, str):
-            if self.model_loader is None:
-                self.view.message(f"error: {CONTROL_STREAM}: newModelPath {model!r} given but no model loader")
-                return
-            path = model
-            try:
-                model = self.model_loader(path)
-            except Exception as exc:  # a bad checkpoint must not stop the decoder: keep the current model
-                self.view.message(f"error: newModelPath {path!r}: {exc}; keeping the current model")
-                return
-            if isinstance(model, tuple):
-                model, model_args = model
+        if not isinstance(model, str):
+            self._apply(None, (model, None))
+        elif self.model_loader is None:
+            self.view.message(f"error: {CONTROL_STREAM}: newModelPath {model!r} given but no model loader")
+        else:
+            self._apply(model, self._load(model))
+
+    def _background_step(self) -> None:
+        """Swap in a model whose background load has finished; start loading the pending path, if any."""
+        if self._loading is not None and not self._loading[1].is_alive():
+            (path, thread, box), self._loading = self._loading, None
+            self._apply(path, box[0])
+        if self.pending_model is None or self._loading is not None:
+            return
+        model, self.pending_model = self.pending_model, None
+        if not isinstance(model, str):
+            self._apply(None, (model, None))
+        elif self.model_loader is None:
+            self.view.message(f"error: {CONTROL_STREAM}: newModelPath {model!r} given but no model loader")
+        else:
+            box: list = [None]
+            thread = threading.Thread(target=lambda: box.__setitem__(0, self._load(model)), daemon=True,
+                                      name="model-loader")
+            thread.start()
+            self._loading = (model, thread, box)
+
+    def _apply(self, path: str | None, loaded) -> None:
+        """Use ``loaded`` = ``(model, args or None)`` from now on (or report the loader's exception)."""
+        if isinstance(loaded, Exception):
+            self.view.message(f"error: newModelPath {path!r}: {loaded}; keeping the current model")
+            return
+        model, model_args = loaded
         self.stream.set_model(model)
         self.model_path = path
         if model_args is not None:
@@ -368,4 +410,7 @@ class RealtimeDecoder:
         self.stream.end_sentence()
         for callback in self.on_sentence_end:
             callback(s)
+        if self.load_in_background:  # start loading an announced model during the gap between sentences
+            self._poll_control()
+            self._background_step()
         return s
