@@ -24,8 +24,9 @@ import numpy as np
 from model_training.realtime import Sentence
 from nejm_b2txt_utils.redis_protocol import FINISHED_SENTENCE_STREAM
 
-#: Entries kept on the stream (XADD MAXLEN ~): hours of sentences, a bounded Redis memory.
-MAX_ENTRIES = 10_000
+#: Entries kept on the stream (XADD MAXLEN ~): a session's sentences; at 512 channels a 5 s sentence is 0.5 MB,
+#: so Redis holds at most a few hundred MB of them.
+MAX_ENTRIES = 500
 
 
 @dataclass

@@ -361,12 +361,12 @@ class RealtimeDecoder:
                 yield self._finish(current, frames, bins, "trial_end", ev.arrival)
                 current = None
             if current is None:
+                self._between_sentences()  # first: a swapped-in model may know one more day
                 if self.session is None and self.n_days is not None and not 0 <= ev.day < self.n_days:
                     self.bad_bins += 1
                     self.view.message(f"error: {ev.where}: day {ev.day} is not a day-layer index 0..{self.n_days - 1}"
                                       "; bin skipped")
                     continue
-                self._between_sentences()
                 day = ev.day if self.session_day is None else self.session_day
                 self.stream.reset(day)
                 self.text.start()

@@ -37,6 +37,8 @@ if __package__ in (None, ""):  # run as a script from any folder: make `model_tr
 import numpy as np  # noqa: E402
 
 from model_training.calibration import (  # noqa: E402
+    CONTROL_STREAM,
+    NEW_MODEL_KEY,
     UPDATE_MODES,
     CalibrationSettings,
     Calibrator,
@@ -97,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stream", default=FINISHED_SENTENCE_STREAM, help="the finished-sentence stream")
     p.add_argument("--redis_ip", default="localhost", help="Redis host (password: $REDIS_PASSWORD if set)")
     p.add_argument("--redis_port", type=int, default=6379)
+    p.add_argument("--redis_retry_s", type=float, default=60.0,
+                   help="keep retrying an unreachable Redis this long before stopping (default: %(default)s)")
     p.add_argument("--idle_timeout", type=float, default=None,
                    help="stop after this many seconds without a new sentence (default: run until Ctrl-C)")
     p.add_argument("--threads", type=int, default=1,
@@ -106,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed)
     args = p.parse_args(argv)
     check_flags(args, {"min_sentences": 1, "min_confidence": 0, "max_steps": 1, "batch_size": 1,
-                       "replay_per_session": 0, "rolling_zscore": 0, "idle_timeout": 0.001, "threads": 1, "nice": 0})
+                       "replay_per_session": 0, "rolling_zscore": 0, "idle_timeout": 0.001, "redis_retry_s": 0, "threads": 1, "nice": 0})
     if not args.min_confidence <= 1:
         raise ConfigError(f"--min_confidence: expected a value in [0, 1], got {args.min_confidence}")
     if args.update == "day_layer+gru" and not args.replay_data_dir:
@@ -208,12 +212,13 @@ class OnlineRecalibrator:
                  self.state["last_id"])
         if self.state["last_id"] != "0-0":
             self._rebuild_pool()
+        if self.state["checkpoint"] and not self._announced():  # killed between the state write and the XADD
+            log.info("announcing %s (written before the previous run stopped)", self.state["checkpoint"])
+            self.announce()
 
-    def _entries(self, after: str, block_ms: int | None, upto: str | None = None):
-        """Stream entries after ``after`` (at most up to ``upto``), in order."""
-        if upto is not None:
-            return self.client.xrange(self.args.stream, min=f"({after}" if after != "0-0" else "-", max=upto)
-        resp = self.client.xread({self.args.stream: after}, count=16, block=block_ms)
+    def _entries(self, after: str, block_ms: int):
+        """Up to 16 stream entries after ``after``, in order (waiting up to ``block_ms`` for one)."""
+        resp = self._redis(lambda: self.client.xread({self.args.stream: after}, count=16, block=block_ms))
         return resp[0][1] if resp else []
 
     def _sentence(self, entry_id, fields, counts: dict) -> Sentence | None:
@@ -235,7 +240,7 @@ class OnlineRecalibrator:
     def _rebuild_pool(self) -> None:
         """After a restart: the usable sentences up to the last consumed entry (no updates, no counts)."""
         scratch = {k: 0 for k in self.state if isinstance(self.state[k], int)}
-        for entry_id, fields in self._entries("0-0", None, upto=self.state["last_id"]):
+        for entry_id, fields in self._redis(lambda: self.client.xrange(self.args.stream, max=self.state["last_id"])):
             s = self._sentence(entry_id, fields, scratch)
             if s is not None:
                 self.pool.append(s)
@@ -261,20 +266,23 @@ class OnlineRecalibrator:
         return self.state
 
     def consume(self, entry_id, fields) -> None:
-        """One finished sentence: label it, update once K are usable, save, publish, record the state."""
+        """One finished sentence: label it, update once K are usable, save, publish; the state written last (a
+        kill before that reads the entry again on restart)."""
         eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         s = self._sentence(entry_id, fields, self.state)
         self.state["sentences_read"] += 1
+        self.state["last_id"] = eid
         if s is not None:
             self.pool.append(s)
             self.state["usable"] = len(self.pool)
             if len(self.pool) >= self.args.min_sentences:
                 self.update_and_publish(eid)
-        self.state["last_id"] = eid
+                return
         atomic_write_json(self.out / STATE_FILE, self.state)
 
     def update_and_publish(self, eid: str) -> None:
-        """One Calibrator update on the pool, then ``recal_NNNN/`` written whole, renamed, published."""
+        """One Calibrator update on the pool; ``recal_NNNN/`` written whole and renamed into place; the state
+        naming it written; only then announced (a restart re-announces a checkpoint the state names)."""
         res = self.cal.update(self.pool)
         name = next_checkpoint_name(self.out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.out))
@@ -284,14 +292,40 @@ class OnlineRecalibrator:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        entry = publish_model_path(self.client, self.out / name)
         self.state["checkpoint"] = name
         self.state["updates"].append({"checkpoint": name, "stream_entry": eid, "sentences": len(self.pool),
                                       "steps": res.steps, "loss_per_phoneme": round(res.loss_per_phoneme, 4),
-                                      "seconds": round(res.seconds, 3), "stopped_early": res.stopped_early,
-                                      "published": entry.decode() if isinstance(entry, bytes) else str(entry)})
+                                      "seconds": round(res.seconds, 3), "stopped_early": res.stopped_early})
+        atomic_write_json(self.out / STATE_FILE, self.state)
+        self.announce()
         log.info("%s: %d sentences, %d steps in %.2f s, loss per phoneme %.3f -> published", name, len(self.pool),
                  res.steps, res.seconds, res.loss_per_phoneme)
+
+    def announce(self) -> None:
+        """XADD the state's checkpoint to ``decoderControl:stream`` (retried while Redis is away)."""
+        path = self.out / self.state["checkpoint"]
+        self._redis(lambda: publish_model_path(self.client, path))
+
+    def _announced(self) -> bool:
+        """Whether the control stream's newest entry names the state's checkpoint."""
+        last = self._redis(lambda: self.client.xrevrange(CONTROL_STREAM, count=1))
+        want = str((self.out / self.state["checkpoint"]).resolve())
+        return bool(last) and last[0][1].get(NEW_MODEL_KEY.encode(), b"").decode() == want
+
+    def _redis(self, call):
+        """``call()``, retried with backoff for ``--redis_retry_s`` while Redis is unreachable (a restart)."""
+        import redis
+
+        deadline, backoff = time.monotonic() + self.args.redis_retry_s, 0.1
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("Redis unreachable (%s); retrying in %.1f s", " ".join(str(exc).split()), backoff)
+                time.sleep(backoff)
+                backoff = min(2 * backoff, 2.0)
 
 
 @exit_2_on_bad_input(CheckpointError, T15FormatError, FileNotFoundError, ConnectionError)

@@ -124,7 +124,7 @@ def test_decoded_labels_skip_empty_oov_and_unsure_sentences_with_counts(trained_
     assert "expected float32 [2, 512] = 4096" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("where", ["update", "save"])
+@pytest.mark.parametrize("where", ["update", "save", "publish"])
 def test_a_recalibrator_killed_mid_update_keeps_the_published_checkpoint(trained_model, new_session, tmp_path,
                                                                          monkeypatch, where):
     trials = new_trials(new_session, 3)
@@ -149,17 +149,26 @@ def test_a_recalibrator_killed_mid_update_keeps_the_published_checkpoint(trained
                 fh.truncate(100)
                 raise KeyboardInterrupt
 
+        def killed_publish(client, path):  # the 2nd checkpoint written and recorded, killed before its XADD
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real_publish(client, path)
+
+        real_publish = recalibrate_online.publish_model_path
         with monkeypatch.context() as m:
-            m.setattr(*((Calibrator, "update", killed_update) if where == "update" else (torch, "save", killed_save)))
+            m.setattr(*{"update": (Calibrator, "update", killed_update), "save": (torch, "save", killed_save),
+                        "publish": (recalibrate_online, "publish_model_path", killed_publish)}[where])
             assert recalibrate_online.main(args) == 130
         first = out / "recal_0001" / "checkpoint" / "best_checkpoint"
         kept = first.read_bytes()
-        assert sorted(p.name for p in out.iterdir()) == ["recal_0001", "recalibration.json"]  # nothing half-written
-        assert control_paths(r) == [str((out / "recal_0001").resolve())]
+        written = ["recal_0001", "recal_0002"] if where == "publish" else ["recal_0001"]
+        assert sorted(p.name for p in out.iterdir()) == [*written, "recalibration.json"]  # nothing half-written
+        assert control_paths(r) == [str((out / "recal_0001").resolve())]  # the decoder still uses recal_0001
         assert len(load_trained_model(out / "recal_0001")[0].day_weights) == 4
         state = json.loads((out / "recalibration.json").read_text())
-        assert state["checkpoint"] == "recal_0001" and state["sentences_read"] == 2  # the 3rd is read again
-        assert recalibrate_online.main(args) == 0  # resumed: from recal_0001 and the 3rd entry
+        assert state["checkpoint"] == written[-1] and state["sentences_read"] == len(written) + 1
+        assert recalibrate_online.main(args) == 0  # resumed: the 3rd entry updated again, or recal_0002 announced
         assert control_paths(r) == [str((out / f"recal_{i:04d}").resolve()) for i in (1, 2)]
     state = json.loads((out / "recalibration.json").read_text())
     assert [u["sentences"] for u in state["updates"]] == [2, 3] and state["used"] == 3
