@@ -130,7 +130,7 @@ def load_state(out: Path) -> dict:
     for tmp in out.glob(".recal_*"):
         shutil.rmtree(tmp, ignore_errors=True)
     path = out / STATE_FILE
-    fresh = {"last_id": "0-0", "checkpoint": None, "sentences_read": 0, "usable": 0, "updates": [],
+    fresh = {"last_id": "0-0", "checkpoint": None, "sentences_read": 0, "updates": [],
              **{k: 0 for k in (*PseudoLabelStats.__dataclass_fields__, *EXTRA_SKIPS)}}
     if not path.is_file():
         return fresh
@@ -221,32 +221,33 @@ class OnlineRecalibrator:
         resp = self._redis(lambda: self.client.xread({self.args.stream: after}, count=16, block=block_ms))
         return resp[0][1] if resp else []
 
-    def _sentence(self, entry_id, fields, counts: dict) -> Sentence | None:
+    def _sentence(self, entry_id, fields, labeller: Labeller, quiet: bool = False) -> Sentence | None:
         """Parse and label one entry; the bins normalised as the decoder saw them (rolling z-score)."""
         try:
             fs = parse_entry(entry_id, fields)
         except ValueError as exc:
-            counts["skipped_bad_entry"] += 1
-            print(f"error: {exc}; sentence skipped", file=sys.stderr)  # one line, the run goes on
+            labeller.counts["skipped_bad_entry"] += 1
+            if not quiet:
+                print(f"error: {exc}; sentence skipped", file=sys.stderr)  # one line, the run goes on
             return None
-        if fs.session == self.args.session:
-            feats = self.zscore.normalise(fs.features)  # (T, C)
-            self.zscore.add_sentence(fs.features)
-        labeller = self.labeller if counts is self.state else Labeller(
-            self.args.labels, self.args.session, self.args.min_confidence, counts)
         ids = labeller(fs)
+        if fs.session != self.args.session:
+            return None
+        feats = self.zscore.normalise(fs.features)  # (T, C) with the statistics of the sentences before it
+        self.zscore.add_sentence(fs.features)
         return None if ids is None else Sentence(feats, ids, self.cal.day, fs.label or fs.text)
 
     def _rebuild_pool(self) -> None:
         """After a restart: the usable sentences up to the last consumed entry (no updates, no counts)."""
-        scratch = {k: 0 for k in self.state if isinstance(self.state[k], int)}
+        scratch = Labeller(self.args.labels, self.args.session, self.args.min_confidence,
+                           {k: 0 for k in self.state if isinstance(self.state[k], int)})
         for entry_id, fields in self._redis(lambda: self.client.xrange(self.args.stream, max=self.state["last_id"])):
-            s = self._sentence(entry_id, fields, scratch)
+            s = self._sentence(entry_id, fields, scratch, quiet=True)
             if s is not None:
                 self.pool.append(s)
-        if len(self.pool) != self.state["usable"]:
+        if len(self.pool) != self.state["used"]:
             log.warning("%d usable sentences rebuilt from the stream, %d were used before the restart (entries "
-                        "trimmed from Redis?)", len(self.pool), self.state["usable"])
+                        "trimmed from Redis?)", len(self.pool), self.state["used"])
 
     def run(self) -> dict:
         """Consume until ``--idle_timeout`` (or Ctrl-C); returns the state/summary."""
@@ -269,12 +270,11 @@ class OnlineRecalibrator:
         """One finished sentence: label it, update once K are usable, save, publish; the state written last (a
         kill before that reads the entry again on restart)."""
         eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        s = self._sentence(entry_id, fields, self.state)
+        s = self._sentence(entry_id, fields, self.labeller)
         self.state["sentences_read"] += 1
         self.state["last_id"] = eid
         if s is not None:
             self.pool.append(s)
-            self.state["usable"] = len(self.pool)
             if len(self.pool) >= self.args.min_sentences:
                 self.update_and_publish(eid)
                 return

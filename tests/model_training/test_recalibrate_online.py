@@ -72,18 +72,18 @@ def test_decoder_and_recalibrator_swap_models_only_between_sentences(trained_mod
         recal.start()
         codes["decoder"] = decode_realtime.main([
             "--model_path", str(trained_model), "--data_dir", str(new_session), "--session", NEW, "--eval_type",
-            "train", "--max_trials", "8", "--speed", "4", "--lm", "none", "--publish_sentences", "--redis_ip",
+            "train", "--max_trials", "10", "--speed", "4", "--lm", "none", "--publish_sentences", "--redis_ip",
             "127.0.0.1", "--redis_port", str(server.port), "--out", str(jsonl), "--live", "off"])
         recal.join(60)
         published, entries = control_paths(r), r.xrange(FINISHED_SENTENCE_STREAM)
     assert codes == {"decoder": 0, "recal": 0}
     state = json.loads((out / "recalibration.json").read_text())
-    assert len(entries) == 8 and state["sentences_read"] == 8 and state["used"] == 8
-    assert [u["checkpoint"] for u in state["updates"]] == [f"recal_{i:04d}" for i in range(1, 8)]  # from the 2nd on
-    assert published == [str((out / f"recal_{i:04d}").resolve()) for i in range(1, 8)]
+    assert len(entries) == 10 and state["sentences_read"] == 10 and state["used"] == 10
+    assert [u["checkpoint"] for u in state["updates"]] == [f"recal_{i:04d}" for i in range(1, 10)]  # from the 2nd on
+    assert published == [str((out / f"recal_{i:04d}").resolve()) for i in range(1, 10)]
     # every bin of a sentence went through one model: a model changes only where a sentence starts (0 bins)
     starts = [i for i, (_, _, n) in enumerate(pushes) if n == 0]
-    assert len(starts) == 8
+    assert len(starts) == 10
     changes = [i for i in range(1, len(pushes)) if pushes[i][0] is not pushes[i - 1][0]]
     assert changes and set(changes) <= set(starts)
     recs = [json.loads(x) for x in jsonl.read_text().splitlines()[1:]]
@@ -93,7 +93,7 @@ def test_decoder_and_recalibrator_swap_models_only_between_sentences(trained_mod
     assert [p for p in dict.fromkeys(paths) if p in published] == sorted(p for p in set(paths) if p in published)
     # the start model decodes NEW on the nearest earlier day (2); a recalibrated one on NEW's own day (3)
     assert [rec["day"] for rec in recs] == [2 if p == paths[0] else 3 for p in paths]
-    for name in ("recal_0001", "recal_0007"):
+    for name in ("recal_0001", "recal_0009"):
         model, margs = load_trained_model(out / name)
         assert list(margs.dataset.sessions)[-1] == NEW and len(model.day_weights) == 4
 
@@ -184,3 +184,27 @@ def test_recalibrator_bad_input_is_one_line(trained_model, tmp_path, capsys):
     assert recalibrate_online.main(["--model_path", str(tmp_path / "none"), "--session", NEW, "--out",
                                     str(tmp_path / "o"), "--redis_port", "1", "--nice", "0"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_swapped_in_model_with_one_more_day_decodes_that_day(trained_model, new_session, tmp_path, capsys):
+    from model_training.calibration import CalibrationSettings
+    from model_training.inference import infer_trial
+    from model_training.realtime import Bin, GreedyText, RealtimeDecoder, SentenceEnd
+
+    model, margs = load_trained_model(trained_model)
+    Calibrator(load_trained_model(trained_model)[0], margs, NEW, CalibrationSettings()).save(tmp_path / "recal")
+    feats = new_trials(new_session, 1)[0].input_features
+
+    def sentence(sid):  # bins on day 3, which only the recalibrated model has
+        return [*(Bin(row, 3, sid, 0.0) for row in feats), SentenceEnd(sid)]
+
+    decoder = RealtimeDecoder(StreamingModel(model, "cpu", margs.dataset.data_transforms, "causal"), GreedyText(),
+                              n_days=3, model_loader=load_trained_model)
+    assert list(decoder.run(sentence("a"))) == [] and decoder.bad_bins == len(feats)  # rejected by the old model
+    assert "day 3 is not a day-layer index 0..2; bin skipped" in capsys.readouterr().err
+    decoder.load_model(str(tmp_path / "recal"))
+    (s,) = decoder.run(sentence("b"))
+    recal, _ = load_trained_model(tmp_path / "recal")
+    offline = infer_trial(recal, feats, 3, "cpu", margs.dataset.data_transforms, smoothing="causal")
+    assert decoder.n_days == 4 and s.day == 3 and s.model_path == str(tmp_path / "recal")
+    assert s.features.shape == feats.shape and np.abs(s.logits - offline).max() < 1e-4
