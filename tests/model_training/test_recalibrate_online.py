@@ -126,7 +126,7 @@ def test_decoded_labels_skip_empty_oov_and_unsure_sentences_with_counts(trained_
 
 @pytest.mark.parametrize("where", ["update", "save", "publish"])
 def test_a_recalibrator_killed_mid_update_keeps_the_published_checkpoint(trained_model, new_session, tmp_path,
-                                                                         monkeypatch, where):
+                                                                         monkeypatch, capsys, where):
     trials = new_trials(new_session, 3)
     out = tmp_path / "recal"
     with RedisServer() as server:
@@ -160,6 +160,7 @@ def test_a_recalibrator_killed_mid_update_keeps_the_published_checkpoint(trained
             m.setattr(*{"update": (Calibrator, "update", killed_update), "save": (torch, "save", killed_save),
                         "publish": (recalibrate_online, "publish_model_path", killed_publish)}[where])
             assert recalibrate_online.main(args) == 130
+        assert capsys.readouterr().err == "interrupted (Ctrl-C); nothing half-written was kept\n"
         first = out / "recal_0001" / "checkpoint" / "best_checkpoint"
         kept = first.read_bytes()
         written = ["recal_0001", "recal_0002"] if where == "publish" else ["recal_0001"]
