@@ -14,7 +14,7 @@ sentences (empty, out of vocabulary, low confidence, no label, another session, 
 
 Each checkpoint is written beside the others as ``<out>/recal_NNNN/`` (built in a hidden temporary folder and
 renamed into place, never over the one in use), then announced on ``decoderControl:stream`` / ``newModelPath``.
-``<out>/recalibration.json`` (atomic) holds the last stream entry consumed, the checkpoint in use, the skip
+Only the ``--keep`` newest checkpoints stay on disk. ``<out>/recalibration.json`` (atomic) holds the last stream entry consumed, the checkpoint in use, the skip
 counts and one row per update: killed at any point, a rerun continues from there, and the decoder keeps the
 previously published checkpoint. ``--rolling_zscore N`` normalises each sentence with the statistics of the
 N sentences before it, as the decoder's ``--zscore_sentences N`` does.
@@ -107,10 +107,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch CPU threads: 1 leaves the other cores to the decoder (default: %(default)s)")
     p.add_argument("--nice", type=int, default=10,
                    help="raise this process's niceness by this much so the decoder wins the CPU (default: 10)")
+    p.add_argument("--keep", type=int, default=3,
+                   help="keep the newest N checkpoints in --out, remove older ones (0: keep all) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed)
     args = p.parse_args(argv)
     check_flags(args, {"min_sentences": 1, "min_confidence": 0, "max_steps": 1, "batch_size": 1,
-                       "replay_per_session": 0, "rolling_zscore": 0, "idle_timeout": 0.001, "redis_retry_s": 0, "threads": 1, "nice": 0})
+                       "replay_per_session": 0, "rolling_zscore": 0, "idle_timeout": 0.001, "redis_retry_s": 0, "keep": 0, "threads": 1, "nice": 0})
     if not args.min_confidence <= 1:
         raise ConfigError(f"--min_confidence: expected a value in [0, 1], got {args.min_confidence}")
     if args.update == "day_layer+gru" and not args.replay_data_dir:
@@ -298,8 +300,19 @@ class OnlineRecalibrator:
                                       "seconds": round(res.seconds, 3), "stopped_early": res.stopped_early})
         atomic_write_json(self.out / STATE_FILE, self.state)
         self.announce()
+        self.prune(int(CHECKPOINT_RE.match(name).group(1)))
         log.info("%s: %d sentences, %d steps in %.2f s, loss per phoneme %.3f -> published", name, len(self.pool),
                  res.steps, res.seconds, res.loss_per_phoneme)
+
+    def prune(self, newest: int) -> None:
+        """Remove the checkpoints older than the ``--keep`` newest (a large model's folders fill a disk in a
+        session; the decoder loads the newest announced one)."""
+        if self.args.keep <= 0:
+            return
+        for folder in self.out.iterdir():
+            m = CHECKPOINT_RE.match(folder.name)
+            if m and int(m.group(1)) <= newest - self.args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def announce(self) -> None:
         """XADD the state's checkpoint to ``decoderControl:stream`` (retried while Redis is away)."""

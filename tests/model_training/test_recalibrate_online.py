@@ -68,7 +68,8 @@ def test_decoder_and_recalibrator_swap_models_only_between_sentences(trained_mod
         r = server.client()
         codes = {}
         recal = threading.Thread(target=lambda: codes.setdefault("recal", recalibrate_online.main(recal_args(
-            trained_model, out, server.port, "--labels", "prompted", "--min_sentences", "2", "--idle_timeout", "3"))))
+            trained_model, out, server.port, "--labels", "prompted", "--min_sentences", "2", "--idle_timeout", "3",
+            "--keep", "0"))))
         recal.start()
         codes["decoder"] = decode_realtime.main([
             "--model_path", str(trained_model), "--data_dir", str(new_session), "--session", NEW, "--eval_type",
@@ -81,6 +82,7 @@ def test_decoder_and_recalibrator_swap_models_only_between_sentences(trained_mod
     assert len(entries) == 10 and state["sentences_read"] == 10 and state["used"] == 10
     assert [u["checkpoint"] for u in state["updates"]] == [f"recal_{i:04d}" for i in range(1, 10)]  # from the 2nd on
     assert published == [str((out / f"recal_{i:04d}").resolve()) for i in range(1, 10)]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("recal_")) == [f"recal_{i:04d}" for i in range(1, 10)]
     # every bin of a sentence went through one model: a model changes only where a sentence starts (0 bins)
     starts = [i for i, (_, _, n) in enumerate(pushes) if n == 0]
     assert len(starts) == 10
@@ -209,3 +211,14 @@ def test_a_swapped_in_model_with_one_more_day_decodes_that_day(trained_model, ne
     offline = infer_trial(recal, feats, 3, "cpu", margs.dataset.data_transforms, smoothing="causal")
     assert decoder.n_days == 4 and s.day == 3 and s.model_path == str(tmp_path / "recal")
     assert s.features.shape == feats.shape and np.abs(s.logits - offline).max() < 1e-4
+
+
+def test_only_the_keep_newest_checkpoints_stay_on_disk(tmp_path):
+    from types import SimpleNamespace
+
+    for i in range(1, 6):
+        (tmp_path / f"recal_{i:04d}").mkdir()
+    (tmp_path / "recalibration.json").write_text("{}")
+    recalibrate_online.OnlineRecalibrator.prune(SimpleNamespace(args=SimpleNamespace(keep=2), out=tmp_path), 5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recal_0004", "recal_0005", "recalibration.json"]
+    assert recalibrate_online.next_checkpoint_name(tmp_path) == "recal_0006"
