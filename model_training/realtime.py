@@ -351,6 +351,7 @@ class RealtimeDecoder:
                 continue
             if isinstance(ev, SentenceEnd):
                 if current is not None and current.sentence == ev.sentence:
+                    current.label = current.label or ev.label
                     yield self._finish(current, frames, bins, "trial_end", ev.arrival)
                     current = None
                 done.discard(ev.sentence)
@@ -374,6 +375,7 @@ class RealtimeDecoder:
                     self.endpoint.reset()
                 current = Sentence(ev.sentence, "", "", 0, 0.0, label=ev.label, day=day, model_path=self.model_path)
                 frames, bins = [], []
+            current.label = current.label or ev.label  # the prompt may come with any bin of the sentence
             try:
                 frame = self.stream.push(ev.values, ev.where)
             except BadBinError as exc:

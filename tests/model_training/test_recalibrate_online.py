@@ -222,3 +222,54 @@ def test_only_the_keep_newest_checkpoints_stay_on_disk(tmp_path):
     recalibrate_online.OnlineRecalibrator.prune(SimpleNamespace(args=SimpleNamespace(keep=2), out=tmp_path), 5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recal_0004", "recal_0005", "recalibration.json"]
     assert recalibrate_online.next_checkpoint_name(tmp_path) == "recal_0006"
+
+
+def test_published_sentence_holds_the_accepted_bins_label_confidence_and_model(trained_model, new_session, tmp_path):
+    from model_training.bin_sources import write_bin, write_sentence_end
+    from model_training.calibration import greedy_confidence
+    from model_training.finished_sentences import parse_entry
+    from model_training.inference import infer_trial
+
+    feats = np.ascontiguousarray(new_trials(new_session, 1)[0].input_features, dtype=np.float32)
+    with RedisServer() as server:
+        r = server.client()
+        for i, row in enumerate(feats):
+            if i == 7:
+                write_bin(r, np.full_like(row, np.nan), "s1", 2)  # not accepted: one error line, not published
+            write_bin(r, row, "s1", 2, label="Have you ever sung?" if i == 0 else None)
+        write_sentence_end(r, "s1")
+        assert decode_realtime.main(["--model_path", str(trained_model), "--source", "redis", "--from_start",
+                                     "--idle_timeout", "0.5", "--lm", "none", "--no_endpoint", "--publish_sentences",
+                                     "--redis_port", str(server.port), "--out", str(tmp_path / "rt.jsonl")]) == 0
+        ((entry_id, fields),) = r.xrange(FINISHED_SENTENCE_STREAM)
+    fs = parse_entry(entry_id, fields)
+    model, margs = load_trained_model(trained_model)
+    offline = infer_trial(model, feats, 2, "cpu", margs.dataset.data_transforms, smoothing="causal")
+    assert np.array_equal(fs.features, feats) and fs.label == "Have you ever sung?" and fs.day == 2
+    assert fs.session == "t15.2025.04.13" and fs.sentence == "s1" and fs.model_path == str(trained_model.resolve())
+    assert abs(fs.confidence - greedy_confidence(offline)) < 1e-4 and 0 < fs.confidence <= 1
+
+
+def test_rolling_zscore_normalises_each_sentence_by_the_ones_before_it(trained_model, new_session, tmp_path,
+                                                                      monkeypatch):
+    from model_training.calibration import UpdateResult
+    from nejm_b2txt_utils.causal_features import RollingZScore
+
+    trials = new_trials(new_session, 3)
+    seen = []
+    monkeypatch.setattr(Calibrator, "update", lambda self, sentences: seen.append([s.features for s in sentences])
+                        or UpdateResult(1, 0.5, 0.0, False))
+    with RedisServer() as server:
+        r = server.client()
+        for t in trials:
+            publish(r, np.ascontiguousarray(t.input_features, dtype=np.float32), label=t.sentence_label)
+        assert recalibrate_online.main(recal_args(trained_model, tmp_path / "recal", server.port, "--min_sentences",
+                                                  "3", "--rolling_zscore", "1")) == 0
+    ref = RollingZScore(1)
+    want = []
+    for t in trials:
+        want.append(ref.normalise(t.input_features))
+        ref.add_sentence(t.input_features)
+    assert len(seen) == 1 and all(np.allclose(a, b, atol=1e-5) for a, b in zip(seen[0], want, strict=True))
+    assert np.array_equal(seen[0][0], trials[0].input_features)  # nothing before the first: passed through
+    assert not np.allclose(seen[0][2], trials[2].input_features)
