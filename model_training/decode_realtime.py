@@ -108,7 +108,7 @@ def skip_finished(events, store: PartialResults):
             yield ev
 
 
-def sentence_publisher(r, decoder: RealtimeDecoder, view: LiveView):
+def sentence_publisher(r, decoder: RealtimeDecoder, view: LiveView, greedy: bool):
     """An ``on_sentence_end`` callback XADDing each finished sentence; a Redis error is one line, decoding goes on."""
     import redis
 
@@ -118,7 +118,7 @@ def sentence_publisher(r, decoder: RealtimeDecoder, view: LiveView):
         sessions = decoder.sessions
         session = decoder.session or (sessions[s.day] if 0 <= s.day < len(sessions) else None)
         try:
-            publish_sentence(r, s, session)
+            publish_sentence(r, s, session, "phonemes" if greedy else "words")
         except redis.RedisError as exc:
             view.message(f"error: --publish_sentences: sentence {s.sentence} not published: {exc}")
     return publish
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                               sessions=sessions, model_path=str(Path(args.model_path).resolve()),
                               load_in_background=True)
     if args.publish_sentences:
-        decoder.on_sentence_end.append(sentence_publisher(r, decoder, view))
+        decoder.on_sentence_end.append(sentence_publisher(r, decoder, view, greedy=args.lm == "none"))
     out = Path(args.out) if args.out else Path(args.model_path) / f"realtime_{args.eval_type}.jsonl"
     header = {"model_path": str(Path(args.model_path).resolve()), "source": args.source, "smoothing": args.smoothing,
               "zscore_sentences": args.zscore_sentences, "lm": args.lm, "endpoint": None if endpoint is None else

@@ -9,6 +9,7 @@ Stream :data:`FINISHED_SENTENCE_STREAM` (``realtime_finished_sentences``), one e
 ``session``     that day's session name (empty when the decoder does not know it)
 ``sentence``    the sentence id (``session/block/trial`` for a replay)
 ``text``        the final text (the LM's sentence; greedy phonemes with ``--lm none``)
+``text_kind``   ``words`` or ``phonemes`` (``--lm none``: not a sentence to label from)
 ``label``       the prompted / reference sentence when the source knows it (copy task, replay), else empty
 ``confidence``  ``calibration.greedy_confidence`` of the sentence's logits (0..1)
 ``model_path``  the checkpoint folder that decoded it (empty: the start model)
@@ -42,14 +43,16 @@ class FinishedSentence:
     label: str
     confidence: float
     model_path: str
+    text_kind: str = "words"
 
 
-def sentence_fields(s: Sentence, session: str | None) -> dict[str, bytes | str]:
+def sentence_fields(s: Sentence, session: str | None, text_kind: str = "words") -> dict[str, bytes | str]:
     """The stream entry of a finished :class:`~model_training.realtime.Sentence`.
 
     Args:
         s: the decoder's sentence (``features [T, C]`` and ``logits [P, 41]`` set).
         session: the session name of ``s.day`` (None: unknown).
+        text_kind: ``words`` (an LM's sentence) or ``phonemes`` (the greedy stand-in without an LM).
 
     Returns:
         The fields of the module's table.
@@ -60,19 +63,21 @@ def sentence_fields(s: Sentence, session: str | None) -> dict[str, bytes | str]:
     conf = greedy_confidence(s.logits) if s.logits is not None and len(s.logits) else 0.0
     return {"features": feats.tobytes(), "shape": f"{feats.shape[0]},{feats.shape[1]}", "day": str(s.day),
             "session": session or "", "sentence": s.sentence, "text": s.text, "label": s.label or "",
-            "confidence": f"{conf:.6f}", "model_path": s.model_path or ""}
+            "confidence": f"{conf:.6f}", "model_path": s.model_path or "", "text_kind": text_kind}
 
 
-def publish_sentence(client, s: Sentence, session: str | None, stream: str = FINISHED_SENTENCE_STREAM) -> bytes:
+def publish_sentence(client, s: Sentence, session: str | None, text_kind: str = "words",
+                     stream: str = FINISHED_SENTENCE_STREAM) -> bytes:
     """XADD one finished sentence (the stream trimmed to about :data:`MAX_ENTRIES`).
 
     Args:
-        client: a redis-py client. s: the finished sentence. session: the name of its day. stream: the stream.
+        client: a redis-py client. s: the finished sentence. session: the name of its day.
+        text_kind: ``words`` or ``phonemes`` (see :func:`sentence_fields`). stream: the stream.
 
     Returns:
         The entry id.
     """
-    return client.xadd(stream, sentence_fields(s, session), maxlen=MAX_ENTRIES, approximate=True)
+    return client.xadd(stream, sentence_fields(s, session, text_kind), maxlen=MAX_ENTRIES, approximate=True)
 
 
 def _text(fields: dict, key: str) -> str:
@@ -106,4 +111,5 @@ def parse_entry(entry_id: bytes | str, fields: dict) -> FinishedSentence:
     if not np.isfinite(features).all():
         raise ValueError(f"{where}: features: NaN/Inf values, expected finite bins")
     return FinishedSentence(eid, _text(fields, "sentence"), _text(fields, "session"), day, features,
-                            _text(fields, "text"), _text(fields, "label"), confidence, _text(fields, "model_path"))
+                            _text(fields, "text"), _text(fields, "label"), confidence, _text(fields, "model_path"),
+                            _text(fields, "text_kind") or "words")

@@ -9,8 +9,9 @@ stop). A model that does not know ``--session`` gets its day first (a copy of th
 
 Labels: ``prompted`` = the sentence the participant was shown (copy task; the stream's ``label``, phonemes from
 the lexicon with G2P for unknown words); ``decoded`` = the LM's final text (CORP-style), used only when the
-decoder's confidence is at least ``--min_confidence`` and every word is in the CMU dictionary. Skipped
-sentences (empty, out of vocabulary, low confidence, no label, another session, malformed) are counted.
+decoder's confidence is at least ``--min_confidence`` and every word is in the CMU dictionary (a decoder run
+with ``--lm none`` publishes greedy phonemes: skipped). Skipped sentences (empty, out of vocabulary, low
+confidence, no label, phonemes, another session, malformed) are counted.
 
 Each checkpoint is written beside the others as ``<out>/recal_NNNN/`` (built in a hidden temporary folder and
 renamed into place, never over the one in use), then announced on ``decoderControl:stream`` / ``newModelPath``.
@@ -62,7 +63,7 @@ log = logging.getLogger("recalibrate_online")
 STATE_FILE = "recalibration.json"
 CHECKPOINT_RE = re.compile(r"^recal_(\d{4,})$")
 #: Why a finished sentence was not used (the summary's keys beside PseudoLabelStats' own).
-EXTRA_SKIPS = ("skipped_no_label", "skipped_other_session", "skipped_bad_entry")
+EXTRA_SKIPS = ("skipped_no_label", "skipped_phoneme_text", "skipped_other_session", "skipped_bad_entry")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -174,6 +175,9 @@ class Labeller:
                 return None
             self.counts["used"] += 1
             return np.asarray(sentence_to_model_ids(fs.label, self.lexicon), dtype=np.int64)
+        if fs.text_kind != "words":  # the decoder ran without an LM: greedy phonemes, not a sentence
+            self.counts["skipped_phoneme_text"] += 1
+            return None
         if normalize_text(fs.text).split() and fs.confidence < self.min_confidence:
             self.counts["skipped_low_confidence"] += 1
             return None

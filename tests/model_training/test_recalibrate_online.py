@@ -43,10 +43,10 @@ def recal_args(model, out, port, *extra):
             "--idle_timeout", "0.5", *extra]
 
 
-def publish(r, features, text="", label="", confidence=0.9, session=NEW):
+def publish(r, features, text="", label="", confidence=0.9, session=NEW, text_kind="words"):
     s = DecodedSentence("s", text, "trial_end", 1, 0.0, label=label, features=features, day=2,
                         logits=np.zeros((0, 41), np.float32))
-    return r.xadd(FINISHED_SENTENCE_STREAM, {**sentence_fields(s, session), "confidence": str(confidence)})
+    return r.xadd(FINISHED_SENTENCE_STREAM, {**sentence_fields(s, session, text_kind), "confidence": str(confidence)})
 
 
 def control_paths(r):
@@ -110,6 +110,7 @@ def test_decoded_labels_skip_empty_oov_and_unsure_sentences_with_counts(trained_
         publish(r, feats[0], text="have you ever zzqxvbn")  # a word outside the CMU dictionary
         publish(r, feats[0], text="have you ever sung", confidence=0.2)  # below the gate
         publish(r, feats[1], text="have you ever sung")
+        publish(r, feats[1], text="HH AE V", text_kind="phonemes")  # a decoder without an LM
         publish(r, feats[2], text="that's so easy", session="t15.2025.04.13")  # another session
         r.xadd(FINISHED_SENTENCE_STREAM, {"features": b"\x00" * 12, "shape": "2,512", "day": "3"})  # malformed
         publish(r, feats[2], text="that's so easy")
@@ -120,8 +121,8 @@ def test_decoded_labels_skip_empty_oov_and_unsure_sentences_with_counts(trained_
     state = json.loads((out / "recalibration.json").read_text())
     assert {k: state[k] for k in state if k.startswith("skipped_") or k == "used"} == {
         "used": 2, "skipped_empty": 1, "skipped_oov": 1, "skipped_low_confidence": 1, "skipped_no_label": 0,
-        "skipped_other_session": 1, "skipped_bad_entry": 1}
-    assert state["sentences_read"] == 7 and [u["sentences"] for u in state["updates"]] == [2]
+        "skipped_phoneme_text": 1, "skipped_other_session": 1, "skipped_bad_entry": 1}
+    assert state["sentences_read"] == 8 and [u["sentences"] for u in state["updates"]] == [2]
     assert published == [str((out / "recal_0001").resolve())]
     assert "expected float32 [2, 512] = 4096" in capsys.readouterr().err
 
@@ -247,6 +248,7 @@ def test_published_sentence_holds_the_accepted_bins_label_confidence_and_model(t
     offline = infer_trial(model, feats, 2, "cpu", margs.dataset.data_transforms, smoothing="causal")
     assert np.array_equal(fs.features, feats) and fs.label == "Have you ever sung?" and fs.day == 2
     assert fs.session == "t15.2025.04.13" and fs.sentence == "s1" and fs.model_path == str(trained_model.resolve())
+    assert fs.text_kind == "phonemes"  # --lm none
     assert abs(fs.confidence - greedy_confidence(offline)) < 1e-4 and 0 < fs.confidence <= 1
 
 
