@@ -288,25 +288,10 @@ class RealtimeDecoder:
         return loaded if isinstance(loaded, tuple) else (loaded, None)
 
     def _between_sentences(self) -> None:
-        """At a sentence start: apply the pending model (loaded now, or in the background when it is ready)."""
+        """Apply the pending model: loaded now, or (``load_in_background``) swapped in once its thread is done."""
         self._poll_control()
-        if self.load_in_background:
-            self._background_step()
-            return
-        if self.pending_model is None:
-            return
-        model, self.pending_model = self.pending_model, None
-        if not isinstance(model, str):
-            self._apply(None, (model, None))
-        elif self.model_loader is None:
-            self.view.message(f"error: {CONTROL_STREAM}: newModelPath {model!r} given but no model loader")
-        else:
-            self._apply(model, self._load(model))
-
-    def _background_step(self) -> None:
-        """Swap in a model whose background load has finished; start loading the pending path, if any."""
         if self._loading is not None and not self._loading[1].is_alive():
-            (path, thread, box), self._loading = self._loading, None
+            (path, _, box), self._loading = self._loading, None
             self._apply(path, box[0])
         if self.pending_model is None or self._loading is not None:
             return
@@ -315,12 +300,14 @@ class RealtimeDecoder:
             self._apply(None, (model, None))
         elif self.model_loader is None:
             self.view.message(f"error: {CONTROL_STREAM}: newModelPath {model!r} given but no model loader")
-        else:
+        elif self.load_in_background:
             box: list = [None]
             thread = threading.Thread(target=lambda: box.__setitem__(0, self._load(model)), daemon=True,
                                       name="model-loader")
             thread.start()
             self._loading = (model, thread, box)
+        else:
+            self._apply(model, self._load(model))
 
     def _apply(self, path: str | None, loaded) -> None:
         """Use ``loaded`` = ``(model, args or None)`` from now on (or report the loader's exception)."""
@@ -413,6 +400,5 @@ class RealtimeDecoder:
         for callback in self.on_sentence_end:
             callback(s)
         if self.load_in_background:  # start loading an announced model during the gap between sentences
-            self._poll_control()
-            self._background_step()
+            self._between_sentences()
         return s
