@@ -11,7 +11,8 @@ Starts redis-server and the LM server (the demo's flags) and replays val trials 
 - ``beside``: the first config again while a training-step loop of the small config runs in another process
   (a stand-in for recalibration); ``--beside recalibration``: the trained model on its last session's val trials
   while ``model_training/recalibrate_online.py`` runs beside it on the same machine (prompted labels, an update
-  after every sentence from the 2nd on, checkpoints swapped in between sentences), with the update wall times;
+  of ``--recal_steps`` steps, no early stop, after every sentence from the 2nd on, checkpoints swapped in between
+  sentences), with the update wall times;
 - ``with_llm``: the trained model's sentences again with the LM server's causal LM (``--llm``) rescoring;
 - ``accuracy``: PER (greedy) of all val trials and WER (LM server, n-gram) of the replayed ones, offline
   centred smoothing vs causal, the same trained model.
@@ -145,7 +146,8 @@ def beside_recalibration(model_path: Path, sessions: list[str], args, port: int)
     recal = subprocess.Popen([sys.executable, "-m", "model_training.recalibrate_online", "--model_path", str(model_path),
                               "--session", session, "--labels", "prompted", "--min_sentences", "2", "--out", str(out),
                               "--redis_ip", "127.0.0.1", "--redis_port", str(port), "--max_steps",
-                              str(args.recal_steps)], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              str(args.recal_steps), "--stop_loss", "0"],  # no early stop: every update the full load
+                             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         model, margs = load_trained_model(model_path, "cpu")
         decoder = RealtimeDecoder(StreamingModel(model, "cpu", margs.dataset.data_transforms, "causal"),
