@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(desc="sentences", unit="sent", disable=view.enabled, dynamic_ncols=True)
     for s in decoder.run(events):
         store.add({"id": s.sentence, **s.record()})
+        s.features = None  # published already (--publish_sentences); the latency table does not need the bins
         sentences.append(s)
         bar.update(1)
     bar.close()
