@@ -24,6 +24,7 @@ N sentences before it, as the decoder's ``--zscore_sentences N`` does.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import shutil
@@ -113,11 +114,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed)
     args = p.parse_args(argv)
     check_flags(args, {"min_sentences": 1, "min_confidence": 0, "max_steps": 1, "batch_size": 1,
-                       "replay_per_session": 0, "rolling_zscore": 0, "idle_timeout": 0.001, "redis_retry_s": 0, "keep": 0, "threads": 1, "nice": 0})
+                       "replay_per_session": 0, "rolling_zscore": 0, "idle_timeout": 0.001, "redis_retry_s": 0,
+                       "keep": 0, "threads": 1, "nice": 0})
     if not args.min_confidence <= 1:
         raise ConfigError(f"--min_confidence: expected a value in [0, 1], got {args.min_confidence}")
-    if args.update == "day_layer+gru" and not args.replay_data_dir:
-        log.warning("--update day_layer+gru without --replay_data_dir: no earlier sessions are replayed")
     return args
 
 
@@ -128,8 +128,6 @@ def load_state(out: Path) -> dict:
     Raises:
         ConfigError: the file is unreadable or its checkpoint folder is gone.
     """
-    import json
-
     for tmp in out.glob(".recal_*"):
         shutil.rmtree(tmp, ignore_errors=True)
     path = out / STATE_FILE
@@ -143,7 +141,7 @@ def load_state(out: Path) -> dict:
         raise ConfigError(f"{path}: unreadable state ({exc}); move it aside to start over") from None
     if state["checkpoint"] and not (out / state["checkpoint"] / "checkpoint" / "best_checkpoint").is_file():
         raise ConfigError(f"{path}: checkpoint {state['checkpoint']!r} is missing in {out}")
-    for folder in out.iterdir():  # written but never published (killed between the rename and the publish)
+    for folder in out.iterdir():  # renamed into place but never recorded nor announced (killed in between)
         m = CHECKPOINT_RE.match(folder.name)
         if m and folder.name != state["checkpoint"] and int(m.group(1)) > int(
                 CHECKPOINT_RE.match(state["checkpoint"] or "recal_0000").group(1)):
@@ -166,6 +164,7 @@ class Labeller:
         self.lexicon = default_lexicon()
 
     def __call__(self, fs: FinishedSentence) -> np.ndarray | None:
+        """Label ids ``[L]`` (model order) of ``fs``, or None (the reason counted)."""
         if fs.session != self.session:
             self.counts["skipped_other_session"] += 1
             return None
@@ -202,6 +201,8 @@ class OnlineRecalibrator:
                                        args.grad_clip, args.stop_loss, seed=args.seed)
         replay = []
         sessions = list(model_args.dataset.sessions)
+        if args.update == "day_layer+gru" and not args.replay_data_dir:
+            log.warning("--update day_layer+gru without --replay_data_dir: no earlier sessions are replayed")
         if args.update == "day_layer+gru" and args.replay_data_dir:
             subset = model_args.dataset.get("feature_subset")
             for day, s in enumerate(sessions):
