@@ -9,7 +9,10 @@ Starts redis-server and the LM server (the demo's flags) and replays val trials 
   the fraction of frames later than 80 ms, word flicker; per sentence: end of speech (or last bin) -> final;
 - for each of ``--configs`` (random weights: latency does not depend on them) and the trained ``--model_path``;
 - ``beside``: the first config again while a training-step loop of the small config runs in another process
-  (a stand-in for recalibration);
+  (a stand-in for recalibration); ``--beside recalibration``: the trained model on its last session's val trials
+  while ``model_training/recalibrate_online.py`` runs beside it on the same machine (prompted labels, an update
+  of ``--recal_steps`` steps, no early stop, after every sentence from the 2nd on, checkpoints swapped in between
+  sentences), with the update wall times;
 - ``with_llm``: the trained model's sentences again with the LM server's causal LM (``--llm``) rescoring;
 - ``accuracy``: PER (greedy) of all val trials and WER (LM server, n-gram) of the replayed ones, offline
   centred smoothing vs causal, the same trained model.
@@ -19,6 +22,7 @@ Prints JSON; ``benchmarks/report.py`` collects it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -124,6 +128,48 @@ def beside_worker(seconds: float) -> int:
     return 0
 
 
+def beside_recalibration(model_path: Path, sessions: list[str], args, port: int) -> dict:
+    """The trained model's replay of its last session's val trials (LM server, publishing each finished sentence)
+    while ``recalibrate_online`` updates and publishes checkpoints beside it; the row plus the update times."""
+    import shutil
+    import signal
+
+    from model_training.finished_sentences import publish_sentence
+    from nejm_b2txt_utils.redis_protocol import FINISHED_SENTENCE_STREAM, RemoteLMClient, connect
+    from nejm_b2txt_utils.t15_hdf5 import data_file_path
+
+    session = [s for s in sessions if data_file_path(args.data_dir, s, "val").is_file()][-1]
+    out = args.work / "recalibration"
+    shutil.rmtree(out, ignore_errors=True)
+    r = connect("127.0.0.1", port)
+    r.delete(FINISHED_SENTENCE_STREAM)
+    recal = subprocess.Popen([sys.executable, "-m", "model_training.recalibrate_online", "--model_path", str(model_path),
+                              "--session", session, "--labels", "prompted", "--min_sentences", "2", "--out", str(out),
+                              "--redis_ip", "127.0.0.1", "--redis_port", str(port), "--max_steps",
+                              str(args.recal_steps), "--stop_loss", "0"],  # no early stop: every update the full load
+                             cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        model, margs = load_trained_model(model_path, "cpu")
+        decoder = RealtimeDecoder(StreamingModel(model, "cpu", margs.dataset.data_transforms, "causal"),
+                                  StreamingLM(RemoteLMClient(connect("127.0.0.1", port), timeout_s=120.0)),
+                                  EndpointRule(args.trailing_ms, args.silence_prob), control=r, session=session,
+                                  sessions=sessions, model_path=str(model_path.resolve()), load_in_background=True,
+                                  model_loader=lambda path: load_trained_model(path, "cpu"))
+        decoder.on_sentence_end.append(lambda s: publish_sentence(r, s, session))
+        sentences = list(decoder.run(replay_hdf5(args.data_dir, [session], "val", args.speed, args.trials)))
+    finally:
+        recal.send_signal(signal.SIGINT)  # its Ctrl-C: one line, the published checkpoints stay
+        recal.wait(timeout=60)
+    state_file = out / "recalibration.json"
+    updates = json.loads(state_file.read_text())["updates"] if state_file.is_file() else []
+    seconds = sorted(u["seconds"] for u in updates)
+    return row("trained", str(model_path), sentences, llm=None, beside="recalibrate_online", session=session,
+               models_used=len({s.model_path for s in sentences}),
+               updates={"n": len(updates), "steps": args.recal_steps,
+                        "seconds_p50": seconds[len(seconds) // 2] if seconds else None,
+                        "seconds_max": seconds[-1] if seconds else None})
+
+
 def row(name: str, weights: str, sentences: list, **extra) -> dict:
     return {"config": name, "weights": weights, **extra, **summarise(sentences)}
 
@@ -145,14 +191,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wer_trials", type=int, default=40, help="val trials of the WER comparison")
     p.add_argument("--full_search", action="store_true",
                    help="the demo's full LM search (default: its --quick search: beam 10, lattice beam 4, 10-best)")
-    p.add_argument("--no_beside", action="store_true", help="skip the measurement beside a training loop")
+    p.add_argument("--no_beside", action="store_true", help="skip the measurements beside another process")
+    p.add_argument("--beside", choices=("training", "recalibration", "both"), default="training",
+                   help="the neighbour of the beside rows: a training-step loop (random weights), recalibrate_online "
+                        "(needs --model_path), or both (default: %(default)s)")
+    p.add_argument("--recal_steps", type=int, default=20, help="optimizer steps per recalibration update")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the decoder (default: %(default)s)")
     p.add_argument("--work", type=Path, default=REPO / "runs/benchmarks/work/realtime_latency", help="logs")
     p.add_argument("--beside_worker", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.beside_worker is not None:
         return beside_worker(args.beside_worker)
-    check_flags(args, {"trials": 1, "speed": 0, "trailing_ms": 1, "wer_trials": 0, "threads": 1})
+    check_flags(args, {"trials": 1, "speed": 0, "trailing_ms": 1, "wer_trials": 0, "threads": 1, "recal_steps": 1})
+    if not args.no_beside and args.beside != "training" and args.model_path is None:
+        raise ConfigError("--beside recalibration: needs --model_path (a trained model to recalibrate)")
     for path, what in ((args.data_dir, "HDF5 root"), (args.lm_path / "TLG.fst", "LM (TLG.fst)")):
         if not path.exists():
             raise FileNotFoundError(f"{path}: {what} not found (run ./run_demo.sh first, or pass --data_dir/--lm_path)")
@@ -181,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             result["rows"].append(row("trained", str(args.model_path), replay(*trained[:1],
                                       trained[1].dataset.data_transforms, sessions, args, port, args.trials), llm=None))
             result["accuracy"] = accuracy(trained[0], trained[1].dataset.data_transforms, sessions, args, port)
-        if not args.no_beside and args.configs:
+        if not args.no_beside and args.beside != "recalibration" and args.configs:
             name = args.configs[0]
             neighbour = subprocess.Popen([sys.executable, "-m", "benchmarks.realtime_latency", "--beside_worker",
                                           "3600"], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -193,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 neighbour.kill()
                 neighbour.wait()
+        if not args.no_beside and args.beside != "training":
+            log.info("timing the trained model beside recalibrate_online")
+            result["rows"].append(beside_recalibration(args.model_path, sessions, args, port))
         lm_child.stop()
         redis_child.stop()
         if args.llm != "none":

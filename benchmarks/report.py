@@ -144,7 +144,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
             log.warning("realtime_latency skipped: it needs the demo's model and LM (give --demo_dir or run the demo)")
         else:
             quick = (["--configs", "small", "--trials", "2", "--wer_trials", "4", "--llm", "none", "--no_beside"]
-                     if args.quick else ["--llm", args.llm])
+                     if args.quick else ["--llm", args.llm, "--beside", "both"])
             steps.append(json_step("realtime_latency", [py, "-m", "benchmarks.realtime_latency", "--data_dir",
                                                         str(demo / "data" / "hdf5_data_final"), "--lm_path",
                                                         str(demo / "lm" / "3gram_lm_sil"), "--model_path",
@@ -268,6 +268,11 @@ def realtime_rows(rt: dict, bench_rss: float | None) -> list[tuple[str, str, str
         if final.get("n"):
             rows.append(("real time", f"{what}: end of speech -> final sentence, p50 / p95",
                          f"{final['p50_ms']:.0f} / {final['p95_ms']:.0f} ms", "-"))
+        upd = r.get("updates")
+        if upd and upd.get("n"):
+            rows.append(("real time", f"{what}: recalibration updates ({upd['steps']} steps each), p50 / max",
+                         f"{upd['seconds_p50']:.1f} / {upd['seconds_max']:.1f} s ({upd['n']} updates, "
+                         f"{r['models_used']} models used in {r['sentences']} sentences)", "-"))
     acc = rt.get("accuracy")
     if acc:
         rows.append(("real time", "PER offline centred -> causal smoothing (val)",

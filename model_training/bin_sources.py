@@ -6,7 +6,9 @@ A source is an iterator of :class:`Bin` and :class:`SentenceEnd` events. ``Bin.a
 Redis stream :data:`BIN_STREAM` (what a lab's acquisition system writes, one entry per bin): field
 ``features`` = C float32 values (C-order bytes), optional ``day`` (day-layer index, default 0) and
 ``sentence`` (an id); an entry with ``sentence_end`` = 1 (and no features) closes the sentence (the
-trial end: the decoder's fallback when no end of speech was detected).
+trial end: the decoder's fallback when no end of speech was detected), with an optional ``label`` = the
+prompted sentence of a copy task (also accepted on any bin: a sentence finished by the end-of-speech rule
+before its trial-end entry keeps a label sent with its first bin; kept for online recalibration).
 """
 
 from __future__ import annotations
@@ -140,7 +142,8 @@ def redis_bins(r, stream: str = BIN_STREAM, start: str | bytes = "$", block_ms: 
             last = entry_id
             sid = fields.get(b"sentence", b"0").decode(errors="replace")
             if fields.get(b"sentence_end", b"0") not in (b"0", b""):
-                yield SentenceEnd(sid, None, now)
+                label = fields.get(b"label")
+                yield SentenceEnd(sid, label.decode(errors="replace") if label else None, now)
                 continue
             payload = fields.get(b"features", b"")
             where = f"{stream} entry {entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
@@ -150,15 +153,18 @@ def redis_bins(r, stream: str = BIN_STREAM, start: str | bytes = "$", block_ms: 
                 day = int(fields.get(b"day", b"0"))
             except ValueError:
                 day = -1  # the decoder rejects it with the bin
-            yield Bin(values, day, sid, now, where)
+            label = fields.get(b"label")
+            yield Bin(values, day, sid, now, where, label.decode(errors="replace") if label else None)
 
 
-def write_bin(r, values: np.ndarray, sentence: str, day: int = 0, stream: str = BIN_STREAM) -> None:
-    """What an acquisition system does per bin: XADD ``features`` (float32 bytes), ``day``, ``sentence``."""
+def write_bin(r, values: np.ndarray, sentence: str, day: int = 0, stream: str = BIN_STREAM,
+              label: str | None = None) -> None:
+    """What an acquisition system does per bin: XADD ``features`` (float32 bytes), ``day``, ``sentence`` (and the
+    prompted sentence ``label`` of a copy task, on any bin of the sentence, typically its first)."""
     r.xadd(stream, {"features": np.ascontiguousarray(values, dtype=np.float32).tobytes(), "day": int(day),
-                    "sentence": sentence})
+                    "sentence": sentence, **({"label": label} if label else {})})
 
 
-def write_sentence_end(r, sentence: str, stream: str = BIN_STREAM) -> None:
-    """Mark the end of a sentence (trial) on the bin stream."""
-    r.xadd(stream, {"sentence_end": 1, "sentence": sentence})
+def write_sentence_end(r, sentence: str, stream: str = BIN_STREAM, label: str | None = None) -> None:
+    """Mark the end of a sentence (trial) on the bin stream; ``label``: the prompted sentence (copy task), if any."""
+    r.xadd(stream, {"sentence_end": 1, "sentence": sentence, **({"label": label} if label else {})})

@@ -7,6 +7,12 @@ of speech.
 ``--source redis`` reads bins from the Redis stream ``realtime_neural_bins`` instead (see
 ``model_training/bin_sources.py`` for its fields). Finished sentences are appended to ``--out`` (JSONL) as they
 are final, so a rerun after an interruption skips them (replay); the latency table is printed at the end.
+
+Online recalibration: ``--publish_sentences`` XADDs every finished sentence (its bins, text, reference label,
+confidence and the model that decoded it) to ``realtime_finished_sentences`` for
+``model_training/recalibrate_online.py``, whose checkpoints come back on ``decoderControl:stream`` and are
+swapped in between sentences only. ``--session S`` decodes a session the model may not know yet (on the nearest
+earlier day until a recalibrated model with S's own day is swapped in).
 """
 
 from __future__ import annotations
@@ -50,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed", type=float, default=1.0,
                    help="replay pace: 1 = real time (20 ms per bin), 0 = as fast as possible (default: %(default)s)")
     p.add_argument("--max_trials", type=int, default=None, help="replay at most this many trials")
+    p.add_argument("--session", default=None,
+                   help="decode as this session: --source hdf5 replays only its trials; a session the model does not "
+                        "know runs on the nearest earlier day until a recalibrated model knows it")
+    p.add_argument("--publish_sentences", action="store_true",
+                   help="XADD each finished sentence (bins, text, label, confidence, model) to "
+                        "realtime_finished_sentences for recalibrate_online.py")
     p.add_argument("--bin_stream", default=BIN_STREAM, help="Redis stream of bins (--source redis)")
     p.add_argument("--from_start", action="store_true",
                    help="--source redis: read --bin_stream from its first entry (default: only bins written from now)")
@@ -96,6 +108,22 @@ def skip_finished(events, store: PartialResults):
             yield ev
 
 
+def sentence_publisher(r, decoder: RealtimeDecoder, view: LiveView, greedy: bool):
+    """An ``on_sentence_end`` callback XADDing each finished sentence; a Redis error is one line, decoding goes on."""
+    import redis
+
+    from model_training.finished_sentences import publish_sentence
+
+    def publish(s) -> None:
+        sessions = decoder.sessions
+        session = decoder.session or (sessions[s.day] if 0 <= s.day < len(sessions) else None)
+        try:
+            publish_sentence(r, s, session, "phonemes" if greedy else "words")
+        except redis.RedisError as exc:
+            view.message(f"error: --publish_sentences: sentence {s.sentence} not published: {exc}")
+    return publish
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -108,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     stream = StreamingModel(model, device, model_args.dataset.data_transforms, args.smoothing, args.zscore_sentences,
                             n_channels=len(subset) if subset else int(model_args.model.n_input_features))
     r = None
-    if args.lm == "redis" or args.source == "redis":
+    if args.lm == "redis" or args.source == "redis" or args.publish_sentences:
         from nejm_b2txt_utils.redis_protocol import connect
 
         r = connect(args.redis_ip, args.redis_port, socket_connect_timeout=5.0)
@@ -127,14 +155,19 @@ def run(args: argparse.Namespace) -> int:
     view = LiveView(enabled=None if args.live == "auto" else args.live == "on")
     endpoint = None if args.no_endpoint else EndpointRule(args.trailing_ms, args.silence_prob)
     decoder = RealtimeDecoder(stream, text, endpoint, view, control=r, n_days=len(sessions),
-                              model_loader=lambda path: load_trained_model(path, device)[0])
+                              model_loader=lambda path: load_trained_model(path, device), session=args.session,
+                              sessions=sessions, model_path=str(Path(args.model_path).resolve()),
+                              load_in_background=True)
+    if args.publish_sentences:
+        decoder.on_sentence_end.append(sentence_publisher(r, decoder, view, greedy=args.lm == "none"))
     out = Path(args.out) if args.out else Path(args.model_path) / f"realtime_{args.eval_type}.jsonl"
     header = {"model_path": str(Path(args.model_path).resolve()), "source": args.source, "smoothing": args.smoothing,
               "zscore_sentences": args.zscore_sentences, "lm": args.lm, "endpoint": None if endpoint is None else
               [args.trailing_ms, args.silence_prob]}
     store = PartialResults(out, header, args.restart, where_flag="--out")
     if args.source == "hdf5":
-        events = skip_finished(replay_hdf5(args.data_dir, sessions, args.eval_type, args.speed, args.max_trials,
+        replayed = [args.session] if args.session else sessions
+        events = skip_finished(replay_hdf5(args.data_dir, replayed, args.eval_type, args.speed, args.max_trials,
                                            subset, stream.n_channels), store)
     else:
         events = redis_bins(r, args.bin_stream, "0-0" if args.from_start else "$", idle_timeout_s=args.idle_timeout)
@@ -145,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(desc="sentences", unit="sent", disable=view.enabled, dynamic_ncols=True)
     for s in decoder.run(events):
         store.add({"id": s.sentence, **s.record()})
+        s.features = None  # published already (--publish_sentences); the latency table does not need the bins
         sentences.append(s)
         bar.update(1)
     bar.close()

@@ -7,7 +7,9 @@
 
 Between sentences (and only there) the decoder runs the ``on_sentence_end`` callbacks, reads
 ``decoderControl:stream`` (key ``newModelPath``) and applies a model given to :meth:`RealtimeDecoder.load_model`,
-so an online recalibration can swap weights without touching a sentence in progress. Every finished
+so an online recalibration can swap weights without touching a sentence in progress. Each finished
+:class:`Sentence` keeps the raw bins the decoder accepted (``features [T, C]``), its day and the model that
+decoded it, which is what ``model_training/recalibrate_online.py`` trains on (``finished_sentences.py``). Every finished
 sentence is handed to ``on_sentence`` at once (the entry point appends it to a JSONL file), so a Redis or LM
 restart mid-sentence loses at most that sentence's wait: the LM session is rebuilt (reset + the frames so
 far in one message) and decoding goes on.
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,10 +87,14 @@ class Sentence:
     frame_age_ms: list[float] = field(default_factory=list)  # newest bin's age when its partial was shown
     logits: np.ndarray | None = None  # [n_frames, 41] model order
     candidates: dict | None = None
+    features: np.ndarray | None = None  # [T, C] float32: the raw bins the decoder accepted
+    day: int = 0  # the day-layer index it was decoded on
+    model_path: str | None = None  # the checkpoint folder that decoded it (None: the start model, unnamed)
 
     def record(self) -> dict:
-        """The JSON-able summary (no logits)."""
+        """The JSON-able summary (no logits, no bins)."""
         return {"sentence": self.sentence, "text": self.text, "label": self.label, "reason": self.reason,
+                "day": self.day, "model_path": self.model_path,
                 "n_frames": self.n_frames, "final_ms": round(self.final_ms, 3),
                 "frame_model_ms": [round(v, 3) for v in self.frame_model_ms],
                 "frame_lm_ms": [round(v, 3) for v in self.frame_lm_ms],
@@ -206,16 +213,32 @@ class RealtimeDecoder:
         endpoint: the end-of-speech rule (None: the trial end only).
         view: the live terminal view.
         control: a redis-py client polled between sentences for ``decoderControl:stream`` / ``newModelPath``.
-        model_loader: ``path -> model`` used by :meth:`load_model`.
-        n_days: day-layer count (a bin's ``day`` must be below it).
+        model_loader: ``path -> model`` or ``path -> (model, args.yaml)`` used by :meth:`load_model`; with
+            the args, the day count and the session list follow the new model (a recalibrated one has a day more).
+        n_days: day-layer count (a bin's ``day`` must be below it; after a swap: the new model's).
+        session: decode every sentence as this session (the bins' ``day`` is ignored): its index in ``sessions``,
+            or while the model does not know it, the nearest earlier session's (``calibration.nearest_day``);
+            a swapped-in model that knows it (online recalibration added its day) uses its own index.
+        sessions: the model's ``dataset.sessions`` (needed with ``session``).
+        model_path: the start model's folder, recorded in each :class:`Sentence` (then the swapped-in paths).
+        load_in_background: load an announced checkpoint in a thread and swap it in at the first sentence start
+            after it is ready (a load of a large checkpoint at a sentence start would delay that sentence's frames);
+            False: load it at the next sentence start.
     """
 
     def __init__(self, stream: StreamingModel, text, endpoint: EndpointRule | None = None,
                  view: LiveView | None = None, control=None, model_loader: Callable | None = None,
-                 n_days: int | None = None):
+                 n_days: int | None = None, session: str | None = None, sessions: Sequence[str] | None = None,
+                 model_path: str | None = None, load_in_background: bool = False):
         self.stream, self.text, self.endpoint = stream, text, endpoint
         self.view = view or LiveView(enabled=False)
         self.control, self.model_loader, self.n_days = control, model_loader, n_days
+        self.session, self.sessions, self.model_path = session, list(sessions or []), model_path
+        if session is not None and not self.sessions:
+            raise ValueError("RealtimeDecoder: session given without the model's sessions")
+        self.session_day = self._session_day()
+        self.load_in_background = load_in_background
+        self._loading: tuple | None = None  # (path, thread, [result]) of a model loading in the background
         self.on_sentence_end: list[Callable[[Sentence], None]] = []
         self.pending_model = None
         self.bad_bins = 0
@@ -224,42 +247,90 @@ class RealtimeDecoder:
 
             self.control_last = redis_time_ms(control)
 
+    def _session_day(self) -> int | None:
+        """The day index of ``session`` under the current model (None: no session given; use the bins' days)."""
+        if self.session is None:
+            return None
+        if self.session in self.sessions:
+            return self.sessions.index(self.session)
+        from model_training.calibration import nearest_day
+
+        day = nearest_day(self.sessions, self.session)
+        log.info("session %s is not one of the model's %d; decoding it on day %d (%s) until a model knows it",
+                 self.session, len(self.sessions), day, self.sessions[day])
+        return day
+
     def load_model(self, model_or_path) -> None:
         """Use this model (or the checkpoint folder at this path) from the next sentence start on."""
         self.pending_model = model_or_path
 
-    def _between_sentences(self) -> None:
-        if self.control is not None:
-            import redis
+    def _poll_control(self) -> None:
+        """Read ``decoderControl:stream``: each ``newModelPath`` becomes the pending model (the newest wins)."""
+        if self.control is None:
+            return
+        import redis
 
-            try:
-                resp = self.control.xread({CONTROL_STREAM: self.control_last}, count=100, block=None)
-            except (redis.ConnectionError, redis.TimeoutError):
-                resp = None
-            for entry_id, fields in (resp[0][1] if resp else []):
-                self.control_last = entry_id
-                if NEW_MODEL_KEY in fields:
-                    self.load_model(fields[NEW_MODEL_KEY].decode())
-        if self.pending_model is None:
+        try:
+            resp = self.control.xread({CONTROL_STREAM: self.control_last}, count=100, block=None)
+        except (redis.ConnectionError, redis.TimeoutError):
+            resp = None
+        for entry_id, fields in (resp[0][1] if resp else []):
+            self.control_last = entry_id
+            if NEW_MODEL_KEY in fields:
+                self.load_model(fields[NEW_MODEL_KEY].decode())
+
+    def _load(self, path: str):
+        """``(model, args or None)`` from the loader, or the exception it raised."""
+        try:
+            loaded = self.model_loader(path)
+        except Exception as exc:  # a bad checkpoint must not stop the decoder: keep the current model
+            return exc
+        return loaded if isinstance(loaded, tuple) else (loaded, None)
+
+    def _between_sentences(self) -> None:
+        """Apply the pending model: loaded now, or (``load_in_background``) swapped in once its thread is done."""
+        self._poll_control()
+        if self._loading is not None and not self._loading[1].is_alive():
+            (path, _, box), self._loading = self._loading, None
+            self._apply(path, box[0])
+        if self.pending_model is None or self._loading is not None:
             return
         model, self.pending_model = self.pending_model, None
-        if isinstance(model, str):
-            if self.model_loader is None:
-                self.view.message(f"error: {CONTROL_STREAM}: newModelPath {model!r} given but no model loader")
-                return
-            try:
-                model = self.model_loader(model)
-            except Exception as exc:  # a bad checkpoint must not stop the decoder: keep the current model
-                self.view.message(f"error: newModelPath {model!r}: {exc}; keeping the current model")
-                return
+        if not isinstance(model, str):
+            self._apply(None, (model, None))
+        elif self.model_loader is None:
+            self.view.message(f"error: {CONTROL_STREAM}: newModelPath {model!r} given but no model loader")
+        elif self.load_in_background:
+            box: list = [None]
+            thread = threading.Thread(target=lambda: box.__setitem__(0, self._load(model)), daemon=True,
+                                      name="model-loader")
+            thread.start()
+            self._loading = (model, thread, box)
+        else:
+            self._apply(model, self._load(model))
+
+    def _apply(self, path: str | None, loaded) -> None:
+        """Use ``loaded`` = ``(model, args or None)`` from now on (or report the loader's exception)."""
+        if isinstance(loaded, Exception):
+            self.view.message(f"error: newModelPath {path!r}: {loaded}; keeping the current model")
+            return
+        model, model_args = loaded
         self.stream.set_model(model)
-        log.info("model swapped between sentences")
+        self.model_path = path
+        if model_args is not None:
+            self.sessions = list(model_args.dataset.sessions)
+            self.n_days = len(self.sessions)
+            self.session_day = self._session_day()
+        elif self.n_days is not None and getattr(model, "n_days", None):
+            self.n_days = int(model.n_days)
+        log.info("model swapped between sentences%s", f": {path}" if path else "")
 
     def run(self, events: Iterable[Bin | SentenceEnd]) -> Iterator[Sentence]:
         """Decode every sentence of ``events``; yields each :class:`Sentence` as soon as it is final."""
         current: Sentence | None = None
         done: set[str] = set()  # sentences finalised by the end-of-speech rule, their remaining bins ignored
         frames: list[np.ndarray] = []
+        bins: list[np.ndarray] = []  # the accepted raw bins of the current sentence, each [C]
         for ev in events:
             if isinstance(ev, SourceError):
                 self.bad_bins += 1
@@ -267,33 +338,38 @@ class RealtimeDecoder:
                 continue
             if isinstance(ev, SentenceEnd):
                 if current is not None and current.sentence == ev.sentence:
-                    yield self._finish(current, frames, "trial_end", ev.arrival)
+                    current.label = current.label or ev.label
+                    yield self._finish(current, frames, bins, "trial_end", ev.arrival)
                     current = None
                 done.discard(ev.sentence)
                 continue
             if ev.sentence in done:
                 continue
             if current is not None and current.sentence != ev.sentence:  # a new id without an end marker
-                yield self._finish(current, frames, "trial_end", ev.arrival)
+                yield self._finish(current, frames, bins, "trial_end", ev.arrival)
                 current = None
             if current is None:
-                if self.n_days is not None and not 0 <= ev.day < self.n_days:
+                self._between_sentences()  # first: a swapped-in model may know one more day
+                if self.session is None and self.n_days is not None and not 0 <= ev.day < self.n_days:
                     self.bad_bins += 1
                     self.view.message(f"error: {ev.where}: day {ev.day} is not a day-layer index 0..{self.n_days - 1}"
                                       "; bin skipped")
                     continue
-                self._between_sentences()
-                self.stream.reset(ev.day)
+                day = ev.day if self.session_day is None else self.session_day
+                self.stream.reset(day)
                 self.text.start()
                 if self.endpoint is not None:
                     self.endpoint.reset()
-                current, frames = Sentence(ev.sentence, "", "", 0, 0.0, label=ev.label), []
+                current = Sentence(ev.sentence, "", "", 0, 0.0, label=ev.label, day=day, model_path=self.model_path)
+                frames, bins = [], []
+            current.label = current.label or ev.label  # the prompt may come with any bin of the sentence
             try:
                 frame = self.stream.push(ev.values, ev.where)
             except BadBinError as exc:
                 self.bad_bins += 1
                 self.view.message(f"error: {exc}; bin skipped")
                 continue
+            bins.append(np.asarray(ev.values, dtype=np.float32))
             if frame is None:
                 continue
             t0 = time.perf_counter()
@@ -307,18 +383,22 @@ class RealtimeDecoder:
             current.frame_age_ms.append((shown - ev.arrival) * 1000.0)
             if self.endpoint is not None and self.endpoint.update(frame.logits):
                 done.add(current.sentence)
-                yield self._finish(current, frames, "end_of_speech", time.perf_counter())
+                yield self._finish(current, frames, bins, "end_of_speech", time.perf_counter())
                 current = None
         if current is not None:
-            yield self._finish(current, frames, "trial_end", time.perf_counter())
+            yield self._finish(current, frames, bins, "trial_end", time.perf_counter())
 
-    def _finish(self, s: Sentence, frames: list[np.ndarray], reason: str, t_end: float) -> Sentence:
+    def _finish(self, s: Sentence, frames: list[np.ndarray], bins: list[np.ndarray], reason: str,
+                t_end: float) -> Sentence:
         s.text, s.candidates = self.text.finish()
         s.final_ms = (time.perf_counter() - t_end) * 1000.0
         s.reason, s.n_frames = reason, len(frames)
         s.logits = np.stack(frames) if frames else np.zeros((0, 41), dtype=np.float32)
+        s.features = np.stack(bins) if bins else np.zeros((0, self.stream.n_channels), dtype=np.float32)  # (T, C)
         self.view.final(s.sentence, s.text)
         self.stream.end_sentence()
         for callback in self.on_sentence_end:
             callback(s)
+        if self.load_in_background:  # start loading an announced model during the gap between sentences
+            self._between_sentences()
         return s

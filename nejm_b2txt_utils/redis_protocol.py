@@ -39,6 +39,8 @@ CONTEXT_KEY = "contextual_decoding_current_context"
 # The lab's real-time framework: a recalibration run announces a new model folder to the decoder (between sentences).
 DECODER_CONTROL_STREAM = "decoderControl:stream"
 NEW_MODEL_PATH_FIELD = "newModelPath"
+#: Our own: the real-time decoder's finished sentences (bins, text, label) for online recalibration.
+FINISHED_SENTENCE_STREAM = "realtime_finished_sentences"
 
 class LMProtocolError(ValueError):
     """A message that does not follow the protocol (wrong byte length, NaN, unknown field...)."""

@@ -26,6 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
     (["model_training/decode_realtime.py", "--silence_prob", "1.5"], "--silence_prob: expected 0 < p <= 1, got 1.5"),
     (["model_training/decode_realtime.py", "--speed", "-1"], "--speed: expected a number >= 0, got -1.0"),
     (["-m", "benchmarks.realtime_latency", "--trials", "0"], "--trials: expected a number >= 1, got 0"),
+    (["-m", "benchmarks.realtime_latency", "--beside", "recalibration"], "--beside recalibration: needs --model_path"),
+    (["model_training/recalibrate_online.py", "--model_path", "m", "--session", "s", "--out", "{tmp}/o",
+      "--min_sentences", "0"], "--min_sentences: expected a number >= 1, got 0"),
 ])
 def test_bad_flag_is_one_line_and_exit_2(cmd, message, tmp_path):
     cmd = [c.replace("{tmp}", str(tmp_path)) for c in cmd]
