@@ -5,7 +5,7 @@ order k ``k.word.npy`` (uint32), ``k.logp.npy`` (float32, log10), ``k.bow.npy`` 
 ``k.child.npy`` (int64 [n_k + 1], k < N: the children of entry i are entries ``child[i]:child[i+1]`` of order
 k+1, sorted by word), and ``header.json`` written last. Order-1 entries are indexed by word id.
 
-:class:`StoreWriter` / :func:`write_store` write it (from in-memory or memory-mapped arrays, one order at a
+:class:`~language_model.ngram.store_writer.StoreWriter` / ``write_store`` (``ngram/store_writer.py``) write it (from in-memory or memory-mapped arrays, one order at a
 time), :class:`NgramStore` opens it (``np.load(mmap_mode="r")``: pages are read on demand, so start-up costs
 the header checks and ``vocab.txt``) and scores whole batches of sentences with one vectorised binary search
 per order over the memmaps (:meth:`NgramStore.score_ids`). Scores are the ARPA's (KenLM/SRILM) semantics.
@@ -29,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nejm_b2txt_utils.atomic_io import atomic_write_json, atomic_write_text
-
 FORMAT = "b2txt-ngram-store"
 VERSION = 1
 LN10 = math.log(10.0)
@@ -39,7 +37,7 @@ VOCAB = "vocab.txt"
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 #: dtype of each per-order array (``bow`` and ``child`` exist for orders below the highest only).
 DTYPES = {"word": np.dtype("<u4"), "logp": np.dtype("<f4"), "bow": np.dtype("<f4"), "child": np.dtype("<i8")}
-_CHUNK = 1 << 22  # elements copied / checked per step (32 MB of int64)
+CHUNK = 1 << 22  # elements copied / checked per step (32 MB of int64)
 LOGP_ROUNDING = 1e-4  # log10 p above 0 by float rounding (p = c / c of a sure event) is still a probability
 _SPOT = 1 << 16  # values spot-checked at the head and tail of each array when a store is opened
 
@@ -53,159 +51,13 @@ def array_name(k: int, kind: str) -> str:
     return f"{k}.{kind}.npy"
 
 
-def _kinds(k: int, order: int) -> tuple[str, ...]:
+def kinds_of_order(k: int, order: int) -> tuple[str, ...]:
+    """The arrays of order ``k`` in an ``order``-gram store (``bow`` and ``child`` below the highest only)."""
     return ("word", "logp", "bow", "child") if k < order else ("word", "logp")
 
 
-def _length(kind: str, n: int) -> int:
+def array_length(kind: str, n: int) -> int:
     return n + 1 if kind == "child" else n
-
-
-# --------------------------------------------------------------------------- writing
-class StoreWriter:
-    """Writes a store one order at a time; :meth:`close` checks it and writes ``header.json`` last.
-
-    Use :meth:`add_order` with whole arrays (in memory or memory-mapped), or :meth:`allocate` to get writable
-    memmaps to fill in place (nothing of the order held in RAM).
-    """
-
-    def __init__(self, out_dir: str | os.PathLike, vocab: Sequence[str], source: str = ""):
-        """Start a store (an existing ``header.json`` is removed first, so a half-rewritten store is incomplete).
-
-        Args:
-            out_dir: the store folder (``<lm folder>/ngram_store``), created if missing.
-            vocab: word by store id; must hold ``<unk>`` and be free of duplicates and whitespace.
-            source: free text recorded in the header (what the store was made from).
-
-        Raises:
-            ValueError: ``vocab`` lacks ``<unk>``, has duplicates or words with whitespace.
-        """
-        self.out = Path(out_dir)
-        self.vocab = list(vocab)
-        if UNK not in self.vocab:
-            raise ValueError(f"store vocabulary lacks {UNK} (add it with log10 p = -99)")
-        if len(set(self.vocab)) != len(self.vocab):
-            raise ValueError("store vocabulary has duplicate words")
-        if any(not w or w != w.strip() or len(w.split()) != 1 for w in self.vocab):
-            raise ValueError("store vocabulary has an empty word or a word with whitespace")
-        self.source = source
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / HEADER).unlink(missing_ok=True)
-        self.counts: dict[int, int] = {}
-        self._open: list[np.memmap] = []
-
-    def allocate(self, k: int, n: int, order: int) -> dict[str, np.memmap]:
-        """Create the arrays of order ``k`` (``n`` entries) as writable memmaps for the caller to fill.
-
-        Args:
-            k: the order (1-based).
-            n: its number of n-grams (``len(vocab)`` for k = 1).
-            order: the store's highest order N (``bow``/``child`` exist for k < N).
-
-        Returns:
-            ``{"word", "logp"[, "bow", "child"]: np.memmap}`` of lengths n (child: n + 1).
-
-        Raises:
-            ValueError: k = 1 with ``n != len(vocab)``, or k outside 1..order.
-        """
-        if not 1 <= k <= order:
-            raise ValueError(f"order {k} outside 1..{order}")
-        if k == 1 and n != len(self.vocab):
-            raise ValueError(f"order 1 must have one entry per vocabulary word ({len(self.vocab)}), got {n}")
-        self.counts[k] = int(n)
-        self.order = order
-        out = {}
-        for kind in _kinds(k, order):
-            out[kind] = np.lib.format.open_memmap(self.out / array_name(k, kind), mode="w+", dtype=DTYPES[kind],
-                                                  shape=(_length(kind, n),))
-            self._open.append(out[kind])
-        return out
-
-    def add_order(self, k: int, order: int, word: np.ndarray, logp: np.ndarray, bow: np.ndarray | None = None,
-                  child: np.ndarray | None = None) -> None:
-        """Write the arrays of order ``k``, copied in chunks (memmapped inputs are never read whole).
-
-        Args:
-            k: the order (1-based).
-            order: the store's highest order N.
-            word: [n_k] last word id of each k-gram (grouped by parent, sorted by word within a parent).
-            logp: [n_k] log10 P(w | prefix).
-            bow: [n_k] log10 backoff weight (k < N; None: zeros).
-            child: [n_k + 1] child offsets into order k+1 (k < N).
-
-        Raises:
-            ValueError: a missing or wrongly sized array.
-        """
-        n = len(word)
-        given = {"word": word, "logp": logp, "bow": bow, "child": child}
-        if k < order and child is None:
-            raise ValueError(f"order {k} < {order} needs child offsets")
-        dest = self.allocate(k, n, order)
-        for kind, arr in dest.items():
-            src = given[kind]
-            if src is None:  # bow of a store without backoff weights
-                arr[:] = 0.0
-                continue
-            if len(src) != len(arr):
-                raise ValueError(f"order {k} {kind}: expected {len(arr)} entries, got {len(src)}")
-            for a in range(0, len(arr), _CHUNK):
-                arr[a : a + _CHUNK] = np.asarray(src[a : a + _CHUNK])
-
-    def close(self) -> Path:
-        """Flush, check the whole store (:func:`check_store`, deep) and write ``header.json``.
-
-        Returns:
-            The store folder.
-
-        Raises:
-            StoreError: the arrays are inconsistent (nothing is marked complete).
-        """
-        for arr in self._open:
-            arr.flush()
-        self._open.clear()
-        order = max(self.counts)
-        if sorted(self.counts) != list(range(1, order + 1)):
-            raise StoreError(f"{self.out}: orders written {sorted(self.counts)}, expected 1..{order}")
-        atomic_write_text(self.out / VOCAB, "".join(w + "\n" for w in self.vocab))
-        files = {VOCAB: (self.out / VOCAB).stat().st_size}
-        for k in range(1, order + 1):
-            for kind in _kinds(k, order):
-                files[array_name(k, kind)] = (self.out / array_name(k, kind)).stat().st_size
-        header = {"format": FORMAT, "version": VERSION, "order": order,
-                  "counts": [self.counts[k] for k in range(1, order + 1)], "vocab_size": len(self.vocab),
-                  "log_base": 10, "bos": BOS, "eos": EOS, "unk": UNK, "source": self.source, "files": files}
-        _check_arrays(self.out, header, _open_arrays(self.out, header), deep=True)
-        atomic_write_json(self.out / HEADER, header)
-        return self.out
-
-
-def write_store(out_dir: str | os.PathLike, vocab: Sequence[str], orders: Iterable[Mapping[str, np.ndarray]],
-                source: str = "") -> Path:
-    """Write a store from per-order arrays (see the module docstring for their meaning).
-
-    Args:
-        out_dir: the store folder.
-        vocab: word by store id (holds ``<unk>``); ``len(vocab) == n_1``.
-        orders: for k = 1..N a mapping ``{"word", "logp", "bow", "child"}`` of arrays (memmaps welcome; ``bow``
-            optional; ``bow``/``child`` ignored for the highest order). A generator is consumed one order at a
-            time, so an order can be freed before the next is built; N is then taken from ``len(orders)`` if it
-            has one, else ``orders`` must be a sequence.
-        source: free text recorded in the header.
-
-    Returns:
-        The store folder.
-
-    Raises:
-        ValueError, StoreError: wrong lengths, unsorted words, child offsets not ending at the next count.
-    """
-    if not hasattr(orders, "__len__"):
-        orders = list(orders)
-    n_orders = len(orders)  # type: ignore[arg-type]
-    writer = StoreWriter(out_dir, vocab, source)
-    for k, arrays in enumerate(orders, 1):
-        writer.add_order(k, n_orders, arrays["word"], arrays["logp"], arrays.get("bow"),
-                         arrays.get("child") if k < n_orders else None)
-    return writer.close()
 
 
 # --------------------------------------------------------------------------- checking
@@ -235,11 +87,11 @@ def _read_header(path: Path) -> dict:
     return header
 
 
-def _open_arrays(path: Path, header: dict) -> dict[tuple[int, str], np.memmap]:
+def open_arrays(path: Path, header: dict) -> dict[tuple[int, str], np.memmap]:
     order, counts, files = header["order"], header["counts"], header["files"]
     arrays = {}
     for k in range(1, order + 1):
-        for kind in _kinds(k, order):
+        for kind in kinds_of_order(k, order):
             name = array_name(k, kind)
             fp = path / name
             if not fp.is_file():
@@ -251,7 +103,7 @@ def _open_arrays(path: Path, header: dict) -> dict[tuple[int, str], np.memmap]:
                 arr = np.load(fp, mmap_mode="r")
             except (ValueError, OSError) as e:
                 raise StoreError(f"{fp}: not a readable .npy file ({e})") from None
-            want = _length(kind, counts[k - 1])
+            want = array_length(kind, counts[k - 1])
             if arr.dtype != DTYPES[kind] or arr.shape != (want,):
                 raise StoreError(f"{fp}: {arr.dtype}[{','.join(map(str, arr.shape))}], expected "
                                  f"{DTYPES[kind]}[{want}] (counts {counts})")
@@ -268,7 +120,7 @@ def _check_values(path: Path, name: str, values: np.ndarray, is_logp: bool) -> N
         raise StoreError(f"{path / name}: entry {i} is {float(values[i])}; expected {what}")
 
 
-def _check_arrays(path: Path, header: dict, arrays: dict, deep: bool) -> None:
+def check_arrays(path: Path, header: dict, arrays: dict, deep: bool) -> None:
     """Child offsets start at 0 and end at the next order's count; the unigram values and the first and last
     ``_SPOT`` values of every higher order are finite (a NaN store scored silently); ``deep`` reads every array."""
     order, counts, vocab_size = header["order"], header["counts"], header["vocab_size"]
@@ -280,7 +132,7 @@ def _check_arrays(path: Path, header: dict, arrays: dict, deep: bool) -> None:
     for k in range(1, order + 1):
         for field in ("logp", "bow") if k < order else ("logp",):
             values = arrays[(k, field)]
-            step = _CHUNK if deep or k == 1 else _SPOT
+            step = CHUNK if deep or k == 1 else _SPOT
             blocks = range(0, counts[k - 1], step) if deep or k == 1 else \
                 sorted({0, max(counts[k - 1] - step, 0)})  # a spot check at start-up: head and tail only
             for a in blocks:
@@ -292,8 +144,8 @@ def _check_arrays(path: Path, header: dict, arrays: dict, deep: bool) -> None:
         if k == 1 and not np.array_equal(word, np.arange(counts[0], dtype=word.dtype)):
             raise StoreError(f"{path / array_name(1, 'word')}: expected word ids 0..{counts[0] - 1} in order")
         parents = arrays[(k - 1, "child")] if k > 1 else None
-        for a in range(0, counts[k - 1], _CHUNK):
-            w = np.asarray(word[a : a + _CHUNK + 1], dtype=np.int64)
+        for a in range(0, counts[k - 1], CHUNK):
+            w = np.asarray(word[a : a + CHUNK + 1], dtype=np.int64)
             if w.size and w.max() >= vocab_size:
                 raise StoreError(f"{path / array_name(k, 'word')}: word id {w.max()} >= vocab size {vocab_size}")
             if parents is not None and w.size > 1:
@@ -308,8 +160,8 @@ def _check_arrays(path: Path, header: dict, arrays: dict, deep: bool) -> None:
                                      "expected word ids sorted within each parent")
         if k < order:
             child = arrays[(k, "child")]
-            for a in range(0, counts[k - 1] + 1, _CHUNK):
-                c = np.asarray(child[a : a + _CHUNK + 1])
+            for a in range(0, counts[k - 1] + 1, CHUNK):
+                c = np.asarray(child[a : a + CHUNK + 1])
                 if (np.diff(c) < 0).any():
                     raise StoreError(f"{path / array_name(k, 'child')}: offsets decrease near entry {a}; "
                                      "expected non-decreasing")
@@ -330,7 +182,7 @@ def check_store(path: str | os.PathLike, deep: bool = False) -> dict:
     """
     path = Path(path)
     header = _read_header(path)
-    _check_arrays(path, header, _open_arrays(path, header), deep)
+    check_arrays(path, header, open_arrays(path, header), deep)
     return header
 
 
@@ -349,8 +201,8 @@ class NgramStore:
         """
         self.path = Path(path)
         self.header = _read_header(self.path)
-        arrays = _open_arrays(self.path, self.header)
-        _check_arrays(self.path, self.header, arrays, deep=False)
+        arrays = open_arrays(self.path, self.header)
+        check_arrays(self.path, self.header, arrays, deep=False)
         vp = self.path / VOCAB
         if not vp.is_file():
             raise StoreError(f"{vp}: missing; expected {self.header['counts'][0]} words, one a line")

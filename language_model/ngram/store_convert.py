@@ -34,9 +34,8 @@ from language_model.ngram.store import (
     LOGP_ROUNDING,
     UNK,
     NgramStore,
-    StoreWriter,
-    write_store,
 )
+from language_model.ngram.store_writer import StoreWriter, write_store
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,8 @@ from language_model.ngram.array_lm import ArrayLM, parent_index, write_arpa_arra
 from language_model.ngram.estimate_arrays import estimate_katz_arrays, estimate_kn_arrays
 from language_model.ngram.prune_arrays import prune_to_size, prune_to_threshold
 from language_model.ngram.sorted_counts import DEFAULT_CHUNK_TOKENS, count_corpus, last_word
-from language_model.ngram.store import HEADER, write_store
+from language_model.ngram.store import HEADER
+from language_model.ngram.store_writer import write_store
 from nejm_b2txt_utils.atomic_io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from language_model.ngram.arpa import BackoffLM, read_arpa
-from language_model.ngram.store import NgramStore, StoreError, check_store, write_store
+from language_model.ngram.store import NgramStore, StoreError, check_store
 from language_model.ngram.store_convert import ConvertError, arpa_to_store
+from language_model.ngram.store_writer import write_store
 from language_model.ngram.train import write_arpa_katz, write_arpa_kn
 
 
