@@ -158,8 +158,13 @@ def beside_recalibration(model_path: Path, sessions: list[str], args, port: int)
         decoder.on_sentence_end.append(lambda s: publish_sentence(r, s, session))
         sentences = list(decoder.run(replay_hdf5(args.data_dir, [session], "val", args.speed, args.trials)))
     finally:
-        recal.send_signal(signal.SIGINT)  # its Ctrl-C: one line, the published checkpoints stay
-        recal.wait(timeout=60)
+        recal.send_signal(signal.SIGTERM)  # as its Ctrl-C: one line, the published checkpoints stay
+        try:
+            recal.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # never leave it behind, never lose the rows measured
+            log.warning("recalibrate_online did not stop within 60 s of SIGTERM; killed")
+            recal.kill()
+            recal.wait()
     state_file = out / "recalibration.json"
     updates = json.loads(state_file.read_text())["updates"] if state_file.is_file() else []
     seconds = sorted(u["seconds"] for u in updates)

@@ -24,6 +24,7 @@ N sentences before it, as the decoder's ``--zscore_sentences N`` does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -346,6 +347,30 @@ class OnlineRecalibrator:
                 backoff = min(2 * backoff, 2.0)
 
 
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within: SIGINT and SIGTERM stop the recalibrator as Ctrl-C does (one line, exit 130; the published
+    checkpoint stays), also when it was started in the background: a shell's background job (``cmd &``) starts
+    with SIGINT ignored, so Python installs no Ctrl-C handler there and a supervisor's SIGINT did nothing (a
+    benchmark waited for it in vain). Only in the main thread (a thread cannot set handlers); restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    before = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 @exit_2_on_bad_input(CheckpointError, T15FormatError, FileNotFoundError, ConnectionError)
 def main(argv: list[str] | None = None) -> int:
     import os
@@ -364,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = connect(args.redis_ip, args.redis_port, socket_connect_timeout=5.0)
         client.ping()
-        OnlineRecalibrator(args, client).run()
+        with stop_on_signals():
+            OnlineRecalibrator(args, client).run()
     except redis.RedisError as exc:
         raise ConnectionError(f"Redis at {args.redis_ip}:{args.redis_port}: {' '.join(str(exc).split())} (the "
                               f"last published checkpoint stays in use; rerun to continue)") from None

@@ -275,3 +275,34 @@ def test_rolling_zscore_normalises_each_sentence_by_the_ones_before_it(trained_m
     assert len(seen) == 1 and all(np.allclose(a, b, atol=1e-5) for a, b in zip(seen[0], want, strict=True))
     assert np.array_equal(seen[0][0], trials[0].input_features)  # nothing before the first: passed through
     assert not np.allclose(seen[0][2], trials[2].input_features)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_background_recalibrator_stops_on_sigterm_and_sigint(trained_model, tmp_path, sig):
+    """Started as a shell's background job (SIGINT ignored at start), SIGINT did nothing and a benchmark waited
+    60 s for it, then crashed; now both signals end it with the Ctrl-C line and exit 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[2]
+    with RedisServer() as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "model_training.recalibrate_online",
+             *recal_args(trained_model, tmp_path / "out", server.port)[:-2]],  # no --idle_timeout: runs until told
+            cwd=repo, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(repo)},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        r = server.client()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(  # started: its Redis connection is there
+                c.get("cmd", "") in ("xread", "xrange", "xrevrange") for c in r.client_list()):
+            time.sleep(0.2)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 10
+    assert proc.returncode == 130, err[-500:]
+    assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err
