@@ -42,7 +42,7 @@ from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.metrics import ctc_greedy_decode  # noqa: E402
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order  # noqa: E402
 from nejm_b2txt_utils.redis_protocol import LMClient  # noqa: E402
-from nejm_b2txt_utils.run_manifest import write_manifests  # noqa: E402
+from nejm_b2txt_utils.run_manifest import lm_folder_fingerprint, write_manifests  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15File, T15FormatError, data_file_path, list_sessions  # noqa: E402
 from nejm_b2txt_utils.text import DEFAULT_TEXT_NORM, TEXT_NORMS  # noqa: E402
 
@@ -315,8 +315,8 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
                                      out_dir / f"baseline_rnn_{args.eval_type}_{kind}_{stamp}.csv", words=args.lm != "none")
     log.info("Wrote %s", csv_path)
     written = [csv_path]
+    server_args = client.server_args() if client is not None else None  # what the scores were made with
     if args.results_pkl:
-        server_args = client.server_args() if client is not None else None  # what the scores were made with
         written.append(write_results_pkl(records, args.results_pkl, server_args))
         log.info("Wrote %s", written[-1])
     inputs = {f"checkpoint_{i}": c for i, c in enumerate(ckpts)}
@@ -324,7 +324,11 @@ def run(args: argparse.Namespace, load_model=load_trained_model) -> int:
                    if data_file_path(Path(args.data_dir), s, args.eval_type).is_file()})
     if args.lm_params:
         inputs["lm_params"] = args.lm_params
-    write_manifests(written, inputs, extra={"eval_type": args.eval_type, "lm": args.lm, "text_norm": args.text_norm})
+    lm_server = None
+    if server_args is not None:  # the LM it decoded with: its arguments and, when reachable, its folder's files
+        lm_server = {"args": server_args, "lm_folder": lm_folder_fingerprint(server_args.get("lm_path", ""))}
+    write_manifests(written, inputs, extra={"eval_type": args.eval_type, "lm": args.lm, "text_norm": args.text_norm,
+                                            "lm_server": lm_server})
     _, table = per_corpus_table(records, with_wer=args.eval_type == "val" and args.lm == "redis",
                                 text_norm=args.text_norm)
     print(table)

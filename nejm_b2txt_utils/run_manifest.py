@@ -2,7 +2,8 @@
 
 ``write_manifests([results_path], inputs={...})`` writes ``<results_path>.manifest.json`` atomically (through
 ``atomic_io``): the exact command, git commit (and whether the tree had uncommitted changes), Python and
-package versions, CPU and GPU, and a SHA-256 of every input file named (data HDF5 files, checkpoints, LM files).
+package versions, CPU and GPU, and a SHA-256 of every input file named (data HDF5 files, checkpoints, LM files);
+:func:`lm_folder_fingerprint` identifies the LM server's folder (the evaluator records it with the server's arguments).
 Hashes are streamed in 1 MiB blocks, never loading a file whole.
 """
 
@@ -100,6 +101,40 @@ def build_manifest(inputs: Mapping[str, str | os.PathLike] | None = None, comman
             "command": list(command) if command is not None else [sys.executable, *sys.argv],
             "cwd": os.getcwd(), "git": git_state(), "python": sys.version.split()[0],
             "packages": package_versions(), "hardware": hardware(), "inputs": hashed, **(extra or {})}
+
+
+#: LM-folder files larger than this are recorded by size and modification time only (a released 5-gram's
+#: ``G_no_prune.fst`` or ARPA is tens of GB: hashing it on every evaluation would take minutes).
+LM_HASH_MAX_BYTES = 256 << 20
+
+
+def lm_folder_fingerprint(lm_path: str | os.PathLike, max_hash_bytes: int = LM_HASH_MAX_BYTES) -> dict | None:
+    """What identifies an LM folder: every file of it (and of its ``ngram_store/``) by size, and by SHA-256 when
+    at most ``max_hash_bytes`` (larger ones by size and mtime).
+
+    Args:
+        lm_path: the LM server's ``--lm_path`` (as it publishes it on ``remote_lm_args``).
+        max_hash_bytes: the largest file hashed.
+
+    Returns:
+        ``{"path", "files": {relative name: {"bytes", "sha256" | "mtime"}}}``, or None when the folder is not
+        reachable from here (the server runs on another machine).
+    """
+    root = Path(lm_path)
+    if not root.is_dir():
+        return None
+    files = {}
+    for f in sorted([*root.iterdir(), *((root / "ngram_store").iterdir() if (root / "ngram_store").is_dir() else [])]):
+        if not f.is_file():
+            continue
+        st = f.stat()
+        entry: dict = {"bytes": st.st_size}
+        if st.st_size <= max_hash_bytes:
+            entry["sha256"] = sha256_file(f)
+        else:
+            entry["mtime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))
+        files[str(f.relative_to(root))] = entry
+    return {"path": str(root.resolve()), "files": files}
 
 
 def manifest_path(results_path: str | os.PathLike) -> Path:

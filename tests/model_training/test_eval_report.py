@@ -87,6 +87,24 @@ def test_manifest_records_command_commit_versions_and_hashes(tmp_path):
     assert path.name == "results.csv.manifest.json" and json.loads(path.read_text())["results"] == "results.csv"
 
 
+def test_lm_folder_fingerprint_hashes_small_files_and_dates_large_ones(tmp_path):
+    """The manifest's LM record: words.txt and the store header hashed, a file over the limit by size and mtime."""
+    from nejm_b2txt_utils.run_manifest import lm_folder_fingerprint
+
+    lm = tmp_path / "lm"
+    (lm / "ngram_store").mkdir(parents=True)
+    (lm / "words.txt").write_text("<eps> 0\nhello 1\n")
+    (lm / "TLG.fst").write_bytes(b"x" * 5000)
+    (lm / "ngram_store" / "header.json").write_text("{}")
+    fp = lm_folder_fingerprint(lm, max_hash_bytes=4096)
+    assert set(fp["files"]) == {"words.txt", "TLG.fst", "ngram_store/header.json"}
+    assert fp["files"]["words.txt"]["sha256"] == hashlib.sha256(b"<eps> 0\nhello 1\n").hexdigest()
+    assert fp["files"]["ngram_store/header.json"] == {"bytes": 2, "sha256": hashlib.sha256(b"{}").hexdigest()}
+    assert fp["files"]["TLG.fst"]["bytes"] == 5000 and "sha256" not in fp["files"]["TLG.fst"]
+    assert fp["files"]["TLG.fst"]["mtime"].endswith("Z")
+    assert lm_folder_fingerprint(tmp_path / "elsewhere") is None  # a server on another machine: not reachable
+
+
 def test_one_file_writes_strict_json_and_malformed_results_are_one_line(tmp_path, capsys):
     """New-user cases: one file wrote "sem": NaN (not JSON); a short 'session' list and greedy_phonemes of None
     ended in IndexError / TypeError tracebacks."""

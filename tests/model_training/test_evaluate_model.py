@@ -1,6 +1,7 @@
 """evaluate_model.py: greedy mode, the Redis protocol against a real redis-server and a fake LM, resume."""
 
 import csv
+import hashlib
 import json
 import pickle
 import threading
@@ -137,6 +138,10 @@ def test_redis_protocol_bytes_wer_and_resume_after_the_lm_dies(trained_model, ti
     labels = [t.sentence_label for _, t in val_trials(tiny_data)]
     with RedisServer() as server:
         server.client().set("someone_elses_key", "keep me")
+        lm_dir = tmp_path / "lm"  # what the server publishes on remote_lm_args goes into the manifest
+        lm_dir.mkdir()
+        (lm_dir / "words.txt").write_text("<eps> 0\nhello 1\n")
+        server.client().xadd(rp.ARGS_STREAM, {"lm_path": str(lm_dir), "acoustic_scale": 0.325})
         lm = FakeLM(server)
         try:
             out = tmp_path / "full"
@@ -152,6 +157,10 @@ def test_redis_protocol_bytes_wer_and_resume_after_the_lm_dies(trained_model, ti
         wer = word_error_rate(labels, texts)
         assert table[-1].split()[-3] == f"{100 * wer.rate:.2f}"
         assert server.client().get("someone_elses_key") == b"keep me"  # never FLUSHALL
+        manifest = json.loads(next(out.glob("*.csv.manifest.json")).read_text())
+        assert manifest["lm_server"]["args"] == {"lm_path": str(lm_dir), "acoustic_scale": 0.325}
+        words_sha = hashlib.sha256(b"<eps> 0\nhello 1\n").hexdigest()
+        assert manifest["lm_server"]["lm_folder"]["files"] == {"words.txt": {"bytes": 18, "sha256": words_sha}}
 
         # an LM server that dies after 3 trials: a clear timeout, 3 trials saved; the rerun decodes the other 4
         out = tmp_path / "resumed"
