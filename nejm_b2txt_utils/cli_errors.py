@@ -10,8 +10,10 @@ still raises with its traceback: a bug must stay visible.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 EXIT_BAD_INPUT = 2
@@ -94,3 +96,51 @@ def check_flags(args: object, minima: dict[str, float]) -> None:
         value = getattr(args, name)
         if value is not None and not value >= least:
             raise ConfigError(f"--{name}: expected a number >= {least}, got {value}")
+
+
+def _first_existing_parent_is_dir(flag: str, path: Path) -> None:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder; expected a writable folder")
+            return
+
+
+def check_output_file(flag: str, path: str | os.PathLike | None) -> None:
+    """Check a flag naming a file the script writes at the end, before any work (was an ``IsADirectoryError``
+    or ``NotADirectoryError`` traceback after the whole run).
+
+    Args:
+        flag: the flag's name as typed (``"--out"``), for the message.
+        path: its value; None (not given) passes.
+
+    Raises:
+        ConfigError: the path is an existing folder or non-regular file, or lies below a file.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; expected a file path")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{flag} {path}: exists and is not a regular file; expected a file path")
+    _first_existing_parent_is_dir(flag, path)
+
+
+def check_output_folder(flag: str, path: str | os.PathLike | None) -> None:
+    """Check a flag naming a folder the script creates or writes into, before any work (was a
+    ``NotADirectoryError`` or ``FileExistsError`` traceback when the first file was written).
+
+    Args:
+        flag: the flag's name as typed (``"--work"``), for the message.
+        path: its value; None (not given) passes.
+
+    Raises:
+        ConfigError: the path exists and is not a folder, or lies below a file.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file, not a folder; expected a folder (created if missing)")
+    _first_existing_parent_is_dir(flag, path)
