@@ -38,6 +38,20 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def print_line(line: str) -> None:
+    """Print one line on stderr on a line of its own: above any tqdm progress bar on screen (``tqdm.write``, when
+    tqdm is loaded) instead of at the end of the bar's line (was ``sentences: 0sent [00:00, ?sent/s]error: ...``).
+
+    Args:
+        line: the text, without a newline.
+    """
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None:
+        tqdm_module.tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
+
+
 def print_bad_input(exc: BaseException) -> int:
     """Print ``error: <message>`` as one line on stderr.
 
@@ -47,7 +61,7 @@ def print_bad_input(exc: BaseException) -> int:
     Returns:
         :data:`EXIT_BAD_INPUT` (2), for ``return print_bad_input(exc)`` in a ``main``.
     """
-    print(f"error: {one_line(exc)}", file=sys.stderr)
+    print_line(f"error: {one_line(exc)}")
     return EXIT_BAD_INPUT
 
 
@@ -73,7 +87,7 @@ def exit_2_on_bad_input(*extra: type[BaseException]) -> Callable[[F], F]:
             except types as exc:
                 return print_bad_input(exc)
             except KeyboardInterrupt:
-                print("interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)
+                print_line("interrupted (Ctrl-C); nothing half-written was kept")
                 return EXIT_INTERRUPTED
 
         return wrapped  # type: ignore[return-value]
