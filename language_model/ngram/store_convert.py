@@ -301,7 +301,6 @@ def arpa_to_store(arpa: str | os.PathLike, out_dir: str | os.PathLike, scratch_d
     arpa, out_dir = Path(arpa), Path(out_dir)
     if not arpa.is_file():
         raise FileNotFoundError(f"ARPA file not found: {arpa}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     with staged_store(out_dir) as staging:  # moved to out_dir only when complete (nothing left on failure)
         _write_arpa_store(arpa, staging, Path(scratch_dir or out_dir.parent))
     return out_dir

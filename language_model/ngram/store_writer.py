@@ -212,8 +212,8 @@ def check_store_target(out_dir: str | os.PathLike) -> None:
 def staged_store(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Write a store into a temporary sibling folder and move it to ``out_dir`` only when the block succeeds.
 
-    On any failure or interrupt (``BaseException``, Ctrl-C included) the temporary folder is removed and
-    ``out_dir`` is left as it was: missing, or the previous store untouched (was: a half-written folder without
+    On any failure or interrupt (``BaseException``, Ctrl-C included) the temporary folder (and any parent folder
+    created for it) is removed and ``out_dir`` is left as it was: missing, or the previous store untouched (was: a half-written folder without
     ``header.json`` at ``out_dir``). On success a previous store is replaced (moved aside, the new one renamed
     in, the old one removed).
 
@@ -229,6 +229,7 @@ def staged_store(out_dir: str | os.PathLike) -> Iterator[Path]:
     """
     out = Path(out_dir)
     check_store_target(out)
+    created = [p for p in out.absolute().parents if not p.exists()]  # deepest first; removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing.", dir=out.parent))
     old = None
@@ -242,6 +243,9 @@ def staged_store(out_dir: str | os.PathLike) -> Iterator[Path]:
         if old is not None and (old / out.name).exists() and not out.exists():  # put the previous store back
             os.replace(old / out.name, out)
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty: something else was written there meanwhile
+                folder.rmdir()
         raise
     finally:
         if old is not None:
