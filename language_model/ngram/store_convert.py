@@ -120,8 +120,9 @@ def _arpa_lines(path: Path) -> Iterator[tuple[int, str]]:
             for n, line in enumerate(f, 1):
                 yield n, line
     except UnicodeDecodeError as e:
-        raise ConvertError(f"{path}:{n + 1}: not an ARPA text file (byte {e.object[e.start:e.start + 1].hex()!r} "
-                           "is not UTF-8; a binary file such as a G.fst? use --g_fst for those)") from None
+        # text is decoded in blocks: the bad byte lies after line n, not necessarily on line n + 1
+        raise ConvertError(f"{path}: not an ARPA text file (byte 0x{e.object[e.start:e.start + 1].hex()} after line "
+                           f"{n} is not UTF-8; a binary file such as a G.fst? use --g_fst for those)") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise ConvertError(f"{path}: not a gzipped ARPA text file (after line {n}: {e})") from None
 

@@ -67,8 +67,8 @@ def test_a_folder_of_other_files_as_out_is_refused_and_kept(tmp_path, capsys):
 @pytest.mark.parametrize(("name", "content", "expected"), [
     # new-user cases: a BadGzipFile traceback, and a decode error without the file name
     ("fake.arpa.gz", b"\x1f\x8b\x08\x00not really gzip", "{p}: not a gzipped ARPA text file (after line 0: "),
-    ("G.fst", b"\xd6\xfd\xb2\x7e\x07\x00\x00\x00vector", "{p}:1: not an ARPA text file (byte 'd6' is not UTF-8; "
-                                                         "a binary file such as a G.fst? use --g_fst for those)"),
+    ("G.fst", b"\xd6\xfd\xb2\x7e\x07\x00\x00\x00vector", "{p}: not an ARPA text file (byte 0xd6 after line 0 is "
+                                                         "not UTF-8; a binary file such as a G.fst? use --g_fst for those)"),
     ("fake.arpa.gz", b"just some text\n", "{p}: not an ARPA file (no \\data\\ counts or no 1-grams)"),
     ("counts.arpa", b"\\data\\\nngram 1=five\n", "{p}:2: expected 'ngram <k>=<count>', got 'ngram 1=five'"),
 ])
