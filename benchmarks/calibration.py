@@ -59,7 +59,11 @@ log = logging.getLogger("calibration_benchmark")
 
 
 def train_early_model(data_dir: Path, sessions: list[str], out: Path, batches: int) -> Path:
-    """The small config trained on ``sessions`` only (the trainer as ``train_model.py`` runs it)."""
+    """The small config trained on ``sessions`` only (the trainer as ``train_model.py`` runs it).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C stopped the training early (a partly trained model is not measured).
+    """
     from model_training.rnn_trainer import BrainToTextDecoder_Trainer
 
     kv = {"output_dir": str(out), "device": "cpu", "compile": "false", "dataset.dataset_dir": str(data_dir),
@@ -68,8 +72,12 @@ def train_early_model(data_dir: Path, sessions: list[str], out: Path, batches: i
           "batches_per_val_step": max(batches // 2, 1), "batches_per_train_log": 50}
     cfg = load_config(REPO / "model_training" / "rnn_args_small.yaml", [f"{k}={v}" for k, v in kv.items()])
     trainer = BrainToTextDecoder_Trainer(cfg)
-    trainer.train()
-    trainer.close()
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    if trainer.interrupted_at is not None:  # Ctrl-C: the loop returned early (was measured as a trained model)
+        raise KeyboardInterrupt(f"early model stopped at batch {trainer.interrupted_at} of {batches}")
     return out
 
 

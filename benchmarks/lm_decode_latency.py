@@ -50,7 +50,7 @@ from benchmarks.measure import latency_ms, percentile, print_result  # noqa: E40
 from language_model.graph.lexicon import read_lexicon  # noqa: E402
 from language_model.graph.toy_lm import synthetic_logits  # noqa: E402
 from language_model.serving.service import LMService  # noqa: E402
-from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.cli_errors import check_flags, check_output_folder, exit_2_on_bad_input  # noqa: E402
 from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION, LMParams, documented_flags  # noqa: E402
 from nejm_b2txt_utils.metrics import word_error_rate  # noqa: E402
 
@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of the causal-LM rescoring variants to time side by side: {', '.join(LLM_VARIANTS)}")
     args = p.parse_args(argv)
     check_flags(args, {"n_sentences": 1, "chunk_frames": 1, "torch_threads": 0})
+    check_output_folder("--work", args.work)  # was a traceback after the minutes of corpus building
     # every flag checked before the minutes of LM building
     if not (math.isfinite(args.peak) and args.peak > 0):
         p.error(f"--peak: expected a finite number > 0, got {args.peak}")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.measure import print_result
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, check_output_folder, exit_2_on_bad_input
 from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     for frames in args.frames:  # was a numpy traceback for 0 or negative counts
         check_flags(argparse.Namespace(frames=frames), {"frames": 1})
     check_flags(args, {"unbounded_timeout_s": 0, "sigterm_frames": 0})
+    check_output_folder("--work", args.work)
     if args.lm_path is not None and not (Path(args.lm_path) / "TLG.fst").is_file():
         raise ConfigError(f"--lm_path {args.lm_path}: no TLG.fst there; expected an LM folder (build_lm.py)")
     lm_path = args.lm_path

@@ -8,7 +8,8 @@ Per recipe: PER per seed with a trial-bootstrap 95 % CI, mean +- SEM over seeds,
 its CI and its paired trial-bootstrap difference to the baseline, the best val PER, steps/s and parameters; plus the arithmetic mixture of the baseline's seeds
 (``model_training.ensemble``). Default data: the ``hard`` preset (the small sessions with a weaker neural code,
 so that the baseline's PER is near the real data's ~10 %). Runs are kept in ``--work`` and a rerun skips the
-finished ones (resumable). Prints JSON with a markdown table (``table_md``).
+finished ones (resumable): a run stopped by Ctrl-C (SIGINT) is neither reported nor cached — the benchmark
+exits 130 with one line and a rerun resumes that run from its ``last_checkpoint`` (the trainer's ``resume``). Prints JSON with a markdown table (``table_md``).
 
     python -m benchmarks.recipes                          # hard preset, 300 batches, 3 seeds (long on CPU)
     python -m benchmarks.recipes --preset tiny --batches 60 --seeds 1    # a smoke run (minutes)
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import math
 import os
 import sys
@@ -35,12 +35,23 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.measure import print_result
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.cli_errors import (
+    EXIT_INTERRUPTED,
+    ConfigError,
+    check_flags,
+    check_output_file,
+    check_output_folder,
+    exit_2_on_bad_input,
+)
 from nejm_b2txt_utils.metrics import bootstrap_ci, ctc_greedy_decode, edit_distance
 
 REPO = Path(__file__).resolve().parents[1]
 
-log = logging.getLogger("recipes")
+
+
+class RecipeRunInterrupted(KeyboardInterrupt):
+    """A training run stopped early by Ctrl-C (the trainer's ``interrupted_at``): not a result; its folder is
+    kept so that a rerun resumes it."""
 
 #: recipe name -> overrides of rnn_args_small.yaml.
 RECIPES: dict[str, dict[str, object]] = {
@@ -96,9 +107,16 @@ def split_edits(model_paths: list[Path], data_dir: Path) -> tuple[np.ndarray, np
 def run_recipe(name: str, seed: int, data_dir: Path, out: Path, batches: int) -> dict:
     """Train one recipe with one seed (or read the result of a finished run in ``out``).
 
+    A run folder without a result but with ``checkpoint/last_checkpoint`` (an interrupted run) is resumed;
+    any other leftover folder is trained again from scratch.
+
     Returns:
         seed, PER (:data:`REPORTED_SPLIT`, :data:`REPORTED_CHECKPOINT`) with its trial-bootstrap 95 % CI, per-trial edits and lengths, best val PER (the
-        checkpoint's choice), steps/s (validation passes included) and parameter count.
+        checkpoint's choice), steps/s (validation passes included; the batches of this call only) and parameter count.
+
+    Raises:
+        RecipeRunInterrupted: the trainer stopped early on Ctrl-C (was: the partial run was evaluated, reported
+            and cached as finished); nothing is written but the trainer's ``last_checkpoint``.
     """
     import json
 
@@ -110,32 +128,37 @@ def run_recipe(name: str, seed: int, data_dir: Path, out: Path, batches: int) ->
     done = out / "recipe_result.json"
     if done.is_file():  # resumable: a finished run is not trained again
         return json.loads(done.read_text())
-    if out.exists():
+    resume = (out / "checkpoint" / "last_checkpoint").is_file()  # an interrupted run: the trainer resumes it
+    if out.exists() and not resume:
         import shutil
 
-        shutil.rmtree(out)  # an interrupted run starts over (its checkpoints are not a finished result)
+        shutil.rmtree(out)  # a run killed before its first checkpoint starts over
     kv = {"output_dir": str(out), "device": "cpu", "compile": "false", "num_training_batches": batches,
           "batches_per_val_step": max(batches // 3, 1), "batches_per_train_log": max(batches // 3, 1),
           "lr_warmup_steps": max(batches // 10, 1), "lr_warmup_steps_day": max(batches // 10, 1),
           "seed": seed, "dataset.seed": seed, "dataset.num_dataloader_workers": 0,
           "dataset.days_per_batch": min(4, len(list_sessions(data_dir))),  # the tiny preset has 3 sessions
           "dataset.dataset_dir": str(data_dir), "dataset.sessions": "auto", "dataset.dataset_probability_val": "auto",
-          **RECIPES[name]}
+          "resume": "true" if resume else "false", **RECIPES[name]}
     cfg = load_config(REPO / "model_training" / "rnn_args_small.yaml", [f"{k}={v}" for k, v in kv.items()])
     with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines: stdout carries only the JSON result
         trainer = BrainToTextDecoder_Trainer(cfg)
         n_params = sum(p.numel() for p in trainer.model.parameters())
+        first_batch = trainer.start_step  # > 0 when resumed
         t0 = time.perf_counter()
         try:
             trainer.train()
         finally:
             trainer.close()
     wall = time.perf_counter() - t0  # includes the validation passes, as a real run
+    if trainer.interrupted_at is not None:  # the trainer caught Ctrl-C, saved last_checkpoint and returned
+        raise RecipeRunInterrupted(f"{name} seed {seed} stopped at batch {trainer.interrupted_at} of {batches}; "
+                                   f"not reported; a rerun resumes it from {out}")
     edits, lens = split_edits([out], data_dir)
     low, high = bootstrap_ci(edits, lens)
     result = {"seed": seed, "PER": float(edits.sum() / lens.sum()), "ci95": [low, high],
               "val_PER_best": float(trainer.best_val_PER), "n_trials": int(len(lens)),
-              "steps_per_s": batches / wall, "parameters": int(n_params),
+              "steps_per_s": (batches - first_batch) / wall, "parameters": int(n_params),
               "edits": edits.tolist(), "lens": lens.tolist()}
     atomic_write_json(done, result)
     return result
@@ -207,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     check_flags(args, {"batches": 2, "seeds": 1, "threads": 0})
     if args.data_dir and not (Path(args.data_dir) / "hdf5_data_final").is_dir():  # was a FileNotFoundError traceback
         raise ConfigError(f"--data_dir {args.data_dir}: no hdf5_data_final/ there; expected a synthetic root")
-    logging.basicConfig(level=logging.WARNING)
+    check_output_folder("--work", args.work)  # was a NotADirectoryError traceback
+    check_output_file("--out", args.out)  # was an IsADirectoryError traceback after the whole run
     import torch
 
     torch.set_num_threads(args.threads or max(1, min(torch.get_num_threads(), 2)))
@@ -220,15 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     results, all_runs = {}, {}
     n_runs = len(args.recipes) * args.seeds
     bar = tqdm(total=n_runs, desc="recipe runs", unit="run")
-    for name in args.recipes:
-        runs = []
-        for s in range(1, args.seeds + 1):
-            runs.append(run_recipe(name, s, root / "hdf5_data_final", work / f"{name}_seed{s}", args.batches))
-            bar.update(1)
-        all_runs[name] = runs
-        results[name] = summarise_recipe(name, runs)
-        log.warning("%s: PER %.4f (seeds %s)", name, results[name]["PER_mean"],
-                    [round(r["PER"], 4) for r in runs])
+    try:
+        for name in args.recipes:
+            runs = []
+            for s in range(1, args.seeds + 1):
+                runs.append(run_recipe(name, s, root / "hdf5_data_final", work / f"{name}_seed{s}", args.batches))
+                bar.update(1)
+            all_runs[name] = runs
+            results[name] = summarise_recipe(name, runs)
+            # progress, above the bar (was a WARNING log line)
+            tqdm.write(f"{name}: PER {results[name]['PER_mean']:.4f} (seeds {[round(r['PER'], 4) for r in runs]})",
+                       file=sys.stderr)
+    except RecipeRunInterrupted as exc:
+        bar.close()
+        print(f"interrupted (Ctrl-C): {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     bar.close()
     if "baseline" in all_runs and args.seeds > 1:  # the arithmetic mixture of the baseline's seeds
         edits, lens = split_edits([work / f"baseline_seed{s}" for s in range(1, args.seeds + 1)],

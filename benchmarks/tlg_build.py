@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from benchmarks.measure import print_result
-from nejm_b2txt_utils.cli_errors import check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.cli_errors import check_flags, check_output_folder, exit_2_on_bad_input
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_LM = REPO / "language_model" / "build_lm.py"
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, help="keep the built folders here (default: a temporary folder)")
     args = p.parse_args(argv)
     check_flags(args, {"big_words": 1, "big_prune": 0, "first_pass_ngrams": 1})
+    check_output_folder("--work", args.work)
     if any(n < 1 for n in args.streamed_words):
         p.error(f"--streamed_words must be >= 1, got {args.streamed_words}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -6,12 +6,17 @@
 With ``--arpa`` the file is streamed line by line (per-order scratch arrays on disk beside ``--out``); with
 ``--g_fst`` the FST is read through a memmap and ``words.txt`` is taken from its folder unless ``--words``
 says otherwise. The server picks the store up from the LM folder (``<lm_path>/ngram_store``) at start-up.
+The store is written into a temporary folder beside ``--out`` and moved there only when complete: a failed or
+interrupted (Ctrl-C) conversion leaves no ``--out`` folder behind, and a store already at ``--out`` stays as it
+was until the new one replaces it. ``--out`` must be missing, empty or a store (a folder of other files is
+refused, never deleted).
 Prints one JSON line: counts, bytes on disk, bytes per n-gram, seconds, peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import logging
 import sys
@@ -24,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from language_model.graph.fst_io import FstReadError  # noqa: E402
 from language_model.ngram.store import StoreError, check_store  # noqa: E402
 from language_model.ngram.store_convert import ConvertError, arpa_to_store, g_fst_to_store  # noqa: E402
+from language_model.ngram.store_writer import check_store_target  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, exit_2_on_bad_input  # noqa: E402
 from nejm_b2txt_utils.memory import peak_rss_mb  # noqa: E402
 
@@ -52,6 +58,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def warn_if_other_words(g_fst: Path, words: Path) -> bool:
+    """Warn when ``--words`` is not the ``words.txt`` beside the FST while that one exists and differs: a
+    words.txt of another LM with as many symbols converts without an error into a store of wrong words (was
+    silent).
+
+    Args:
+        g_fst: the FST file.
+        words: the symbol table to be used.
+
+    Returns:
+        Whether a warning was logged.
+    """
+    beside = g_fst.parent / "words.txt"
+    if not beside.is_file() or beside.resolve() == words.resolve() or filecmp.cmp(beside, words, shallow=False):
+        return False
+    log.warning("--words %s differs from %s beside the FST: if it is another LM's words.txt the store's words "
+                "are wrong (a grammar's labels only mean something with its own words.txt)", words, beside)
+    return True
+
+
 @exit_2_on_bad_input(ConvertError, StoreError, FstReadError, FileNotFoundError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     """Convert, then print a JSON summary.
@@ -72,12 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"{source}: not found (or not a file)")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a file; expected a folder to write the store into")
+    check_store_target(args.out)  # a folder of other files is refused (the new store replaces --out)
     if args.arpa is not None:
         out = arpa_to_store(args.arpa, args.out, args.scratch)
     else:
         words = args.words or args.g_fst.parent / "words.txt"
         if not words.is_file():
             raise ConfigError(f"{words}: not found; --g_fst needs the FST's words.txt (--words)")
+        warn_if_other_words(args.g_fst, words)
         out = g_fst_to_store(args.g_fst, words, args.out)
     header = check_store(out, deep=args.check)
     n = sum(header["counts"])

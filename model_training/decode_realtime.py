@@ -36,7 +36,7 @@ from model_training.realtime import GreedyText, LiveView, RealtimeDecoder, Strea
 from model_training.realtime_stats import latency_table, summarise  # noqa: E402
 from model_training.streaming import StreamingModel  # noqa: E402
 from nejm_b2txt_utils.causal_features import SMOOTHING_MODES  # noqa: E402
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, print_bad_input  # noqa: E402
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, print_bad_input, print_line  # noqa: E402
 from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.endpoint import EndpointRule  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15FormatError  # noqa: E402
@@ -175,13 +175,13 @@ def run(args: argparse.Namespace) -> int:
              "trial end only" if endpoint is None else f"after {args.trailing_ms:.0f} ms silence", args.lm, out)
     sentences = []
     t0 = time.time()
-    bar = tqdm(desc="sentences", unit="sent", disable=view.enabled, dynamic_ncols=True)
-    for s in decoder.run(events):
-        store.add({"id": s.sentence, **s.record()})
-        s.features = None  # published already (--publish_sentences); the latency table does not need the bins
-        sentences.append(s)
-        bar.update(1)
-    bar.close()
+    # closed also on an error, so that the error line is not written onto the bar's line
+    with tqdm(desc="sentences", unit="sent", disable=view.enabled, dynamic_ncols=True) as bar:
+        for s in decoder.run(events):
+            store.add({"id": s.sentence, **s.record()})
+            s.features = None  # published already (--publish_sentences); the latency table does not need the bins
+            sentences.append(s)
+            bar.update(1)
     log.info("%d sentences in %.1f s (%d bad bins skipped); saved in %s", len(sentences), time.time() - t0,
              decoder.bad_bins, out)
     summary = summarise(sentences)
@@ -203,19 +203,18 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return run(args)
     except LMTimeoutError as exc:
-        print(f"error: {exc} (finished sentences are saved; rerun the same command to continue)", file=sys.stderr)
+        print_line(f"error: {exc} (finished sentences are saved; rerun the same command to continue)")
         return 3
     except (ConfigError, CheckpointError, PartialResultsError, T15FormatError, FileNotFoundError, ConnectionError,
             LMProtocolError) as exc:
         return print_bad_input(exc)
     except KeyboardInterrupt:
-        print("interrupted (finished sentences are saved)", file=sys.stderr)
+        print_line("interrupted (finished sentences are saved)")
         return 130
     except Exception as exc:  # redis-py's errors are not the builtin ConnectionError (was a traceback)
         if type(exc).__module__.split(".")[0] != "redis":
             raise
-        print(f"error: Redis: {' '.join(str(exc).split())} (is redis-server running at --redis_ip/--redis_port?)",
-              file=sys.stderr)
+        print_line(f"error: Redis: {' '.join(str(exc).split())} (is redis-server running at --redis_ip/--redis_port?)")
         return 2
 
 

@@ -225,7 +225,8 @@ class TrainingLoop:
 
         Returns:
             ``{"train_losses", "val_losses", "val_PERs", "val_metrics"}`` (lists; ``val_metrics`` without
-            :data:`HEAVY_VAL_KEYS`).
+            :data:`HEAVY_VAL_KEYS`). After it, the public ``interrupted_at`` is the batch at which a Ctrl-C stopped
+            the run (``last_checkpoint`` saved; not a finished run), else None: callers check it.
         """
         a = self.args
         self.val_metrics_history: list[dict] = []

@@ -10,8 +10,10 @@ still raises with its traceback: a bug must stay visible.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 EXIT_BAD_INPUT = 2
@@ -36,6 +38,20 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def print_line(line: str) -> None:
+    """Print one line on stderr on a line of its own: above any tqdm progress bar on screen (``tqdm.write``, when
+    tqdm is loaded) instead of at the end of the bar's line (was ``sentences: 0sent [00:00, ?sent/s]error: ...``).
+
+    Args:
+        line: the text, without a newline.
+    """
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None:
+        tqdm_module.tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
+
+
 def print_bad_input(exc: BaseException) -> int:
     """Print ``error: <message>`` as one line on stderr.
 
@@ -45,7 +61,7 @@ def print_bad_input(exc: BaseException) -> int:
     Returns:
         :data:`EXIT_BAD_INPUT` (2), for ``return print_bad_input(exc)`` in a ``main``.
     """
-    print(f"error: {one_line(exc)}", file=sys.stderr)
+    print_line(f"error: {one_line(exc)}")
     return EXIT_BAD_INPUT
 
 
@@ -71,7 +87,7 @@ def exit_2_on_bad_input(*extra: type[BaseException]) -> Callable[[F], F]:
             except types as exc:
                 return print_bad_input(exc)
             except KeyboardInterrupt:
-                print("interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)
+                print_line("interrupted (Ctrl-C); nothing half-written was kept")
                 return EXIT_INTERRUPTED
 
         return wrapped  # type: ignore[return-value]
@@ -94,3 +110,51 @@ def check_flags(args: object, minima: dict[str, float]) -> None:
         value = getattr(args, name)
         if value is not None and not value >= least:
             raise ConfigError(f"--{name}: expected a number >= {least}, got {value}")
+
+
+def _first_existing_parent_is_dir(flag: str, path: Path) -> None:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder; expected a writable folder")
+            return
+
+
+def check_output_file(flag: str, path: str | os.PathLike | None) -> None:
+    """Check a flag naming a file the script writes at the end, before any work (was an ``IsADirectoryError``
+    or ``NotADirectoryError`` traceback after the whole run).
+
+    Args:
+        flag: the flag's name as typed (``"--out"``), for the message.
+        path: its value; None (not given) passes.
+
+    Raises:
+        ConfigError: the path is an existing folder or non-regular file, or lies below a file.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; expected a file path")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{flag} {path}: exists and is not a regular file; expected a file path")
+    _first_existing_parent_is_dir(flag, path)
+
+
+def check_output_folder(flag: str, path: str | os.PathLike | None) -> None:
+    """Check a flag naming a folder the script creates or writes into, before any work (was a
+    ``NotADirectoryError`` or ``FileExistsError`` traceback when the first file was written).
+
+    Args:
+        flag: the flag's name as typed (``"--work"``), for the message.
+        path: its value; None (not given) passes.
+
+    Raises:
+        ConfigError: the path exists and is not a folder, or lies below a file.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file, not a folder; expected a folder (created if missing)")
+    _first_existing_parent_is_dir(flag, path)

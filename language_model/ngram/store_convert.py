@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from language_model.ngram.store import (
     UNK,
     NgramStore,
 )
-from language_model.ngram.store_writer import StoreWriter, write_store
+from language_model.ngram.store_writer import StoreWriter, staged_store, write_store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ def _log10_value(text: str, path, line_no: int, what: str) -> float:
     return value
 
 def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+    """The file as UTF-8 text, gunzipped when it starts with gzip's magic bytes (whatever its suffix)."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")
 
 
 def _keys(ids: np.ndarray) -> np.ndarray:
@@ -104,8 +108,23 @@ def _in_trie_order(ids: np.ndarray) -> np.ndarray:
 
 
 def _arpa_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with _open_text(path) as f:
-        yield from enumerate(f, 1)
+    """``(line number, line)`` of the ARPA text.
+
+    Raises:
+        ConvertError: not UTF-8 text, or a corrupt or truncated gzip stream (was a ``BadGzipFile`` traceback or a
+            ``'utf-8' codec can't decode`` line without the file name); names the file and line.
+    """
+    n = 0
+    try:
+        with _open_text(path) as f:
+            for n, line in enumerate(f, 1):
+                yield n, line
+    except UnicodeDecodeError as e:
+        # text is decoded in blocks: the bad byte lies after line n, not necessarily on line n + 1
+        raise ConvertError(f"{path}: not an ARPA text file (byte 0x{e.object[e.start:e.start + 1].hex()} after line "
+                           f"{n} is not UTF-8; a binary file such as a G.fst? use --g_fst for those)") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise ConvertError(f"{path}: not a gzipped ARPA text file (after line {n}: {e})") from None
 
 
 def _read_arpa_into(path: Path, scratch: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict[int, _Spill]]:
@@ -118,65 +137,70 @@ def _read_arpa_into(path: Path, scratch: Path) -> tuple[list[str], np.ndarray, n
     spills: dict[int, _Spill] = {}
     section, order = -1, 0
     bar = None
-    for n, line in _arpa_lines(path):
-        fields = line.split()
-        if not fields:
-            continue
-        head = fields[0]
-        if head.startswith("\\"):
-            if head == "\\data\\":
-                section = 0
-            elif head == "\\end\\":
-                break
-            elif head.endswith("-grams:"):
-                section = int(head[1:].split("-")[0])
-                if section == 1:
-                    if not declared:
-                        raise ConvertError(f"{path}:{n}: an n-gram section before the \\data\\ counts")
-                    order = max(declared)
-                    bar = tqdm(total=sum(declared.values()), desc="reading ARPA", unit=" n-grams",
-                               mininterval=2.0, unit_scale=True)
-                    for k in range(2, order + 1):
-                        spills[k] = _Spill(scratch, k, declared.get(k, 0), k < order)
-                elif section not in spills:
-                    raise ConvertError(f"{path}:{n}: section {head} not declared in \\data\\")
-            continue
-        if section == 0:
-            if head == "ngram" and len(fields) >= 2:
-                k, _, cnt = line.split(None, 1)[1].partition("=")
-                declared[int(k)] = int(cnt)
-            continue
-        if section < 1:
-            continue
-        k = section
-        if len(fields) not in (k + 1, k + 2):
-            raise ConvertError(f"{path}:{n}: expected a {k}-gram line (log10 p, {k} words[, bow]), got {line.strip()!r}")
-        logp = _log10_value(head, path, n, "log10 p")
-        bow = _log10_value(fields[k + 1], path, n, "backoff") if len(fields) == k + 2 else 0.0
-        if k == 1:
-            w = fields[1]
-            if w in index:
-                raise ConvertError(f"{path}:{n}: the 1-gram {w!r} appears twice")
-            index[w] = len(vocab)
-            vocab.append(w)
-            uni_logp.append(logp)
-            uni_bow.append(bow)
-        else:
-            sp = spills[k]
-            if sp.filled >= sp.n:
-                raise ConvertError(f"{path}:{n}: more {k}-grams than the {sp.n} declared in \\data\\")
-            try:
-                sp.ids[sp.filled] = [index[w] for w in fields[1 : k + 1]]
-            except KeyError as e:
-                raise ConvertError(f"{path}:{n}: word {e.args[0]!r} is not among the 1-grams") from None
-            sp.logp[sp.filled] = logp
-            if sp.bow is not None:
-                sp.bow[sp.filled] = bow
-            sp.filled += 1
-        if bar is not None and (n & 0xFFFF) == 0:
-            bar.update(len(vocab) + sum(s.filled for s in spills.values()) - bar.n)
-    if bar is not None:
-        bar.close()
+    try:  # the bar is closed also on an error (its line was then ended by the error message)
+        for n, line in _arpa_lines(path):
+            fields = line.split()
+            if not fields:
+                continue
+            head = fields[0]
+            if head.startswith("\\"):
+                if head == "\\data\\":
+                    section = 0
+                elif head == "\\end\\":
+                    break
+                elif head.endswith("-grams:"):
+                    section = int(head[1:].split("-")[0])
+                    if section == 1:
+                        if not declared:
+                            raise ConvertError(f"{path}:{n}: an n-gram section before the \\data\\ counts")
+                        order = max(declared)
+                        bar = tqdm(total=sum(declared.values()), desc="reading ARPA", unit=" n-grams",
+                                   mininterval=2.0, unit_scale=True)
+                        for k in range(2, order + 1):
+                            spills[k] = _Spill(scratch, k, declared.get(k, 0), k < order)
+                    elif section not in spills:
+                        raise ConvertError(f"{path}:{n}: section {head} not declared in \\data\\")
+                continue
+            if section == 0:
+                if head == "ngram" and len(fields) >= 2:
+                    k, _, cnt = line.split(None, 1)[1].partition("=")
+                    try:
+                        declared[int(k)] = int(cnt)
+                    except ValueError:
+                        raise ConvertError(f"{path}:{n}: expected 'ngram <k>=<count>', got {line.strip()!r}") from None
+                continue
+            if section < 1:
+                continue
+            k = section
+            if len(fields) not in (k + 1, k + 2):
+                raise ConvertError(f"{path}:{n}: expected a {k}-gram line (log10 p, {k} words[, bow]), got {line.strip()!r}")
+            logp = _log10_value(head, path, n, "log10 p")
+            bow = _log10_value(fields[k + 1], path, n, "backoff") if len(fields) == k + 2 else 0.0
+            if k == 1:
+                w = fields[1]
+                if w in index:
+                    raise ConvertError(f"{path}:{n}: the 1-gram {w!r} appears twice")
+                index[w] = len(vocab)
+                vocab.append(w)
+                uni_logp.append(logp)
+                uni_bow.append(bow)
+            else:
+                sp = spills[k]
+                if sp.filled >= sp.n:
+                    raise ConvertError(f"{path}:{n}: more {k}-grams than the {sp.n} declared in \\data\\")
+                try:
+                    sp.ids[sp.filled] = [index[w] for w in fields[1 : k + 1]]
+                except KeyError as e:
+                    raise ConvertError(f"{path}:{n}: word {e.args[0]!r} is not among the 1-grams") from None
+                sp.logp[sp.filled] = logp
+                if sp.bow is not None:
+                    sp.bow[sp.filled] = bow
+                sp.filled += 1
+            if bar is not None and (n & 0xFFFF) == 0:
+                bar.update(len(vocab) + sum(s.filled for s in spills.values()) - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
     if not vocab:
         raise ConvertError(f"{path}: not an ARPA file (no \\data\\ counts or no 1-grams)")
     if declared.get(1) != len(vocab):
@@ -278,8 +302,14 @@ def arpa_to_store(arpa: str | os.PathLike, out_dir: str | os.PathLike, scratch_d
     arpa, out_dir = Path(arpa), Path(out_dir)
     if not arpa.is_file():
         raise FileNotFoundError(f"ARPA file not found: {arpa}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".ngram_convert.", dir=scratch_dir or out_dir.parent))
+    with staged_store(out_dir) as staging:  # moved to out_dir only when complete (nothing left on failure)
+        _write_arpa_store(arpa, staging, Path(scratch_dir or out_dir.parent))
+    return out_dir
+
+
+def _write_arpa_store(arpa: Path, out_dir: Path, scratch_dir: Path) -> None:
+    """The body of :func:`arpa_to_store`: write the store into ``out_dir`` (a staging folder)."""
+    scratch = Path(tempfile.mkdtemp(prefix=".ngram_convert.", dir=scratch_dir))
     try:
         (scratch / "merged").mkdir()
         vocab, uni_logp, uni_bow, spills = _read_arpa_into(arpa, scratch)
@@ -327,7 +357,7 @@ def arpa_to_store(arpa: str | os.PathLike, out_dir: str | os.PathLike, scratch_d
             for k in sorted(inserted):
                 rows = np.asarray(spills[k].ids[inserted[k]], dtype=np.int64)
                 arrays[(k, "logp")][inserted[k]] = store.ngram_logprob(rows, max_order=k - 1)
-        return writer.close()
+        writer.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -371,15 +401,17 @@ def g_fst_to_store(g_fst: str | os.PathLike, words_txt: str | os.PathLike, out_d
         what = (f"no {backoff_symbol} (backoff) symbol" if backoff < 0
                 else f"label {int(missing[0])} of the FST is not in it ({len(missing)} labels missing)")
         raise ConvertError(f"{words_txt}: {what}; expected the words.txt of {g_fst}'s own LM folder (--words)")
+    # a words.txt of another LM with enough symbols passes the check above and shows up as a malformed FST:
+    hint = f" (or --words {words_txt} is not the words.txt of this FST's LM: a --words of another LM causes this)"
     n_states = len(fst.final)
     is_backoff = fst.ilabel == backoff
     is_word = ~is_backoff & (fst.olabel != 0)
     if (~is_backoff & ~is_word).any():
         s = int(fst.state[np.argmax(~is_backoff & ~is_word)])
         raise ConvertError(f"{g_fst}: state {s} has an epsilon arc; expected word arcs and {backoff_symbol} backoff "
-                           "arcs only (a grammar written by kaldilm's arpa2fst)")
+                           f"arcs only (a grammar written by kaldilm's arpa2fst){hint}")
     if (is_word & (fst.ilabel != fst.olabel)).any():
-        raise ConvertError(f"{g_fst}: a word arc with different input and output labels; expected an acceptor")
+        raise ConvertError(f"{g_fst}: a word arc with different input and output labels; expected an acceptor{hint}")
     bo_dest = np.full(n_states, -1, dtype=np.int64)
     bo_cost = np.zeros(n_states)
     bo_dest[fst.state[is_backoff]] = fst.nextstate[is_backoff]
@@ -394,7 +426,7 @@ def g_fst_to_store(g_fst: str | os.PathLike, words_txt: str | os.PathLike, out_d
     to_store[[labels[w] for w in vocab if w in labels]] = [i for i, w in enumerate(vocab) if w in labels]
     if (to_store[fst.olabel[is_word]] < 0).any():
         raise ConvertError(f"{g_fst}: a word arc whose word has no unigram arc; expected every word in the "
-                           "unigram state")
+                           f"unigram state{hint}")
     eos, bos = vocab.index(EOS), vocab.index(BOS)
 
     level = np.full(n_states, -1, dtype=np.int64)  # history length of each state
@@ -433,7 +465,7 @@ def g_fst_to_store(g_fst: str | os.PathLike, words_txt: str | os.PathLike, out_d
         fresh = level[dest] < 0
         if np.unique(dest[fresh]).size != fresh.sum():
             raise ConvertError(f"{g_fst}: a state reached from two histories of length {hist}; expected an "
-                               "n-gram grammar (one state per history)")
+                               f"n-gram grammar (one state per history){hint}")
         level[dest[fresh]], entry[dest[fresh]] = hist + 1, row[: arcs.size][fresh]
     unreached = int((level < 0).sum())
     if unreached:
@@ -442,4 +474,6 @@ def g_fst_to_store(g_fst: str | os.PathLike, words_txt: str | os.PathLike, out_d
     if order > 1:
         orders[-1].pop("bow", None)
     note = "" if UNK in symbols.values() and labels[UNK] in fst.olabel[uni] else f"; {UNK} added with log10 p = -99"
-    return write_store(out_dir, vocab, orders, source=f"{g_fst.name} (kaldilm grammar){note}")
+    with staged_store(out_dir) as staging:  # moved to out_dir only when complete (nothing left on failure)
+        write_store(staging, vocab, orders, source=f"{g_fst.name} (kaldilm grammar){note}")
+    return Path(out_dir)

@@ -1,10 +1,15 @@
 """Writing a memory-mapped n-gram store (the format of ``language_model/ngram/store.py``): one order at a time,
-from in-memory or memory-mapped arrays, ``header.json`` last so a half-written store is never taken for one."""
+from in-memory or memory-mapped arrays, ``header.json`` last so a half-written store is never taken for one;
+:func:`staged_store` writes it beside its place and moves it in only when complete, so an interrupted
+conversion leaves no half-written folder (and a previous store untouched)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +178,75 @@ def write_store(out_dir: str | os.PathLike, vocab: Sequence[str], orders: Iterab
         writer.add_order(k, n_orders, arrays["word"], arrays["logp"], arrays.get("bow"),
                          arrays.get("child") if k < n_orders else None)
     return writer.close()
+
+
+def _is_store_file(name: str) -> bool:
+    """Whether ``name`` is one of a store's files (``header.json``, ``vocab.txt``, ``<k>.<kind>.npy``)."""
+    if name in (HEADER, VOCAB):
+        return True
+    k, _, rest = name.partition(".")
+    return k.isdigit() and rest in {f"{kind}.npy" for kind in DTYPES}
+
+
+def check_store_target(out_dir: str | os.PathLike) -> None:
+    """Check a store's destination before any work: missing, empty, or a store (only store files: a complete one
+    or the remains of a half-written one), which a new store may replace.
+
+    Args:
+        out_dir: the store folder.
+
+    Raises:
+        StoreError: ``out_dir`` is a file, or a folder holding files that are not a store's (never deleted).
+    """
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise StoreError(f"{out}: is a file; expected a folder for the n-gram store")
+        foreign = sorted(p.name for p in out.iterdir() if not _is_store_file(p.name))
+        if foreign:
+            raise StoreError(f"{out}: holds {foreign[0]!r} ({len(foreign)} files that are not a store's); expected "
+                             "a missing or empty folder, or an n-gram store to replace")
+
+
+@contextlib.contextmanager
+def staged_store(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Write a store into a temporary sibling folder and move it to ``out_dir`` only when the block succeeds.
+
+    On any failure or interrupt (``BaseException``, Ctrl-C included) the temporary folder (and any parent folder
+    created for it) is removed and ``out_dir`` is left as it was: missing, or the previous store untouched (was: a half-written folder without
+    ``header.json`` at ``out_dir``). On success a previous store is replaced (moved aside, the new one renamed
+    in, the old one removed).
+
+    Args:
+        out_dir: the store folder: missing, empty, or a store (only store files: a complete one or the remains
+            of a half-written one); anything else is refused so that no other file is deleted.
+
+    Yields:
+        The temporary folder to write the store into (pass it to :class:`StoreWriter` / :func:`write_store`).
+
+    Raises:
+        StoreError: ``out_dir`` is a file, or a folder holding files that are not a store's.
+    """
+    out = Path(out_dir)
+    check_store_target(out)
+    created = [p for p in out.absolute().parents if not p.exists()]  # deepest first; removed again on failure
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing.", dir=out.parent))
+    old = None
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None and (old / out.name).exists() and not out.exists():  # put the previous store back
+            os.replace(old / out.name, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty: something else was written there meanwhile
+                folder.rmdir()
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input
-from nejm_b2txt_utils.synthetic.sessions import PRESETS
+from nejm_b2txt_utils.synthetic.sessions import PRESET_HELP, PRESETS
 from nejm_b2txt_utils.synthetic.writer import generate
 
 
@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Write synthetic T15 data: DIR/hdf5_data_final/<session>/data_{train,val,test}.hdf5, "
                     "DIR/t15_copyTaskData_description.csv and DIR/lm_corpus.txt.")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                        help="tiny: 3 sessions x ~20 short trials; small: 8 x ~120 (the demo); "
-                             "full: the 45 real sessions, ~11k trials, ~9 GB (default: %(default)s)")
+                        help="; ".join(f"{name}: {PRESET_HELP[name]}" for name in sorted(PRESETS))
+                        + " (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--max_sessions", type=int, default=None,

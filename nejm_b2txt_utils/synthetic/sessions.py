@@ -101,6 +101,15 @@ PRESETS: dict[str, Preset] = {
     "full": Preset("full", tuple(range(len(SESSION_TABLE))), None),
 }
 
+#: One line per preset for ``--help`` (the CLI builds its help from this; a preset without one is a test failure).
+PRESET_HELP: dict[str, str] = {
+    "tiny": "3 sessions x ~20 short trials",
+    "small": "8 sessions x ~120 trials (the demo)",
+    "hard": "the small sessions with a weaker neural code (modulation depth 0.4 instead of 0.6; greedy val PER "
+            "near the real data's ~10 %%, benchmarks/recipes.py's default)",
+    "full": "the 45 real sessions, ~11k trials, ~9 GB",
+}
+
 
 def _round_robin(weights: dict[str, int], n: int) -> list[str]:
     """Smooth weighted round robin: ``n`` labels, each as often as its weight share, evenly spread."""

@@ -17,3 +17,20 @@ def test_bad_input_and_ctrl_c_are_one_line(capsys):
     # new-user case: convert_lm.py, calibrate_model.py and build_lm.py ended in a KeyboardInterrupt traceback
     assert main("ctrl-c") == EXIT_INTERRUPTED == 130
     assert capsys.readouterr().err == "interrupted (Ctrl-C); nothing half-written was kept\n"
+
+
+def test_error_line_is_not_written_onto_an_open_progress_bar(capsys):
+    """New-user case: ``sentences: 0sent [00:00, ?sent/s]error: ...`` (the line printed at the end of the bar's)."""
+    import re
+
+    from tqdm import tqdm
+
+    from nejm_b2txt_utils.cli_errors import ConfigError, print_bad_input
+
+    bar = tqdm(desc="sentences", unit="sent")  # writes to the captured stderr
+    assert print_bad_input(ConfigError("--out x: is a folder")) == 2
+    bar.close()
+    segments = re.split(r"[\r\n]", capsys.readouterr().err)
+    assert "error: --out x: is a folder" in segments  # a line of its own (the bar cleared, then redrawn)
+    assert not any("sent/s]error" in s for s in segments)
+

@@ -295,3 +295,18 @@ def test_full_prefix_streams_with_bounded_memory(tmp_path):
     assert t["train"] == 290 + 370 and t["val"] + t["test"] == 70 and abs(t["val"] - t["test"]) <= 2
     assert summary["bytes"] > 400e6
     assert peak_mb < 600  # 277-280 MB measured (one block of features in memory at a time)
+
+
+def test_help_describes_every_preset(capsys):
+    """New-user case: --help listed ``hard`` as a choice but described only tiny, small and full."""
+    from nejm_b2txt_utils.synthetic.__main__ import main
+    from nejm_b2txt_utils.synthetic.neural import NeuralParams
+    from nejm_b2txt_utils.synthetic.sessions import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in PRESETS:
+        assert f"{name}: " in text, name
+    assert "hard: the small sessions with a weaker neural code (modulation depth 0.4 instead of 0.6;" in text
+    assert PRESETS["hard"].neural == (("depth", 0.4),) and NeuralParams().depth == 0.6  # what the help says
