@@ -235,10 +235,15 @@ def publish_dir(src: str | os.PathLike, dst: str | os.PathLike, *, replace: bool
     Returns:
         ``True`` if ``src`` became ``dst``; ``False`` if ``replace=False`` and ``dst`` already existed.
 
+    The published folder gets the permissions a plain ``mkdir`` would give it (``0o777`` minus the umask), not
+    ``tempfile.mkdtemp``'s private ``0o700``: a reader running as another user (a decoder loading a checkpoint)
+    can open it.
+
     Raises:
         OSError: a rename failed for another reason (``src`` is left in place for the caller to remove).
     """
     src, dst = Path(src), Path(dst)
+    os.chmod(src, 0o777 & ~_umask())
     if not replace:
         try:
             os.rename(src, dst)  # fails when dst is a non-empty folder

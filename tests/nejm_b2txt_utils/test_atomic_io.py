@@ -79,3 +79,21 @@ def test_publish_dir_without_replace_keeps_the_folder_already_there(tmp_path):
     assert publish_dir(_folder(tmp_path / ".new", "third"), tmp_path / "other", replace=False) is True
     with pytest.raises(FileNotFoundError):
         publish_dir(tmp_path / "missing", tmp_path / "x", replace=False)
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_a_published_folder_gets_the_umask_permissions_not_mkdtemp_0700(tmp_path, replace):
+    """Reported: recal_NNNN/ came out 0700 (tempfile.mkdtemp's), unloadable by a decoder running as another user."""
+    import tempfile
+
+    old = os.umask(0o022)
+    try:
+        src = tempfile.mkdtemp(dir=tmp_path)
+        assert _mode(src) == 0o700
+        assert publish_dir(src, tmp_path / "model", replace=replace) is True
+        assert _mode(tmp_path / "model") == 0o755
+        os.umask(0o027)
+        assert publish_dir(tempfile.mkdtemp(dir=tmp_path), tmp_path / "model2", replace=replace) is True
+        assert _mode(tmp_path / "model2") == 0o750
+    finally:
+        os.umask(old)
