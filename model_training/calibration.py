@@ -352,7 +352,9 @@ class Calibrator:
         self.model.eval()
         return infer_trial(self.model, features, self.day, self.device, self.transform_args)
 
-    def _feasible(self, s: Sentence) -> bool:
+    def feasible(self, s: Sentence) -> bool:
+        """Whether CTC can align ``s.labels`` to the output frames of ``s.features`` (after the training random
+        cut): sentences that cannot are left out of updates."""
         max_cut = max(int(self.transform_args.get("random_cut", 0) or 0) - 1, 0)
         return s.labels is not None and len(s.labels) > 0 and ctc_feasible(
             s.features.shape[0], s.labels, self.patch_size, self.patch_stride, max_cut)[0]
@@ -375,8 +377,8 @@ class Calibrator:
         """
         t0 = time.perf_counter()
         new = [Sentence(s.features, s.labels, self.day, s.text) for s in sentences]
-        new = [s for s in new if self._feasible(s)]
-        self.replay = [s for s in self.replay if self._feasible(s)]
+        new = [s for s in new if self.feasible(s)]
+        self.replay = [s for s in self.replay if self.feasible(s)]
         history: list[float] = []
         if not new:
             return UpdateResult(0, math.nan, time.perf_counter() - t0, False)

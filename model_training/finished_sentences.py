@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from model_training.realtime import Sentence
+from nejm_b2txt_utils.causal_features import MAX_ABS_FEATURE
 from nejm_b2txt_utils.redis_protocol import FINISHED_SENTENCE_STREAM
+from nejm_b2txt_utils.t15_hdf5 import n_output_frames
 
 #: Entries kept on the stream (XADD MAXLEN ~): a session's sentences; at 512 channels a 5 s sentence is 0.5 MB,
 #: so Redis holds at most a few hundred MB of them.
@@ -95,7 +97,10 @@ def parse_entry(entry_id: bytes | str, fields: dict) -> FinishedSentence:
         The :class:`FinishedSentence`.
 
     Raises:
-        ValueError: a missing or malformed field, named with the entry id and what was expected.
+        ValueError: a missing or malformed field, named with the entry id and what was expected: a byte count
+            that is not ``4 * T * C``, no bins, NaN/Inf or implausible (beyond
+            :data:`~nejm_b2txt_utils.causal_features.MAX_ABS_FEATURE`) features, a confidence that is not a
+            number in [0, 1].
     """
     eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     where = f"{FINISHED_SENTENCE_STREAM} entry {eid}"
@@ -110,6 +115,33 @@ def parse_entry(entry_id: bytes | str, fields: dict) -> FinishedSentence:
         raise ValueError(f"{where}: {exc} (fields shape 'T,C', day int, confidence float)") from None
     if not np.isfinite(features).all():
         raise ValueError(f"{where}: features: NaN/Inf values, expected finite bins")
+    if np.abs(features).max(initial=0.0) > MAX_ABS_FEATURE:
+        raise ValueError(f"{where}: features: magnitude {float(np.abs(features).max()):.3g}, expected at most "
+                         f"{MAX_ABS_FEATURE:g}")
+    if features.shape[0] == 0:
+        raise ValueError(f"{where}: shape {t},{c}: no bins, expected at least one")
+    if not 0.0 <= confidence <= 1.0:  # NaN fails too: it would pass a `confidence < gate` test
+        raise ValueError(f"{where}: confidence {confidence}, expected a number in [0, 1]")
     return FinishedSentence(eid, _text(fields, "sentence"), _text(fields, "session"), day, features,
                             _text(fields, "text"), _text(fields, "label"), confidence, _text(fields, "model_path"),
                             _text(fields, "text_kind") or "words")
+
+
+def check_fits_model(fs: FinishedSentence, n_channels: int, patch_size: int, patch_stride: int) -> None:
+    """Check that a parsed entry can train the model: its width and at least one output frame.
+
+    Args:
+        fs: the parsed entry (``features [T, C]``).
+        n_channels: the model's ``n_input_features`` (after any ``feature_subset``: the decoder's bin width).
+        patch_size, patch_stride: the model's patching (bins).
+
+    Raises:
+        ValueError: ``C != n_channels`` or ``T`` bins give no output frame
+            (:func:`~nejm_b2txt_utils.t15_hdf5.n_output_frames`), named with the entry id.
+    """
+    where = f"{FINISHED_SENTENCE_STREAM} entry {fs.entry_id}"
+    t, c = fs.features.shape
+    if c != n_channels:
+        raise ValueError(f"{where}: shape {t},{c}: expected {n_channels} channels (the model's input width)")
+    if n_output_frames(t, patch_size, patch_stride) < 1:
+        raise ValueError(f"{where}: {t} bins give no output frame, expected at least {patch_size} (one patch)")

@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -52,7 +53,7 @@ from model_training.calibration import (  # noqa: E402
     read_sentences,
 )
 from model_training.checkpoint import CheckpointError, load_trained_model  # noqa: E402
-from model_training.finished_sentences import FinishedSentence, parse_entry  # noqa: E402
+from model_training.finished_sentences import FinishedSentence, check_fits_model, parse_entry  # noqa: E402
 from nejm_b2txt_utils.atomic_io import atomic_write_json, publish_dir  # noqa: E402
 from nejm_b2txt_utils.causal_features import RollingZScore  # noqa: E402
 from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input  # noqa: E402
@@ -65,7 +66,8 @@ log = logging.getLogger("recalibrate_online")
 STATE_FILE = "recalibration.json"
 CHECKPOINT_RE = re.compile(r"^recal_(\d{4,})$")
 #: Why a finished sentence was not used (the summary's keys beside PseudoLabelStats' own).
-EXTRA_SKIPS = ("skipped_no_label", "skipped_phoneme_text", "skipped_other_session", "skipped_bad_entry")
+EXTRA_SKIPS = ("skipped_no_label", "skipped_phoneme_text", "skipped_other_session", "skipped_bad_entry",
+               "skipped_too_short")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,14 +134,23 @@ def load_state(out: Path) -> dict:
     for tmp in out.glob(".recal_*"):
         shutil.rmtree(tmp, ignore_errors=True)
     path = out / STATE_FILE
-    fresh = {"last_id": "0-0", "checkpoint": None, "sentences_read": 0, "updates": [],
+    fresh = {"last_id": "0-0", "checkpoint": None, "sentences_read": 0, "updates": [], "bad_entries": [],
              **{k: 0 for k in (*PseudoLabelStats.__dataclass_fields__, *EXTRA_SKIPS)}}
-    if not path.is_file():
+    if not os.path.lexists(path):
         return fresh
     try:
-        state = {**fresh, **json.loads(path.read_text())}
-    except (OSError, ValueError) as exc:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # a folder (IsADirectoryError), unreadable, not JSON
         raise ConfigError(f"{path}: unreadable state ({exc}); move it aside to start over") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a JSON object of the recalibration state, got "
+                          f"{type(loaded).__name__}; move it aside to start over")
+    state = {**fresh, **loaded}
+    for key, value in fresh.items():
+        want = (str, type(None)) if key == "checkpoint" else type(value)
+        if not isinstance(state[key], want) or (want is int and isinstance(state[key], bool)):
+            raise ConfigError(f"{path}: field {key!r} is {state[key]!r}, expected a {type(value).__name__}; "
+                              "move it aside to start over")
     if state["checkpoint"] and not (out / state["checkpoint"] / "checkpoint" / "best_checkpoint").is_file():
         raise ConfigError(f"{path}: checkpoint {state['checkpoint']!r} is missing in {out}")
     for folder in out.iterdir():  # renamed into place but never recorded nor announced (killed in between)
@@ -189,11 +200,18 @@ class Labeller:
 
 
 # ---------------------------------------------------------------------------------------------- the loop
+class UpdateFailed(Exception):
+    """A Calibrator update raised on the sentences so far (a malformed entry that slipped through the checks)."""
+
+
 class OnlineRecalibrator:
     """Consumes finished sentences, updates, saves ``recal_NNNN/`` and publishes it (see the module docstring)."""
 
     def __init__(self, args: argparse.Namespace, client):
         self.args, self.client, self.out = args, client, Path(args.out)
+        if os.path.lexists(self.out) and not self.out.is_dir():
+            raise ConfigError(f"--out {self.out}: exists and is not a folder, expected the folder of the "
+                              "checkpoints and recalibration.json")
         self.out.mkdir(parents=True, exist_ok=True)
         self.state = load_state(self.out)
         start = self.out / self.state["checkpoint"] if self.state["checkpoint"] else Path(args.model_path)
@@ -231,8 +249,13 @@ class OnlineRecalibrator:
 
     def _sentence(self, entry_id, fields, labeller: Labeller, quiet: bool = False) -> Sentence | None:
         """Parse and label one entry; the bins normalised as the decoder saw them (rolling z-score)."""
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        if eid in self.state["bad_entries"]:  # an update failed on it before a restart
+            return None
         try:
             fs = parse_entry(entry_id, fields)
+            check_fits_model(fs, int(self.cal.args.model.n_input_features), self.cal.patch_size,
+                             self.cal.patch_stride)
         except ValueError as exc:
             labeller.counts["skipped_bad_entry"] += 1
             if not quiet:
@@ -243,7 +266,14 @@ class OnlineRecalibrator:
             return None
         feats = self.zscore.normalise(fs.features)  # (T, C) with the statistics of the sentences before it
         self.zscore.add_sentence(fs.features)
-        return None if ids is None else Sentence(feats, ids, self.cal.day, fs.label or fs.text)
+        if ids is None:
+            return None
+        s = Sentence(feats, ids, self.cal.day, fs.label or fs.text)
+        if not self.cal.feasible(s):  # fewer output frames than CTC needs for the label
+            labeller.counts["used"] -= 1
+            labeller.counts["skipped_too_short"] += 1
+            return None
+        return s
 
     def _rebuild_pool(self) -> None:
         """After a restart: the usable sentences up to the last consumed entry (no updates, no counts)."""
@@ -284,14 +314,25 @@ class OnlineRecalibrator:
         if s is not None:
             self.pool.append(s)
             if len(self.pool) >= self.args.min_sentences:
-                self.update_and_publish(eid)
-                return
+                try:
+                    self.update_and_publish(eid)
+                    return
+                except UpdateFailed as exc:  # the last line of defence: this entry is dropped, the loop goes on
+                    self.pool.pop()
+                    self.state["used"] -= 1
+                    self.state["skipped_bad_entry"] += 1
+                    self.state["bad_entries"].append(eid)  # a restart does not rebuild it into the pool
+                    print(f"error: {self.args.stream} entry {eid}: the update failed ({exc}); sentence skipped",
+                          file=sys.stderr)
         atomic_write_json(self.out / STATE_FILE, self.state)
 
     def update_and_publish(self, eid: str) -> None:
         """One Calibrator update on the pool; ``recal_NNNN/`` written whole and renamed into place; the state
         naming it written; only then announced (a restart re-announces a checkpoint the state names)."""
-        res = self.cal.update(self.pool)
+        try:
+            res = self.cal.update(self.pool)
+        except (RuntimeError, ValueError, IndexError) as exc:  # torch's shape / value errors
+            raise UpdateFailed(" ".join(str(exc).split())[:200]) from exc
         name = next_checkpoint_name(self.out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.out))
         try:
@@ -373,8 +414,6 @@ def stop_on_signals():
 
 @exit_2_on_bad_input(CheckpointError, T15FormatError, FileNotFoundError, ConnectionError)
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     import redis
     import torch
 

@@ -27,6 +27,10 @@ from nejm_b2txt_utils.augmentation import gauss_kernel
 SMOOTHING_MODES = ("centred", "causal", "none")
 #: Floor of the rolling std (feature units): a channel silent over N sentences is not blown up.
 MIN_STD = 1e-3
+#: Largest plausible feature magnitude (feature units). The T15 features are z-scored threshold crossings and
+#: spike-band power (|x| in the tens at most); beyond this a bin is corrupt (1e30 overflows float32 squares in
+#: the z-score and the CTC loss), so the decoder and the recalibrator refuse it like NaN/Inf.
+MAX_ABS_FEATURE = 1e6
 
 
 class BadBinError(ValueError):
@@ -45,13 +49,16 @@ def check_bin(values, n_channels: int, where: str = "bin") -> np.ndarray:
         ``[C]`` float32 array.
 
     Raises:
-        BadBinError: not C values, or NaN/Inf among them.
+        BadBinError: not C values, NaN/Inf among them, or a value beyond :data:`MAX_ABS_FEATURE`.
     """
     arr = np.asarray(values, dtype=np.float32).reshape(-1)
     if arr.shape[0] != n_channels:
         raise BadBinError(f"{where}: expected {n_channels} float32 features, got {arr.shape[0]}")
     if not np.isfinite(arr).all():
         raise BadBinError(f"{where}: {int((~np.isfinite(arr)).sum())} NaN/Inf features")
+    if np.abs(arr).max(initial=0.0) > MAX_ABS_FEATURE:
+        raise BadBinError(f"{where}: feature magnitude {float(np.abs(arr).max()):.3g}, expected at most "
+                          f"{MAX_ABS_FEATURE:g}")
     return arr
 
 

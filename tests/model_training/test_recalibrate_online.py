@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import threading
 
 import numpy as np
@@ -121,7 +123,8 @@ def test_decoded_labels_skip_empty_oov_and_unsure_sentences_with_counts(trained_
     state = json.loads((out / "recalibration.json").read_text())
     assert {k: state[k] for k in state if k.startswith("skipped_") or k == "used"} == {
         "used": 2, "skipped_empty": 1, "skipped_oov": 1, "skipped_low_confidence": 1, "skipped_no_label": 0,
-        "skipped_phoneme_text": 1, "skipped_other_session": 1, "skipped_bad_entry": 1}
+        "skipped_phoneme_text": 1, "skipped_other_session": 1, "skipped_bad_entry": 1,
+        "skipped_too_short": 0}
     assert state["sentences_read"] == 8 and [u["sentences"] for u in state["updates"]] == [2]
     assert published == [str((out / "recal_0001").resolve())]
     assert "expected float32 [2, 512] = 4096" in capsys.readouterr().err
@@ -178,6 +181,98 @@ def test_a_recalibrator_killed_mid_update_keeps_the_published_checkpoint(trained
     assert [u["sentences"] for u in state["updates"]] == [2, 3] and state["used"] == 3
     assert first.read_bytes() == kept
     assert len(load_trained_model(out / "recal_0002")[0].day_weights) == 4  # no second day added on resume
+
+
+def test_entries_the_model_cannot_train_on_are_skipped_with_one_line_each(trained_model, new_session, tmp_path,
+                                                                         capsys):
+    """Reported: shape=100,3 with a label was accepted and every update (and every rerun) crashed in _step.
+    Same kind: NaN confidence passed the decoded gate, no bins, fewer bins than one patch, absurd/NaN/Inf
+    features, too few frames for the label's CTC alignment."""
+    trials = new_trials(new_session, 3)
+    feats = [np.ascontiguousarray(t.input_features, dtype=np.float32) for t in trials]
+    out = tmp_path / "recal"
+    with RedisServer() as server:
+        r = server.client()
+        bad = [publish(r, np.ones((100, 3), np.float32), label=trials[0].sentence_label),  # 3 channels, not 512
+               publish(r, feats[0][:0], label=trials[0].sentence_label),  # shape 0,512: no bins
+               publish(r, feats[0][:3], label=trials[0].sentence_label),  # 3 bins < one 14-bin patch
+               publish(r, np.full_like(feats[0], 1e30), label=trials[0].sentence_label),  # absurd magnitude
+               publish(r, feats[0], label=trials[0].sentence_label, confidence="nan")]  # NaN confidence
+        publish(r, feats[0][:18], label=trials[0].sentence_label)  # 2 frames: CTC cannot align the label
+        for t, f in zip(trials, feats):
+            publish(r, f, label=t.sentence_label)
+        code = recalibrate_online.main(recal_args(trained_model, out, server.port, "--labels", "prompted",
+                                                  "--min_sentences", "2"))
+    assert code == 0
+    state = json.loads((out / "recalibration.json").read_text())
+    assert (state["used"], state["skipped_bad_entry"], state["skipped_too_short"]) == (3, 5, 1)
+    assert state["sentences_read"] == 9 and [u["sentences"] for u in state["updates"]] == [2, 3]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 5 and all(b.decode() in e for b, e in zip(bad, errors))
+    assert "shape 100,3: expected 512 channels" in errors[0] and "no bins" in errors[1]
+    assert "3 bins give no output frame, expected at least 14" in errors[2]
+    assert "magnitude 1e+30, expected at most 1e+06" in errors[3]
+    assert "confidence nan, expected a number in [0, 1]" in errors[4]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((out / "recal_0002").stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+
+
+def test_an_update_that_raises_skips_its_entry_and_a_rerun_goes_on(trained_model, new_session, tmp_path,
+                                                                   monkeypatch, capsys):
+    """The last line of defence: an entry that slips past the checks and makes the update raise is counted and
+    recorded, the state advanced, the loop goes on; a rerun does not crash on it again."""
+    trials = new_trials(new_session, 4)
+    out = tmp_path / "recal"
+    real_update = Calibrator.update
+
+    def crashing_update(self, sentences):
+        sentences = list(sentences)
+        if len(sentences) == 3:  # the 3rd entry poisons the pool
+            raise RuntimeError("The size of tensor a (512) must match the size of tensor b (3)")
+        return real_update(self, sentences)
+
+    with RedisServer() as server:
+        r = server.client()
+        ids = [publish(r, np.ascontiguousarray(t.input_features, dtype=np.float32), label=t.sentence_label)
+               for t in trials[:3]]
+        args = recal_args(trained_model, out, server.port, "--labels", "prompted", "--min_sentences", "2")
+        with monkeypatch.context() as m:
+            m.setattr(Calibrator, "update", crashing_update)
+            assert recalibrate_online.main(args) == 0
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert err == [f"error: {FINISHED_SENTENCE_STREAM} entry {ids[2].decode()}: the update failed (The size of "
+                       "tensor a (512) must match the size of tensor b (3)); sentence skipped"]
+        state = json.loads((out / "recalibration.json").read_text())
+        assert (state["last_id"], state["used"], state["skipped_bad_entry"]) == (ids[2].decode(), 2, 1)
+        assert state["bad_entries"] == [ids[2].decode()] and [u["sentences"] for u in state["updates"]] == [2]
+        publish(r, np.ascontiguousarray(trials[3].input_features, dtype=np.float32), label=trials[3].sentence_label)
+        assert recalibrate_online.main(args) == 0  # the rebuilt pool leaves the failed entry out
+    state = json.loads((out / "recalibration.json").read_text())
+    assert state["used"] == 3 and [u["sentences"] for u in state["updates"]] == [2, 3]
+
+
+@pytest.mark.parametrize("case", ["out_is_a_file", "state_is_a_list", "state_is_a_folder", "state_field_type"])
+def test_recalibrator_bad_out_or_state_is_one_line_exit_2(trained_model, tmp_path, capsys, case):
+    """Reported: --out an existing file (FileExistsError), recalibration.json [1,2] (TypeError) or a folder
+    (IsADirectoryError) gave tracebacks."""
+    out = tmp_path / "recal"
+    if case == "out_is_a_file":
+        out.write_text("x")
+    else:
+        out.mkdir()
+        state = out / "recalibration.json"
+        if case == "state_is_a_folder":
+            state.mkdir()
+        else:
+            state.write_text({"state_is_a_list": "[1,2]", "state_field_type": '{"updates": 3}'}[case])
+    with RedisServer() as server:
+        assert recalibrate_online.main(recal_args(trained_model, out, server.port)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert {"out_is_a_file": "exists and is not a folder", "state_is_a_list": "expected a JSON object",
+            "state_is_a_folder": "unreadable state", "state_field_type": "field 'updates' is 3"}[case] in err[0]
+    assert (out.read_text() == "x") if case == "out_is_a_file" else True
 
 
 def test_recalibrator_bad_input_is_one_line(trained_model, tmp_path, capsys):
