@@ -113,7 +113,9 @@ def redis_bins(r, stream: str = BIN_STREAM, start: str | bytes = "$", block_ms: 
 
     Yields:
         :class:`Bin` / :class:`SentenceEnd` events; a bin whose ``features`` field is missing or not float32
-        bytes is yielded as is (the decoder reports it and goes on).
+        bytes, or whose ``day`` is not an int (kept as the string), is yielded as is (the decoder reports it and
+        goes on). An entry without a ``sentence`` field has ``sentence=None``: it belongs to the open sentence
+        (a ``sentence_end`` without one ends the open sentence).
     """
     import redis
 
@@ -140,7 +142,7 @@ def redis_bins(r, stream: str = BIN_STREAM, start: str | bytes = "$", block_ms: 
         idle_since = time.monotonic()
         for entry_id, fields in resp[0][1]:
             last = entry_id
-            sid = fields.get(b"sentence", b"0").decode(errors="replace")
+            sid = fields[b"sentence"].decode(errors="replace") if b"sentence" in fields else None  # None: the open one
             if fields.get(b"sentence_end", b"0") not in (b"0", b""):
                 label = fields.get(b"label")
                 yield SentenceEnd(sid, label.decode(errors="replace") if label else None, now)
@@ -149,10 +151,11 @@ def redis_bins(r, stream: str = BIN_STREAM, start: str | bytes = "$", block_ms: 
             where = f"{stream} entry {entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
             values = (np.frombuffer(payload, dtype=np.float32) if len(payload) % 4 == 0
                       else np.full(len(payload) // 4 + 1, np.nan, dtype=np.float32))
+            raw_day = fields.get(b"day", b"0").decode(errors="replace")
             try:
-                day = int(fields.get(b"day", b"0"))
+                day = int(raw_day)
             except ValueError:
-                day = -1  # the decoder rejects it with the bin
+                day = raw_day  # not an int: the decoder reports it and skips the bin
             label = fields.get(b"label")
             yield Bin(values, day, sid, now, where, label.decode(errors="replace") if label else None)
 

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model_training.streaming import StreamingModel
-from nejm_b2txt_utils.causal_features import BadBinError
+from nejm_b2txt_utils.causal_features import BadBinError, check_bin
 from nejm_b2txt_utils.endpoint import EndpointRule
 from nejm_b2txt_utils.metrics import ctc_greedy_decode
 from nejm_b2txt_utils.phonemes import model_ids_to_phonemes, model_to_lm_order
@@ -46,8 +46,8 @@ class Bin:
     where it came from (for error lines) and the sentence's reference text when a replay knows it (scoring only)."""
 
     values: object
-    day: int
-    sentence: str
+    day: int  # a non-int (a malformed entry) is reported and the bin skipped
+    sentence: str | None  # None: the entry named no sentence; it belongs to the open one
     arrival: float
     where: str = "bin"
     label: str | None = None
@@ -55,9 +55,10 @@ class Bin:
 
 @dataclass
 class SentenceEnd:
-    """The trial is over (fallback end of speech); ``label`` is the reference sentence when known."""
+    """The trial is over (fallback end of speech); ``label`` is the reference sentence when known (it replaces
+    one a bin gave). ``sentence`` None: the open sentence ends."""
 
-    sentence: str
+    sentence: str | None
     label: str | None = None
     arrival: float = 0.0
 
@@ -326,50 +327,70 @@ class RealtimeDecoder:
         log.info("model swapped between sentences%s", f": {path}" if path else "")
 
     def run(self, events: Iterable[Bin | SentenceEnd]) -> Iterator[Sentence]:
-        """Decode every sentence of ``events``; yields each :class:`Sentence` as soon as it is final."""
+        """Decode every sentence of ``events``; yields each :class:`Sentence` as soon as it is final.
+
+        A bin is checked before it may open, close or label a sentence: wrong width, NaN/Inf or implausible
+        features, a day that is not an int, a day other than its sentence's first bin's (mid-sentence) or not a
+        day-layer index: one ``error:`` line and the bin is skipped. A bin with no sentence id belongs to the open
+        sentence (none open: skipped with one line); a :class:`SentenceEnd` without an id ends the open one, and
+        its label, when it has one, replaces the one the bins gave.
+        """
         current: Sentence | None = None
+        bin_day = 0  # the day the open sentence's bins carry
         done: set[str] = set()  # sentences finalised by the end-of-speech rule, their remaining bins ignored
         frames: list[np.ndarray] = []
         bins: list[np.ndarray] = []  # the accepted raw bins of the current sentence, each [C]
         for ev in events:
             if isinstance(ev, SourceError):
-                self.bad_bins += 1
-                self.view.message(f"error: {ev.where}: {ev.message}")
+                self._reject(f"error: {ev.where}: {ev.message}")
                 continue
             if isinstance(ev, SentenceEnd):
-                if current is not None and current.sentence == ev.sentence:
-                    current.label = current.label or ev.label
+                if current is not None and ev.sentence in (None, current.sentence):  # no id: the open sentence
+                    current.label = ev.label or current.label  # the end marker's label wins when it has one
                     yield self._finish(current, frames, bins, "trial_end", ev.arrival)
                     current = None
                 done.discard(ev.sentence)
                 continue
-            if ev.sentence in done:
+            sid = ev.sentence
+            if sid is None:  # no sentence field: a bin of the open sentence
+                if current is None:
+                    self._reject(f"error: {ev.where}: no sentence id and no sentence open; bin skipped")
+                    continue
+                sid = current.sentence
+            if sid in done:
                 continue
-            if current is not None and current.sentence != ev.sentence:  # a new id without an end marker
+            try:  # checked before it may open, close or label a sentence
+                values = check_bin(ev.values, self.stream.n_channels, ev.where)
+            except BadBinError as exc:
+                self._reject(f"error: {exc}; bin skipped")
+                continue
+            if isinstance(ev.day, bool) or not isinstance(ev.day, (int, np.integer)):
+                self._reject(f"error: {ev.where}: day {ev.day!r}: expected an int day-layer index; bin skipped")
+                continue
+            if current is not None and current.sentence == sid and ev.day != bin_day:
+                self._reject(f"error: {ev.where}: day {ev.day} differs from sentence {sid!r}'s day "
+                             f"{bin_day}; bin skipped")
+                continue
+            if current is not None and current.sentence != sid:  # a new id without an end marker
                 yield self._finish(current, frames, bins, "trial_end", ev.arrival)
                 current = None
             if current is None:
                 self._between_sentences()  # first: a swapped-in model may know one more day
                 if self.session is None and self.n_days is not None and not 0 <= ev.day < self.n_days:
-                    self.bad_bins += 1
-                    self.view.message(f"error: {ev.where}: day {ev.day} is not a day-layer index 0..{self.n_days - 1}"
-                                      "; bin skipped")
+                    self._reject(f"error: {ev.where}: day {ev.day} is not a day-layer index 0..{self.n_days - 1}"
+                                 "; bin skipped")
                     continue
-                day = ev.day if self.session_day is None else self.session_day
+                bin_day = int(ev.day)  # the day every bin of this sentence must carry
+                day = bin_day if self.session_day is None else self.session_day
                 self.stream.reset(day)
                 self.text.start()
                 if self.endpoint is not None:
                     self.endpoint.reset()
-                current = Sentence(ev.sentence, "", "", 0, 0.0, label=ev.label, day=day, model_path=self.model_path)
+                current = Sentence(sid, "", "", 0, 0.0, label=ev.label, day=day, model_path=self.model_path)
                 frames, bins = [], []
             current.label = current.label or ev.label  # the prompt may come with any bin of the sentence
-            try:
-                frame = self.stream.push(ev.values, ev.where)
-            except BadBinError as exc:
-                self.bad_bins += 1
-                self.view.message(f"error: {exc}; bin skipped")
-                continue
-            bins.append(np.asarray(ev.values, dtype=np.float32))
+            frame = self.stream.push(values, ev.where)
+            bins.append(values)
             if frame is None:
                 continue
             t0 = time.perf_counter()
@@ -387,6 +408,11 @@ class RealtimeDecoder:
                 current = None
         if current is not None:
             yield self._finish(current, frames, bins, "trial_end", time.perf_counter())
+
+    def _reject(self, line: str) -> None:
+        """Count a skipped bin and show its one ``error:`` line."""
+        self.bad_bins += 1
+        self.view.message(line)
 
     def _finish(self, s: Sentence, frames: list[np.ndarray], bins: list[np.ndarray], reason: str,
                 t_end: float) -> Sentence:

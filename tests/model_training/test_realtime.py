@@ -249,6 +249,48 @@ def test_decoder_greedy_equals_offline_and_malformed_bins_are_error_lines(traine
     assert summary["frames"] == len(offline) and summary["frame_model_ms"]["n"] == len(offline)
 
 
+def test_rejected_bins_never_open_or_label_a_sentence_and_mid_sentence_days_must_match(trained_model, tiny_data,
+                                                                                      tmp_path, capsys):
+    """Reported: a 12-byte bin with day=5, label='wrong' opened the sentence and set its day and label; the good
+    bins were decoded on that day. Same kind: the end marker's label was ignored, mid-sentence bins of another
+    or a non-int day were accepted, a bin with no sentence id closed the sentence (sentence "0")."""
+    model, margs = load_trained_model(trained_model)
+    day, t = val_trials(tiny_data, list(margs.dataset.sessions))[0]
+    other = (day + 1) % len(margs.dataset.sessions)  # a valid day-layer index, not the sentence's
+    offline = infer_trial(model, t.input_features, day, "cpu", margs.dataset.data_transforms, "causal")
+    greedy = " ".join(model_ids_to_phonemes(ctc_greedy_decode(offline)))
+    stream = "realtime_neural_bins"
+    row0 = t.input_features[0].astype(np.float32).tobytes()
+    with RedisServer() as server:
+        r = server.client()
+        r.xadd(stream, {"features": row0, "day": day})  # no sentence id, none open
+        r.xadd(stream, {"features": b"\x00" * 12, "day": other, "sentence": "s1", "label": "wrong"})  # rejected
+        for i, row in enumerate(t.input_features):
+            if i == 6:
+                for bad_day in ("xyz", 99, -1, other):  # right width, wrong day
+                    r.xadd(stream, {"features": row.astype(np.float32).tobytes(), "day": bad_day, "sentence": "s1"})
+            if i == 7:  # no sentence id: a bin of the open sentence
+                r.xadd(stream, {"features": row.astype(np.float32).tobytes(), "day": day})
+            else:
+                write_bin(r, row, "s1", day, label="first label" if i == 0 else None)
+        write_sentence_end(r, "s1", label="the end label")
+        out = tmp_path / "rt.jsonl"
+        code = decode_realtime.main(["--model_path", str(trained_model), "--source", "redis", "--from_start",
+                                     "--idle_timeout", "0.5", "--lm", "none", "--no_endpoint", "--redis_port",
+                                     str(server.port), "--out", str(out)])
+    assert code == 0
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 6
+    assert errors[0].endswith("no sentence id and no sentence open; bin skipped")
+    assert errors[1].endswith("expected 512 float32 features, got 3; bin skipped")
+    assert errors[2].endswith("day 'xyz': expected an int day-layer index; bin skipped")
+    assert [e.split(": ", 2)[2] for e in errors[3:]] == [
+        f"day {d} differs from sentence 's1''s day {day}; bin skipped" for d in (99, -1, other)]
+    recs = [json.loads(x) for x in out.read_text().splitlines()[1:]]
+    assert [(r["sentence"], r["day"], r["label"], r["text"]) for r in recs] == [("s1", day, "the end label", greedy)]
+    assert recs[0]["n_frames"] == len(offline)
+
+
 def test_replay_entry_point_resumes_and_swaps_models_between_sentences(trained_model, tiny_data, tmp_path, capsys):
     out = tmp_path / "replay.jsonl"
     base = ["--model_path", str(trained_model), "--data_dir", str(tiny_data / "hdf5_data_final"), "--speed", "0",
