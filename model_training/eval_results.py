@@ -46,10 +46,26 @@ class PartialResults:
     """Append-only JSONL of finished trials, keyed by :func:`trial_id`."""
 
     def __init__(self, path: str | os.PathLike, header: dict, restart: bool = False, where_flag: str = "--out_dir"):
+        """Open (resume) or start the file.
+
+        Args:
+            path: the JSONL file. header: what the run's results depend on (a resumed file must match).
+            restart: discard an existing file. where_flag: the caller's flag naming the file (for the advice).
+
+        Raises:
+            PartialResultsError: ``path`` (or its folder) is not what it must be (a folder where the file goes, a
+                file where its folder goes), or the file is from another run or corrupt: one line.
+        """
         self.path = Path(path)
         self.where_flag = where_flag  # the caller's flag that names another file (the error's advice)
         self.header = {"format": FORMAT, **header}
         self.records: dict[str, dict] = {}
+        if os.path.lexists(self.path) and not self.path.is_file():
+            raise PartialResultsError(f"{self.path}: is a folder (or not a regular file), expected the JSONL file "
+                                      f"of results; use another {where_flag}")
+        parent = next((p for p in self.path.parents if os.path.lexists(p)), None)
+        if parent is not None and not parent.is_dir():
+            raise PartialResultsError(f"{self.path}: {parent} is a file, expected a folder; use another {where_flag}")
         if restart and self.path.exists():
             self.path.unlink()
         if self.path.exists():
@@ -62,7 +78,10 @@ class PartialResults:
                 os.fsync(fh.fileno())
 
     def _load(self) -> None:
-        lines = self.path.read_text().splitlines()
+        try:
+            lines = self.path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PartialResultsError(f"{self.path}: unreadable ({exc}); use another {self.where_flag}") from None
         try:
             header = json.loads(lines[0])["header"] if lines else None
         except (json.JSONDecodeError, KeyError, TypeError):
@@ -80,6 +99,9 @@ class PartialResults:
                 if n == len(lines):  # a line cut short by a kill: that trial is simply redone
                     break
                 raise PartialResultsError(f"{self.path}: line {n} is not valid JSON ({exc})") from exc
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+                raise PartialResultsError(f"{self.path}: line {n}: expected a JSON object with a string 'id'; "
+                                          f"pass --restart to discard the file or use another {self.where_flag}")
             self.records[rec["id"]] = rec
         # Drop a torn last line so later appends start on a clean line; atomically (a kill here lost saved trials).
         with atomic_open(self.path, "w") as fh:

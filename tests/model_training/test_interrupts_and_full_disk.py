@@ -115,3 +115,28 @@ def test_partial_results_rewrite_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
     assert sorted(eval_results.PartialResults(path, {"a": 1}).records) == ["t1", "t2"]
+
+
+@pytest.mark.parametrize("case", ["folder", "folder_restart", "parent_is_a_file", "row_not_an_object", "binary"])
+def test_partial_results_bad_path_or_rows_are_one_line_errors(tmp_path, case):
+    """Reported: decode_realtime --out <a folder> gave IsADirectoryError; the same kind for every user of the
+    shared PartialResults (evaluate_model too): a PartialResultsError (one line, exit 2), never a traceback."""
+    from model_training import eval_results
+
+    path = tmp_path / "out.jsonl"
+    if case.startswith("folder"):
+        path.mkdir()
+    elif case == "parent_is_a_file":
+        path.write_text("x")
+        path = path / "sub" / "r.jsonl"
+    elif case == "row_not_an_object":
+        eval_results.PartialResults(path, {"a": 1})
+        with open(path, "a") as fh:
+            fh.write("[1, 2]\n{}\n")
+    else:
+        path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(eval_results.PartialResultsError) as err:
+        eval_results.PartialResults(path, {"a": 1}, restart=case == "folder_restart", where_flag="--out")
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    assert {"folder": "is a folder", "folder_restart": "is a folder", "parent_is_a_file": "is a file, expected a folder",
+            "row_not_an_object": "line 2: expected a JSON object", "binary": "unreadable"}[case] in str(err.value)

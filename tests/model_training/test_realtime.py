@@ -300,6 +300,10 @@ def test_replay_entry_point_resumes_and_swaps_models_between_sentences(trained_m
     ids = [json.loads(x)["id"] for x in out.read_text().splitlines()[1:]]
     assert len(ids) == len(set(ids)) == 3
     assert decode_realtime.main([*base, "--speed", "-1"]) == 2
+    capsys.readouterr()
+    assert decode_realtime.main([*base[:-1], str(tmp_path)]) == 2  # --out a folder: was IsADirectoryError
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {tmp_path}: is a folder (or not a regular file), expected the JSONL file of results; use another --out")
 
     model, margs = load_trained_model(trained_model)
     other, _ = load_trained_model(trained_model)
