@@ -57,6 +57,18 @@ def test_smoothers_match_their_offline_counterparts():
     assert np.allclose(StreamingSmoother("causal").kernel, [0.0459, 0.1101, 0.2057, 0.2993, 0.3391], atol=1e-4)
 
 
+def test_check_bin_refuses_implausible_magnitudes_like_nan():
+    """1e30 features (a corrupt entry) overflow float32 squares downstream: refused beyond MAX_ABS_FEATURE."""
+    from nejm_b2txt_utils.causal_features import MAX_ABS_FEATURE, BadBinError, check_bin
+
+    ok = np.full(4, MAX_ABS_FEATURE, np.float32)
+    assert check_bin(ok, 4).tolist() == [1e6] * 4
+    for bad, why in ((1e30, "magnitude 1e+30, expected at most 1e+06"), (-2e6, "magnitude 2e+06"),
+                     (np.inf, "1 NaN/Inf features")):
+        with pytest.raises(BadBinError, match=why.replace("+", r"\+")):
+            check_bin([0.0, bad, 1.0, 2.0], 4, "entry 1-0")
+
+
 def test_rolling_zscore_uses_only_finished_sentences():
     z = RollingZScore(2)
     a, b, c = (np.full((5, 3), v, np.float32) + np.arange(5)[:, None] for v in (0.0, 10.0, 100.0))
