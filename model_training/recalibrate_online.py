@@ -308,7 +308,13 @@ class OnlineRecalibrator:
         """One finished sentence: label it, update once K are usable, save, publish; the state written last (a
         kill before that reads the entry again on restart)."""
         eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        s = self._sentence(entry_id, fields, self.labeller)
+        counts = {k: v for k, v in self.state.items() if isinstance(v, int)}
+        try:
+            s = self._sentence(entry_id, fields, self.labeller)
+        except Exception as exc:  # noqa: BLE001 -- the last line of defence: one entry never stops the loop
+            self.state.update(counts)  # the labeller's partial counts undone
+            self._drop(eid, f"could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
+            s = None
         self.state["sentences_read"] += 1
         self.state["last_id"] = eid
         if s is not None:
@@ -320,11 +326,14 @@ class OnlineRecalibrator:
                 except UpdateFailed as exc:  # the last line of defence: this entry is dropped, the loop goes on
                     self.pool.pop()
                     self.state["used"] -= 1
-                    self.state["skipped_bad_entry"] += 1
-                    self.state["bad_entries"].append(eid)  # a restart does not rebuild it into the pool
-                    print(f"error: {self.args.stream} entry {eid}: the update failed ({exc}); sentence skipped",
-                          file=sys.stderr)
+                    self._drop(eid, f"the update failed ({exc})")
         atomic_write_json(self.out / STATE_FILE, self.state)
+
+    def _drop(self, eid: str, why: str) -> None:
+        """Count ``eid`` as a bad entry, record it so a restart does not rebuild it into the pool, say it once."""
+        self.state["skipped_bad_entry"] += 1
+        self.state["bad_entries"].append(eid)
+        print(f"error: {self.args.stream} entry {eid}: {why}; sentence skipped", file=sys.stderr)
 
     def update_and_publish(self, eid: str) -> None:
         """One Calibrator update on the pool; ``recal_NNNN/`` written whole and renamed into place; the state

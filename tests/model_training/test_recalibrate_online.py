@@ -218,13 +218,15 @@ def test_entries_the_model_cannot_train_on_are_skipped_with_one_line_each(traine
     assert stat.S_IMODE((out / "recal_0002").stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
 
 
-def test_an_update_that_raises_skips_its_entry_and_a_rerun_goes_on(trained_model, new_session, tmp_path,
-                                                                   monkeypatch, capsys):
-    """The last line of defence: an entry that slips past the checks and makes the update raise is counted and
-    recorded, the state advanced, the loop goes on; a rerun does not crash on it again."""
+@pytest.mark.parametrize("where", ["update", "label"])
+def test_an_entry_that_makes_the_update_or_labelling_raise_is_skipped_and_a_rerun_goes_on(
+        trained_model, new_session, tmp_path, monkeypatch, capsys, where):
+    """The last line of defence: an entry that slips past the checks and makes the update (or its labelling) raise
+    is counted and recorded, the state advanced, the loop goes on; a rerun does not crash on it again."""
     trials = new_trials(new_session, 4)
     out = tmp_path / "recal"
-    real_update = Calibrator.update
+    real_update, real_ids = Calibrator.update, recalibrate_online.sentence_to_model_ids
+    poison = trials[2].sentence_label
 
     def crashing_update(self, sentences):
         sentences = list(sentences)
@@ -232,17 +234,26 @@ def test_an_update_that_raises_skips_its_entry_and_a_rerun_goes_on(trained_model
             raise RuntimeError("The size of tensor a (512) must match the size of tensor b (3)")
         return real_update(self, sentences)
 
+    def crashing_ids(text, lexicon):
+        if text == poison:
+            raise KeyError("x")
+        return real_ids(text, lexicon)
+
     with RedisServer() as server:
         r = server.client()
         ids = [publish(r, np.ascontiguousarray(t.input_features, dtype=np.float32), label=t.sentence_label)
                for t in trials[:3]]
         args = recal_args(trained_model, out, server.port, "--labels", "prompted", "--min_sentences", "2")
         with monkeypatch.context() as m:
-            m.setattr(Calibrator, "update", crashing_update)
+            if where == "update":
+                m.setattr(Calibrator, "update", crashing_update)
+            else:
+                m.setattr(recalibrate_online, "sentence_to_model_ids", crashing_ids)
             assert recalibrate_online.main(args) == 0
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-        assert err == [f"error: {FINISHED_SENTENCE_STREAM} entry {ids[2].decode()}: the update failed (The size of "
-                       "tensor a (512) must match the size of tensor b (3)); sentence skipped"]
+        why = {"update": "the update failed (The size of tensor a (512) must match the size of tensor b (3))",
+               "label": "could not be read (KeyError: 'x')"}[where]
+        assert err == [f"error: {FINISHED_SENTENCE_STREAM} entry {ids[2].decode()}: {why}; sentence skipped"]
         state = json.loads((out / "recalibration.json").read_text())
         assert (state["last_id"], state["used"], state["skipped_bad_entry"]) == (ids[2].decode(), 2, 1)
         assert state["bad_entries"] == [ids[2].decode()] and [u["sentences"] for u in state["updates"]] == [2]
