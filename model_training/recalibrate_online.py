@@ -11,7 +11,10 @@ Labels: ``prompted`` = the sentence the participant was shown (copy task; the st
 the lexicon with G2P for unknown words); ``decoded`` = the LM's final text (CORP-style), used only when the
 decoder's confidence is at least ``--min_confidence`` and every word is in the CMU dictionary (a decoder run
 with ``--lm none`` publishes greedy phonemes: skipped). Skipped sentences (empty, out of vocabulary, low
-confidence, no label, phonemes, another session, malformed) are counted.
+confidence, no label, phonemes, another session, malformed or unfit for the model: another channel count, no
+output frame, too short for CTC, NaN/Inf/absurd features or confidence) are counted, malformed ones with one
+``error:`` line; an entry whose update still raises is dropped the same way (``bad_entries`` in the state, so a
+rerun does not rebuild it) and the loop goes on.
 
 Each checkpoint is written beside the others as ``<out>/recal_NNNN/`` (built in a hidden temporary folder and
 renamed into place, never over the one in use), then announced on ``decoderControl:stream`` / ``newModelPath``.
