@@ -36,7 +36,13 @@ from model_training.realtime import GreedyText, LiveView, RealtimeDecoder, Strea
 from model_training.realtime_stats import latency_table, summarise  # noqa: E402
 from model_training.streaming import StreamingModel  # noqa: E402
 from nejm_b2txt_utils.causal_features import SMOOTHING_MODES  # noqa: E402
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, print_bad_input, print_line  # noqa: E402
+from nejm_b2txt_utils.cli_errors import (  # noqa: E402
+    ConfigError,
+    check_flags,
+    check_output_file,
+    print_bad_input,
+    print_line,
+)
 from nejm_b2txt_utils.devices import select_device  # noqa: E402
 from nejm_b2txt_utils.endpoint import EndpointRule  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15FormatError  # noqa: E402
@@ -98,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        "lm_retries": 0, "threads": 1, "idle_timeout": 0.001})
     if not 0 < args.silence_prob <= 1:
         raise ConfigError(f"--silence_prob: expected 0 < p <= 1, got {args.silence_prob}")
+    check_output_file("--summary_json", args.summary_json)  # before decoding, not after (was IsADirectoryError)
     return args
 
 

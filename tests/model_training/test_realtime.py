@@ -316,6 +316,9 @@ def test_replay_entry_point_resumes_and_swaps_models_between_sentences(trained_m
     assert decode_realtime.main([*base[:-1], str(tmp_path)]) == 2  # --out a folder: was IsADirectoryError
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {tmp_path}: is a folder (or not a regular file), expected the JSONL file of results; use another --out")
+    assert decode_realtime.main([*base, "--summary_json", str(tmp_path)]) == 2  # checked before decoding
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --summary_json {tmp_path}: is a folder; expected a file path")
 
     model, margs = load_trained_model(trained_model)
     other, _ = load_trained_model(trained_model)
