@@ -215,7 +215,10 @@ class OnlineRecalibrator:
         if os.path.lexists(self.out) and not self.out.is_dir():
             raise ConfigError(f"--out {self.out}: exists and is not a folder, expected the folder of the "
                               "checkpoints and recalibration.json")
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where one of its folders goes, no permission
+            raise ConfigError(f"--out {self.out}: cannot create the folder ({exc.strerror or exc})") from None
         self.state = load_state(self.out)
         start = self.out / self.state["checkpoint"] if self.state["checkpoint"] else Path(args.model_path)
         model, model_args = load_trained_model(start, "cpu")

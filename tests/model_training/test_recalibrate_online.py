@@ -263,13 +263,17 @@ def test_an_entry_that_makes_the_update_or_labelling_raise_is_skipped_and_a_reru
     assert state["used"] == 3 and [u["sentences"] for u in state["updates"]] == [2, 3]
 
 
-@pytest.mark.parametrize("case", ["out_is_a_file", "state_is_a_list", "state_is_a_folder", "state_field_type"])
+@pytest.mark.parametrize("case", ["out_is_a_file", "out_under_a_file", "state_is_a_list", "state_is_a_folder",
+                                  "state_field_type"])
 def test_recalibrator_bad_out_or_state_is_one_line_exit_2(trained_model, tmp_path, capsys, case):
     """Reported: --out an existing file (FileExistsError), recalibration.json [1,2] (TypeError) or a folder
     (IsADirectoryError) gave tracebacks."""
     out = tmp_path / "recal"
     if case == "out_is_a_file":
         out.write_text("x")
+    elif case == "out_under_a_file":
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" / "recal"
     else:
         out.mkdir()
         state = out / "recalibration.json"
@@ -281,7 +285,8 @@ def test_recalibrator_bad_out_or_state_is_one_line_exit_2(trained_model, tmp_pat
         assert recalibrate_online.main(recal_args(trained_model, out, server.port)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
-    assert {"out_is_a_file": "exists and is not a folder", "state_is_a_list": "expected a JSON object",
+    assert {"out_is_a_file": "exists and is not a folder", "out_under_a_file": "cannot create the folder",
+            "state_is_a_list": "expected a JSON object",
             "state_is_a_folder": "unreadable state", "state_field_type": "field 'updates' is 3"}[case] in err[0]
     assert (out.read_text() == "x") if case == "out_is_a_file" else True
 
