@@ -59,7 +59,12 @@ from model_training.checkpoint import CheckpointError, load_trained_model  # noq
 from model_training.finished_sentences import FinishedSentence, check_fits_model, parse_entry  # noqa: E402
 from nejm_b2txt_utils.atomic_io import atomic_write_json, publish_dir  # noqa: E402
 from nejm_b2txt_utils.causal_features import RollingZScore  # noqa: E402
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.cli_errors import (  # noqa: E402
+    ConfigError,
+    check_flags,
+    check_output_folder,
+    exit_2_on_bad_input,
+)
 from nejm_b2txt_utils.lexicon import default_lexicon, sentence_to_model_ids  # noqa: E402
 from nejm_b2txt_utils.redis_protocol import FINISHED_SENTENCE_STREAM  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15FormatError, data_file_path  # noqa: E402
@@ -124,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        "keep": 0, "threads": 1, "nice": 0})
     if not args.min_confidence <= 1:
         raise ConfigError(f"--min_confidence: expected a value in [0, 1], got {args.min_confidence}")
+    check_output_folder("--out", args.out)  # a file there or above it: one line (was FileExistsError)
     return args
 
 
@@ -212,9 +218,6 @@ class OnlineRecalibrator:
 
     def __init__(self, args: argparse.Namespace, client):
         self.args, self.client, self.out = args, client, Path(args.out)
-        if os.path.lexists(self.out) and not self.out.is_dir():
-            raise ConfigError(f"--out {self.out}: exists and is not a folder, expected the folder of the "
-                              "checkpoints and recalibration.json")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file where one of its folders goes, no permission

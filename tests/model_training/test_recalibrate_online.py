@@ -285,7 +285,7 @@ def test_recalibrator_bad_out_or_state_is_one_line_exit_2(trained_model, tmp_pat
         assert recalibrate_online.main(recal_args(trained_model, out, server.port)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
-    assert {"out_is_a_file": "exists and is not a folder", "out_under_a_file": "cannot create the folder",
+    assert {"out_is_a_file": "is a file, not a folder", "out_under_a_file": "is a file, not a folder",
             "state_is_a_list": "expected a JSON object",
             "state_is_a_folder": "unreadable state", "state_field_type": "field 'updates' is 3"}[case] in err[0]
     assert (out.read_text() == "x") if case == "out_is_a_file" else True
