@@ -268,7 +268,7 @@ class TrainingLoop:
         finally:
             if stop_request is not None:
                 stop_request.restore()
-        pbar.close()
+            pbar.close()  # also on an error: its one-line message must be the last line, not a redrawn bar
         self.logger.info(f"Best avg val PER achieved: {self.best_val_PER:.5f}")
         self.logger.info(f"Total training time: {(time.time() - train_start) / 60:.2f} minutes")
         self._after_training(i)

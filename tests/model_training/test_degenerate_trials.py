@@ -55,6 +55,9 @@ def test_evaluation_keeps_a_row_for_a_0_bin_and_a_5_bin_trial(trained_model, tin
                 sent.append(logits.shape[0])
                 yield rec, "p", {"candidate_sentences": ["hello world"]}
 
+        def server_args(self):  # redis_protocol.LMClient: no server published its arguments
+            return None
+
     monkeypatch.setattr(evaluate_model, "connect_lm", lambda args: FakeClient())
     assert evaluate_model.main(base_args(trained_model, data, tmp_path / "lm")) == 0
     texts = read_csv(tmp_path / "lm")

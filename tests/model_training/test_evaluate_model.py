@@ -160,7 +160,7 @@ def test_redis_protocol_bytes_wer_and_resume_after_the_lm_dies(trained_model, ti
         manifest = json.loads(next(out.glob("*.csv.manifest.json")).read_text())
         assert manifest["lm_server"]["args"] == {"lm_path": str(lm_dir), "acoustic_scale": 0.325}
         words_sha = hashlib.sha256(b"<eps> 0\nhello 1\n").hexdigest()
-        assert manifest["lm_server"]["lm_folder"]["files"] == {"words.txt": {"bytes": 18, "sha256": words_sha}}
+        assert manifest["lm_server"]["lm_folder"]["files"] == {"words.txt": {"bytes": 16, "sha256": words_sha}}
 
         # an LM server that dies after 3 trials: a clear timeout, 3 trials saved; the rerun decodes the other 4
         out = tmp_path / "resumed"
