@@ -13,6 +13,14 @@ cd "$(dirname "$0")"
 ./setup_lm.sh || exit 1
 ./setup_xla.sh || exit 1
 ./setup_tensorflow_tpu.sh || exit 1
+# The suite writes ~1.5 GB under the temporary folder (models, LMs, HDF5 files): say so in one line rather
+# than let a full disk fail a hundred tests with the same traceback.
+tmp_root="${TMPDIR:-/tmp}"
+free_mb=$(df -Pm "$tmp_root" | awk 'NR==2 {print $4}')
+if [ -n "$free_mb" ] && [ "$free_mb" -lt 3000 ]; then
+  echo "run_tests.sh: only ${free_mb} MB free on $tmp_root; the tests need ~3000 MB (set TMPDIR to a roomier folder)" >&2
+  exit 1
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 reports="$(mktemp -d)"
 trap 'rm -rf "$reports"' EXIT
