@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.measure import percentile, print_result
+from nejm_b2txt_utils.cli_errors import check_output_file
 from nejm_b2txt_utils.memory import peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     peer_python = PEER_ENV / "bin" / "python"
     if args.repeats < 1:
         p.error(f"--repeats: expected a number >= 1, got {args.repeats}")
+    try:
+        check_output_file("--out", args.out)
+    except ValueError as exc:  # ConfigError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not args.results_pkl.is_file():
         print(f"error: --results_pkl: {args.results_pkl} not found", file=sys.stderr)
         return 2

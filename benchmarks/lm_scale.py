@@ -46,7 +46,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchmarks import decoder_vs_peer, lm_decode_latency, tlg_build  # noqa: E402
 from benchmarks.measure import percentile, print_result  # noqa: E402
 from benchmarks.zipf_text import write_zipf_corpus  # noqa: E402
-from nejm_b2txt_utils.cli_errors import ConfigError, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.cli_errors import (  # noqa: E402
+    ConfigError,
+    check_output_file,
+    check_output_folder,
+    exit_2_on_bad_input,
+)
 from nejm_b2txt_utils.lm_params import DOCUMENTED_INVOCATION  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,6 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.sizes) < 1000 or min(args.orders) < 2 or args.n_sentences < 1 or args.first_pass_ngrams < 1:
         raise ConfigError("expected --sizes >= 1000 tokens, --orders >= 2, --n_sentences >= 1, "
                           "--first_pass_ngrams >= 1")
+    check_output_folder("--work", args.work)
+    check_output_file("--out", args.out)
     return args
 
 

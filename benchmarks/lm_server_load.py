@@ -45,6 +45,7 @@ from benchmarks.measure import ProcessTreeRss, latency_ms, print_result  # noqa:
 from language_model.graph.toy_lm import build_toy_lm, long_synthetic_logits, synthetic_logits  # noqa: E402
 from nejm_b2txt_utils import redis_multi_client as rmc  # noqa: E402
 from nejm_b2txt_utils import redis_protocol as rp  # noqa: E402
+from nejm_b2txt_utils.cli_errors import ConfigError, check_output_folder, exit_2_on_bad_input  # noqa: E402
 from nejm_b2txt_utils.lm_params import documented_flags  # noqa: E402
 from nejm_b2txt_utils.redis_server import RedisServer, stop_process  # noqa: E402
 
@@ -321,6 +322,7 @@ def legacy_two_clients(lm_dir: Path, work: Path, trials: int, timeout_s: float) 
         return {"clients": 2, "trials_each": trials, **counts}
 
 
+@exit_2_on_bad_input()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, help="keep the LM folder and server logs here (default: a temp folder)")
@@ -343,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=("throughput", "flood", "huge", "evaluator", "legacy"))
     args = p.parse_args(argv)
     if min(args.workers) < 1 or args.clients < 1 or args.trials < 1 or args.timeout_s <= 0:
-        p.error("--workers, --clients and --trials must be >= 1 and --timeout_s > 0")
+        raise ConfigError("--workers, --clients and --trials: expected >= 1, and --timeout_s > 0")
+    check_output_folder("--work", args.work)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="lm_server_load_") as tmp:
         work = (args.work or Path(tmp)).resolve()

@@ -39,7 +39,7 @@ from model_training.config import load_config
 from model_training.realtime import RealtimeDecoder, StreamingLM
 from model_training.realtime_stats import summarise
 from model_training.streaming import StreamingModel
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, check_output_folder, exit_2_on_bad_input
 from nejm_b2txt_utils.endpoint import EndpointRule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.beside_worker is not None:
         return beside_worker(args.beside_worker)
     check_flags(args, {"trials": 1, "speed": 0, "trailing_ms": 1, "wer_trials": 0, "threads": 1, "recal_steps": 1})
+    check_output_folder("--work", args.work)
     if not args.no_beside and args.beside != "training" and args.model_path is None:
         raise ConfigError("--beside recalibration: needs --model_path (a trained model to recalibrate)")
     for path, what in ((args.data_dir, "HDF5 root"), (args.lm_path / "TLG.fst", "LM (TLG.fst)")):

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks.measure import print_result
+from nejm_b2txt_utils.cli_errors import ConfigError, check_output_folder, exit_2_on_bad_input
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,6 +71,9 @@ def measure(side: str, data: Path, work: Path, steps: int) -> dict:
     t0 = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - t0
+    if getattr(trainer, "interrupted_at", None) is not None:  # Ctrl-C: a partial run is not a measurement
+        trainer.close()
+        raise KeyboardInterrupt(f"{side} run stopped at step {trainer.interrupted_at} of {steps}")
     dts = [b - a for a, b in zip(times[:-1], times[1:])]  # step i's time (+ validation after step 0 in dts[1])
     last_new = max((i for i in range(len(counts)) if i == 0 or counts[i] != counts[i - 1]), default=0)
     steady = dts[max(last_new + 1, 2):-1] or dts[-1:]  # after the last compile, without the first validation
@@ -110,11 +114,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@exit_2_on_bad_input()
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.steps < 4:
-        print("error: --steps: expected at least 4 (compiles, then steady steps)", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--steps: expected at least 4 (compiles, then steady steps), got {args.steps}")
+    check_output_folder("--work", args.work)
     if args.side:
         print_result(measure(args.side, args.data, args.work, args.steps), indent=None)
         return 0

@@ -32,7 +32,7 @@ from tqdm import tqdm  # noqa: E402
 from model_training.bin_sources import BIN_STREAM, redis_bins, replay_hdf5  # noqa: E402
 from model_training.checkpoint import CheckpointError, load_trained_model  # noqa: E402
 from model_training.eval_results import PartialResults, PartialResultsError  # noqa: E402
-from model_training.realtime import GreedyText, LiveView, RealtimeDecoder, StreamingLM  # noqa: E402
+from model_training.realtime import GreedyText, LiveView, RealtimeDecoder, SourceError, StreamingLM  # noqa: E402
 from model_training.realtime_stats import latency_table, summarise  # noqa: E402
 from model_training.streaming import StreamingModel  # noqa: E402
 from nejm_b2txt_utils.causal_features import SMOOTHING_MODES  # noqa: E402
@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def skip_finished(events, store: PartialResults):
     """Drop the events of the trials ``store`` already holds (a resumed replay)."""
     for ev in events:
-        if not hasattr(ev, "sentence") or ev.sentence not in store:  # a SourceError is always reported
+        if isinstance(ev, SourceError) or ev.sentence not in store:  # a SourceError is always reported
             yield ev
 
 
