@@ -48,7 +48,7 @@ from model_training.calibration import (
 from model_training.checkpoint import load_trained_model
 from model_training.config import load_config
 from model_training.inference import infer_trial
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, check_output_file, exit_2_on_bad_input
 from nejm_b2txt_utils.metrics import ctc_greedy_decode, edit_distance
 from nejm_b2txt_utils.synthetic import generate
 from nejm_b2txt_utils.t15_hdf5 import list_sessions
@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         a.ns = [int(x) for x in a.ns.split(",")]
     except ValueError:
         raise ConfigError(f"--ns: expected a comma list of integers, got {a.ns!r}") from None
+    if min(a.ns) < 1:
+        raise ConfigError(f"--ns: expected sentence counts >= 1, got {min(a.ns)}")
+    check_output_file("--out", a.out)  # before the data and the training (was an error after ~25 min)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log.info("args: %s", vars(a))
     torch.set_num_threads(a.threads)

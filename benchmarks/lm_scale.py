@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -198,6 +199,25 @@ def sweep_case(corpus: Path, order: int, work: Path, args, peer_python: Path | N
     return case
 
 
+def _numbers(flag: str, text: str, low: float, what: str, integers: bool = False) -> list:
+    """A comma list of finite numbers >= ``low`` (``1e6`` allowed unless ``integers``).
+
+    Raises:
+        ConfigError: naming ``flag`` and the first value that is not one.
+    """
+    out = []
+    for item in text.split(","):
+        try:
+            value = int(item) if integers else float(item)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low:
+            kind = "integers" if integers else "numbers"
+            raise ConfigError(f"{flag}: expected comma-separated {kind} >= {low:g} ({what}), got {item.strip()!r}")
+        out.append(value)
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="2e5", help="corpus sizes in tokens, comma-separated (default 2e5: minutes)")
@@ -217,15 +237,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--worker", nargs=3, metavar=("KIND", "STORE", "WORDS"), help=argparse.SUPPRESS)
     p.add_argument("--worker_out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    try:
-        args.sizes = [int(float(s)) for s in args.sizes.split(",")]
-        args.orders = [int(o) for o in args.orders.split(",")]
-    except ValueError:
-        raise ConfigError(f"--sizes/--orders: expected comma-separated numbers, got {args.sizes!r} / "
-                          f"{args.orders!r}") from None
-    if min(args.sizes) < 1000 or min(args.orders) < 2 or args.n_sentences < 1 or args.first_pass_ngrams < 1:
-        raise ConfigError("expected --sizes >= 1000 tokens, --orders >= 2, --n_sentences >= 1, "
-                          "--first_pass_ngrams >= 1")
+    args.sizes = [int(v) for v in _numbers("--sizes", args.sizes, 1000, "token counts")]
+    args.orders = _numbers("--orders", args.orders, 2, "n-gram orders", integers=True)
+    for flag, value, low in (("--first_pass_ngrams", args.first_pass_ngrams, 1),
+                             ("--single_max_ngrams", args.single_max_ngrams, 0), ("--n_sentences", args.n_sentences, 1),
+                             ("--peak", args.peak, 1e-6)):
+        if not math.isfinite(value) or value < low:
+            raise ConfigError(f"{flag}: expected a number >= {low:g}, got {value:g}")
     check_output_folder("--work", args.work)
     check_output_file("--out", args.out)
     return args

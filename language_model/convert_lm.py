@@ -30,7 +30,7 @@ from language_model.graph.fst_io import FstReadError  # noqa: E402
 from language_model.ngram.store import StoreError, check_store  # noqa: E402
 from language_model.ngram.store_convert import ConvertError, arpa_to_store, g_fst_to_store  # noqa: E402
 from language_model.ngram.store_writer import check_store_target  # noqa: E402
-from nejm_b2txt_utils.cli_errors import ConfigError, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.cli_errors import ConfigError, check_output_folder, exit_2_on_bad_input  # noqa: E402
 from nejm_b2txt_utils.memory import peak_rss_mb  # noqa: E402
 
 log = logging.getLogger("convert_lm")
@@ -45,8 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     Returns:
         The parsed flags.
     """
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--arpa", type=Path, help="an ARPA file (.gz read compressed)")
     src.add_argument("--g_fst", type=Path, help="a grammar FST written by kaldilm arpa2fst (G_no_prune.fst)")
@@ -98,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"{source}: not found (or not a file)")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a file; expected a folder to write the store into")
+    check_output_folder("--out", args.out)  # below a file: one line (was a FileExistsError traceback)
+    if args.scratch is not None:
+        check_output_folder("--scratch", args.scratch)
+        args.scratch.mkdir(parents=True, exist_ok=True)
     check_store_target(args.out)  # a folder of other files is refused (the new store replaces --out)
     if args.arpa is not None:
         out = arpa_to_store(args.arpa, args.out, args.scratch)

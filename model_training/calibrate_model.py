@@ -31,7 +31,7 @@ from model_training.calibration import (  # noqa: E402
     read_sentences,
 )
 from model_training.checkpoint import CheckpointError, load_trained_model  # noqa: E402
-from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, exit_2_on_bad_input  # noqa: E402
+from nejm_b2txt_utils.cli_errors import ConfigError, check_flags, check_output_folder, exit_2_on_bad_input  # noqa: E402
 from nejm_b2txt_utils.t15_hdf5 import T15FormatError, data_file_path  # noqa: E402
 
 log = logging.getLogger("calibrate_model")
@@ -76,9 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     host, _, port = (args.publish or "").rpartition(":")
     if args.publish is not None and not (host and port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(f"--publish: expected HOST:PORT, got {args.publish!r}")
+    for flag, folder in (("--model_path", args.model_path), ("--data_dir", args.data_dir)):
+        if not Path(folder).is_dir():
+            what = "is a file" if Path(folder).exists() else "not found"
+            raise ConfigError(f"{flag} {folder}: {what}; expected a folder")
     out_path = Path(args.out_path or f"{str(args.model_path).rstrip('/')}_{args.session}")
     if out_path.resolve() == Path(args.model_path).resolve():
         raise ConfigError(f"--out_path {out_path}: must differ from --model_path (the model in use stays intact)")
+    check_output_folder("--out_path", out_path)  # before any training (was a traceback after it)
+    settings = CalibrationSettings(args.update, args.lr, args.max_steps, args.batch_size, args.replay_fraction,
+                                   args.grad_clip, args.stop_loss, seed=args.seed)
+    try:
+        settings.check()
+    except ConfigError as exc:  # the settings' names are this script's flags
+        raise ConfigError(f"--{exc}") from None
     log.info("args: %s", vars(args))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device(args.gpu_number)
     model, model_args = load_trained_model(args.model_path, "cpu")
-    settings = CalibrationSettings(args.update, args.lr, args.max_steps, args.batch_size, args.replay_fraction,
-                                   args.grad_clip, args.stop_loss, seed=args.seed)
     sessions = list(model_args.dataset.sessions)
     subset = model_args.dataset.get("feature_subset")
     replay = []
@@ -102,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                     args.n_sentences)
     if not any(s.labels is not None for s in new):
         raise ConfigError(f"{data_file_path(args.data_dir, args.session, args.split)}: no labelled sentences")
-    log.info("%s: day %d initialised from %s (day %d); training %s on %d sentences, %d replayed trials",
-             args.session, cal.day, sessions[cal.source_day], cal.source_day, args.update, len(new), len(cal.replay))
+    if args.session in sessions:  # a day the model knows: its own layer is recalibrated, no day is added
+        start = f"day {cal.day} known to the model: recalibrating its own layer"
+    else:
+        start = f"new day {cal.day} initialised from {sessions[cal.source_day]} (day {cal.source_day})"
+    log.info("%s: %s; training %s on %d sentences, %d replayed trials", args.session, start, args.update, len(new),
+             len(cal.replay))
     res = cal.update(new)
     log.info("%d steps in %.2f s, loss per phoneme %.3f%s", res.steps, res.seconds, res.loss_per_phoneme,
              " (early stop)" if res.stopped_early else "")

@@ -121,6 +121,12 @@ def _umask() -> int:
     return mask
 
 
+def default_dir_mode() -> int:
+    """The permissions a plain ``mkdir`` gives a folder (``0o777`` minus the umask): for a folder staged with
+    ``tempfile.mkdtemp`` (``0o700``, unreadable to another user's server) before it is renamed into place."""
+    return 0o777 & ~_umask()
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """``open()`` on a temp file beside ``path``, moved onto ``path`` only if the block succeeds.
@@ -243,7 +249,7 @@ def publish_dir(src: str | os.PathLike, dst: str | os.PathLike, *, replace: bool
         OSError: a rename failed for another reason (``src`` is left in place for the caller to remove).
     """
     src, dst = Path(src), Path(dst)
-    os.chmod(src, 0o777 & ~_umask())
+    os.chmod(src, default_dir_mode())
     if not replace:
         try:
             os.rename(src, dst)  # fails when dst is a non-empty folder

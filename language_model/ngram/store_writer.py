@@ -31,7 +31,7 @@ from language_model.ngram.store import (
     kinds_of_order,
     open_arrays,
 )
-from nejm_b2txt_utils.atomic_io import atomic_write_json, atomic_write_text
+from nejm_b2txt_utils.atomic_io import atomic_write_json, atomic_write_text, default_dir_mode
 
 
 class StoreWriter:
@@ -238,6 +238,7 @@ def staged_store(out_dir: str | os.PathLike) -> Iterator[Path]:
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / out.name)
+        os.chmod(tmp, default_dir_mode())  # mkdtemp's 0o700 would hide the store from another user's server
         os.replace(tmp, out)
     except BaseException:
         if old is not None and (old / out.name).exists() and not out.exists():  # put the previous store back

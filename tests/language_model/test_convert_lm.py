@@ -86,3 +86,30 @@ def test_a_gzipped_arpa_is_read_whatever_its_suffix(tmp_path):
     path.write_bytes(gzip.compress(MISSING_PREFIX_ARPA.encode()))
     assert convert_lm.main(["--arpa", str(path), "--out", str(tmp_path / "st")]) == 0
     assert (tmp_path / "st" / "vocab.txt").read_text().split() == ["</s>", "<s>", "a", "b", "c", "<unk>"]
+
+
+def test_out_or_scratch_below_a_file_is_one_line_and_the_store_is_readable_by_others(tmp_path, capsys):
+    """New-user cases: ``--out /etc/passwd/x`` was a FileExistsError traceback, ``--scratch <a file>`` a
+    NotADirectoryError one; the finished store was mode 0700 (mkdtemp's), unreadable to another user's server."""
+    import os
+    import stat
+
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text(MISSING_PREFIX_ARPA)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert convert_lm.main(["--arpa", str(arpa), "--out", str(afile / "st")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --out {afile / 'st'}: {afile} is a file, not a folder; expected a writable folder")
+    assert convert_lm.main(["--arpa", str(arpa), "--out", str(tmp_path / "st"), "--scratch", str(afile)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --scratch {afile}: is a file, not a folder; expected a folder (created if missing)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "lm.arpa"]
+    old = os.umask(0o022)
+    try:
+        assert convert_lm.main(["--arpa", str(arpa), "--out", str(tmp_path / "st"), "--scratch",
+                                str(tmp_path / "new" / "scratch")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "st").stat().st_mode) == 0o755
+    assert (tmp_path / "new" / "scratch").is_dir() and not list((tmp_path / "new" / "scratch").iterdir())

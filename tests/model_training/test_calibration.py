@@ -158,6 +158,33 @@ def test_calibrate_cli_bad_input_is_one_line(trained_model, new_day_data, tmp_pa
     assert "n_sentences" in err[0] and "t15.2030.01.01" in err[1] and "--out_path" in err[2]
 
 
+def test_calibrate_cli_checks_paths_and_settings_before_training(trained_model, new_day_data, tmp_path, capsys,
+                                                                 monkeypatch):
+    """New-user cases: ``--out_path /etc/passwd/x`` trained, then ended in a NotADirectoryError traceback;
+    ``--lr -1`` said ``lr: ...`` (no flag) after the run had started; a file as ``--model_path`` said
+    ``args.yaml not found``."""
+    from model_training import calibration
+
+    def no_training(*a, **k):
+        raise AssertionError("the update ran before the bad input was refused")
+
+    monkeypatch.setattr(calibration.Calibrator, "update", no_training)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [(cli_args(trained_model, new_day_data, afile / "x"),
+              f"error: --out_path {afile / 'x'}: {afile} is a file, not a folder; expected a writable folder"),
+             (cli_args(trained_model, new_day_data, tmp_path / "o", "--lr", "-1"), "error: --lr: expected > 0, got -1.0"),
+             (cli_args(trained_model, new_day_data, tmp_path / "o", "--stop_loss", "nan"),
+              "error: --stop_loss: expected >= 0, got nan"),
+             (cli_args(afile, new_day_data, tmp_path / "o"), f"error: --model_path {afile}: is a file; expected a folder"),
+             (cli_args(trained_model, tmp_path / "nodata", tmp_path / "o"),
+              f"error: --data_dir {tmp_path / 'nodata'}: not found; expected a folder")]
+    for argv, expected in cases:
+        assert calibrate_model.main(argv) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def eval_args(model, data, out, *extra):
     return ["--model_path", str(model), "--data_dir", str(data), "--eval_type", "val", "--gpu_number", "-1",
             "--lm", "none", "--csv_path", str(out / "none.csv"), "--out_dir", str(out), "--results_pkl",
