@@ -28,7 +28,7 @@ import numpy as np
 
 from language_model.ngram.array_lm import ArrayLM, parent_index, write_arpa_arrays
 from language_model.ngram.estimate_arrays import estimate_katz_arrays, estimate_kn_arrays
-from language_model.ngram.prune_arrays import prune_to_size, prune_to_threshold
+from language_model.ngram.prune_arrays import cap_backoffs, prune_to_size, prune_to_threshold
 from language_model.ngram.sorted_counts import DEFAULT_CHUNK_TOKENS, count_corpus, last_word
 from language_model.ngram.store import HEADER
 from language_model.ngram.store_writer import write_store
@@ -180,7 +180,7 @@ def build_streamed(corpus: Path, vocab: set[str], work: Path, opts: StreamedOpti
     threshold = 0.0
     if done.is_file():
         finished = json.loads(done.read_text())
-        first_counts, threshold = finished["counts"], finished["threshold"]
+        first_counts, threshold, capped = finished["counts"], finished["threshold"], finished.get("backoffs_capped", 0)
     else:
         if opts.first_pass_ngrams:
             first, threshold = prune_to_size(lm, opts.first_pass_ngrams)
@@ -188,9 +188,13 @@ def build_streamed(corpus: Path, vocab: set[str], work: Path, opts: StreamedOpti
             first, threshold = prune_to_threshold(lm, opts.prune), opts.prune
         else:
             first = lm
+        capped = 0
+        if first is not lm:  # a first pass (the store keeps the full LM): back-off must never pay in its G
+            first, capped = cap_backoffs(first)
+            log.info("first pass: %d backoff weights above 1 capped at 1 (the exact pass uses the store)", capped)
         write_arpa_arrays(first, arpa)
         first_counts = first.num_ngrams()
-        atomic_write_json(done, {"counts": first_counts, "threshold": threshold})
+        atomic_write_json(done, {"counts": first_counts, "threshold": threshold, "backoffs_capped": capped})
     unpruned = None
     if opts.keep_unpruned:
         unpruned = arpa
@@ -201,6 +205,7 @@ def build_streamed(corpus: Path, vocab: set[str], work: Path, opts: StreamedOpti
                 atomic_write_json(work / "lm_no_prune.arpa.json", {"counts": lm.num_ngrams()})
     seconds["first_pass"] = time.perf_counter() - t0
     stats = {**totals, "vocabulary_ids": len(words), "ngrams_full": lm.num_ngrams(), "ngrams": first_counts,
-             "prune_threshold": threshold, "store_bytes": _disk_bytes(store),
+             "prune_threshold": threshold, "first_pass_backoffs_capped": capped,
+             "store_bytes": _disk_bytes(store),
              "stage_seconds": {k: round(v, 1) for k, v in seconds.items()}}  # fmt: skip
     return {"arpa": arpa, "unpruned_arpa": unpruned, "store": store, "stats": stats}

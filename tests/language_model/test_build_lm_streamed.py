@@ -72,6 +72,38 @@ def test_first_pass_is_pruned_to_the_budget_and_the_store_keeps_everything(corpu
     assert read_arpa(out / "lm_no_prune.arpa").num_ngrams() == full and (out / "G_no_prune.fst").is_file()
 
 
+def _max_backoff_log10(arpa_path) -> float:
+    """The largest backoff weight (log10) of an ARPA's lower orders."""
+    order, top, best = 0, 0, -99.0
+    for line in arpa_path.read_text().splitlines():
+        if line.startswith("ngram "):
+            top = max(top, int(line.split()[1].split("=")[0]))
+        elif line.startswith("\\") and line.endswith("-grams:"):
+            order = int(line[1])
+        elif line and order and not line.startswith("\\"):
+            fields = line.split()
+            if order < top and len(fields) == order + 2:
+                best = max(best, float(fields[-1]))
+    return best
+
+
+def test_a_first_pass_never_pays_for_back_off(corpus, tmp_path):
+    """The 100M-token 4-gram's first pass (300k n-grams) had bow(the) = 10^1.76: in G.fst, whose back-off is an
+    epsilon arc beside the explicit n-gram, inserting ``the`` before any word gained LM score, and the decode
+    read ``the the the ...`` (WER 103 %). A pruned first pass now has every backoff weight <= 1; the store (the
+    exact pass) keeps the full LM's, the unpruned ARPA too."""
+    out = tmp_path / "lm"
+    assert build_lm.main(_argv(corpus, out, "--first_pass_ngrams", "300", "--keep_unpruned")) == 0
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["first_pass_backoffs_capped"] > 0  # this corpus has weights above 1 once pruned
+    assert _max_backoff_log10(out / "lm.arpa") <= 0.0
+    full = read_arpa(out / "lm_no_prune.arpa")
+    store = NgramStore(out / "ngram_store")
+    sentences = [["the", "the", "cars"], ["i", "want", "to", "go", "home"], ["dogs", "dogs", "dogs"]]
+    got = store.score_sentences(sentences, nats=True)
+    assert got.tolist() == pytest.approx([full.sentence_logprob(s) for s in sentences], abs=1e-4)
+
+
 class Killed(BaseException):
     """What a SIGKILL leaves: nothing after the raise runs, and build_lm.main does not catch it."""
 
