@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.measure import percentile, print_result
-from nejm_b2txt_utils.cli_errors import check_output_file
+from nejm_b2txt_utils.cli_errors import ConfigError, check_output_file, print_bad_input
 from nejm_b2txt_utils.memory import peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,9 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--repeats: expected a number >= 1, got {args.repeats}")
     try:
         check_output_file("--out", args.out)
-    except ValueError as exc:  # ConfigError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:
+        return print_bad_input(exc)
     if not args.results_pkl.is_file():
         print(f"error: --results_pkl: {args.results_pkl} not found", file=sys.stderr)
         return 2
